@@ -1,0 +1,89 @@
+"""Configuration of a `Jobs` instance; defaults are the seed's constants."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from jobs_core._errors import InvalidOptions
+
+#: Highest `max_retries` accepted anywhere (per job or as the default).
+MAX_RETRIES_LIMIT = 100
+
+Backoff = Callable[[int], timedelta]
+
+
+def exponential_backoff(
+    base: timedelta = timedelta(seconds=1),
+    cap: timedelta = timedelta(hours=1),
+    jitter: float = 0.1,
+) -> Backoff:
+    """Delay before retry number `n` (0-based): `base * 2**n`, ±`jitter`, at most `cap`."""
+
+    def delay(retry: int) -> timedelta:
+        raw = base.total_seconds() * 2 ** min(retry, 64)
+        jittered = min(raw, cap.total_seconds()) * random.uniform(1 - jitter, 1 + jitter)
+        return timedelta(seconds=min(jittered, cap.total_seconds()))
+
+    return delay
+
+
+default_backoff: Backoff = exponential_backoff()
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, timedelta):
+        ok = value > timedelta(0)
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if not ok:
+        raise InvalidOptions(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _retries(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    check_max_retries(value)
+
+
+def check_max_retries(value: object) -> int:
+    """Return `value` if it is a valid `max_retries`, else raise `InvalidOptions`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptions(f"max_retries must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise InvalidOptions(f"max_retries must be between 0 and {MAX_RETRIES_LIMIT}, got {value}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class JobsConfig:
+    """Limits and timings of a `Jobs` instance and its worker."""
+
+    #: Largest payload, in bytes of serialized JSON (1 MiB).
+    max_payload_size: int = attrs.field(default=1024 * 1024, validator=_positive)
+    #: Retries after the first attempt when a job does not say (so 4 runs at most).
+    max_retries: int = attrs.field(default=3, validator=_retries)
+    #: Execution timeout of one attempt; the stored lease lasts `lock_margin` longer.
+    lock_duration: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    #: How long an idle worker waits between claims when nothing wakes it.
+    poll_interval: timedelta = attrs.field(default=timedelta(seconds=1), validator=_positive)
+    #: Most jobs one worker runs at once.
+    worker_pool_size: int = attrs.field(default=10, validator=_positive)
+    #: Most jobs claimed in one store call.
+    batch_size: int = attrs.field(default=10, validator=_positive)
+    #: Delay before retry `n` (0-based); the default doubles from 1 s, ±10 %, capped at 1 h.
+    backoff: Backoff = attrs.field(default=default_backoff, repr=False)
+    #: How long `stop()` waits for in-flight jobs before cancelling and releasing them.
+    shutdown_grace: timedelta = attrs.field(default=timedelta(seconds=30))
+
+    @property
+    def lock_margin(self) -> timedelta:
+        """Extra lease time past the timeout, so no rescuer takes a job still in its timeout."""
+        return max(self.lock_duration * 0.05, timedelta(seconds=1))
+
+    @property
+    def lease(self) -> timedelta:
+        """Full stored lease of a claim: `lock_duration + lock_margin`."""
+        return self.lock_duration + self.lock_margin

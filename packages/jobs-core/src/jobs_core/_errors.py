@@ -1,0 +1,99 @@
+"""Domain errors: one class per way a request can be refused, all under `JobsError`.
+
+Each class answers "whose fault is this?": the caller's input (also a `ValueError`),
+a job in the wrong state for the request, a lost lease, or the database. This module
+imports nothing from its own package so every other module can import it.
+"""
+
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Base class of every error Jobs raises on purpose."""
+
+
+class JobNotFound(JobsError, LookupError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class IllegalTransition(JobsError):
+    """The job's current status does not allow the requested change."""
+
+    def __init__(self, job_id: str, event: str, status: str, allowed: str) -> None:
+        super().__init__(
+            f"cannot {event} job {job_id!r}: it is {status}; only {allowed} jobs can be"
+            f" {_past(event)}"
+        )
+        self.job_id = job_id
+        self.event = event
+        self.status = status
+
+
+class CannotRequeue(IllegalTransition):
+    """Only `failed` jobs can be requeued."""
+
+
+class CannotDelete(IllegalTransition):
+    """Only `pending` or `failed` jobs can be deleted."""
+
+
+class LockLost(JobsError):
+    """A worker reported on a job whose lease it no longer holds (fencing refused it)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"lock lost on job {job_id!r}: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class InvalidInput(JobsError, ValueError):
+    """Base of the errors caused by a caller's bad input; nothing was stored."""
+
+
+class InvalidTopic(InvalidInput):
+    """A topic is empty, too long or uses characters outside `[A-Za-z0-9._:/-]`."""
+
+
+class InvalidPayload(InvalidInput):
+    """A payload is not strict JSON, or does not fit the type it is unmarshalled into."""
+
+
+class PayloadTooLarge(InvalidPayload):
+    """A payload's serialized JSON is larger than `JobsConfig.max_payload_size`."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes of JSON; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class InvalidOptions(InvalidInput):
+    """An enqueue option (`run_at`, `max_retries`) or a configuration value is invalid."""
+
+
+class TopicAlreadyRegistered(JobsError, ValueError):
+    """A second handler was registered for a topic that already has one."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"a handler is already registered for topic {topic!r}")
+        self.topic = topic
+
+
+class StoreError(JobsError):
+    """The store failed in a way the caller cannot fix (corrupt data, bad schema, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now; retrying later may succeed."""
+
+
+class UnknownStoreScheme(JobsError, ValueError):
+    """No installed store adapter handles this URL scheme."""
+
+
+def _past(event: str) -> str:
+    return {"requeue": "requeued", "delete": "deleted"}.get(event, event + "d")

@@ -1,0 +1,148 @@
+"""`MemoryStore`: the complete reference store, used for tests, embedding, and as the model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from jobs_core import _transitions as transitions
+from jobs_core._errors import InvalidOptions, JobNotFound
+from jobs_core._ids import new_lock_token
+from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
+
+_MUTABLE = ("status", "run_at", "locked_until", "lock_token", "retries", "last_error", "updated")
+
+
+class MemoryStore:
+    """Keeps jobs in a dict of immutable `Job` values, in this process only.
+
+    Every method completes without yielding to the event loop between its read and its
+    write, so each is atomic with respect to other coroutines.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._watchers: set[Callable[[], None]] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """Build from `memory://` (the entry point of the `jobs_core.stores` group)."""
+        if url.rstrip("/") != "memory:":
+            raise InvalidOptions(f"a memory store URL is just 'memory://', got {url!r}")
+        return cls()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(<{len(self._jobs)} jobs>)"
+
+    async def insert(self, jobs: Sequence[Job]) -> None:
+        """Add new jobs; an id already present is a programming error."""
+        duplicate = [job.id for job in jobs if job.id in self._jobs]
+        if duplicate:
+            raise ValueError(f"job ids already stored: {duplicate}")
+        self._jobs.update((job.id, job) for job in jobs)
+        if jobs:
+            self._notify()
+
+    async def get(self, job_id: str) -> Job:
+        """The job, or `JobNotFound`."""
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    async def list(self, query: JobQuery) -> JobPage:
+        """Filter, order newest first, page."""
+        matches = [
+            job
+            for job in self._jobs.values()
+            if (query.topic is None or job.topic == query.topic)
+            and (query.status is None or job.status == query.status)
+        ]
+        matches.sort(key=lambda job: (job.created, job.id), reverse=True)
+        page = matches[query.offset : query.offset + query.limit]
+        return JobPage(items=page, total=len(matches), limit=query.limit, offset=query.offset)
+
+    async def count_by_status(self) -> Mapping[JobStatus, int]:
+        """Counts per status."""
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self._jobs.values():
+            counts[job.status] += 1
+        return counts
+
+    async def claim(
+        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+    ) -> Sequence[Job]:
+        """Lease the first `limit` due pending jobs of `topics` in (`run_at`, `id`) order."""
+        wanted = set(topics)
+        due = sorted(
+            (
+                job
+                for job in self._jobs.values()
+                if job.status is JobStatus.PENDING and job.run_at <= now and job.topic in wanted
+            ),
+            key=lambda job: (job.run_at, job.id),
+        )[: max(limit, 0)]
+        claimed = [
+            transitions.claim(job, now=now, lease=lease, token=new_lock_token()) for job in due
+        ]
+        self._jobs.update((job.id, job) for job in claimed)
+        return claimed
+
+    async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
+        """Processing jobs whose lease ran out, oldest lease first."""
+        stale = (
+            job
+            for job in self._jobs.values()
+            if job.status is JobStatus.PROCESSING
+            and job.locked_until is not None
+            and job.locked_until < now
+        )
+        return sorted(stale, key=lambda job: (job.locked_until, job.id))[: max(limit, 0)]
+
+    async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
+        """Compare-and-set each job's mutable fields."""
+        applied = []
+        for change in updates:
+            current = self._jobs.get(change.job.id)
+            ok = (
+                current is not None
+                and current.status == change.expected_status
+                and current.lock_token == change.expected_lock_token
+            )
+            if ok:
+                assert current is not None
+                fields = {name: getattr(change.job, name) for name in _MUTABLE}
+                self._jobs[current.id] = attrs.evolve(current, **fields)
+            applied.append(ok)
+        if any(
+            ok and change.job.status is JobStatus.PENDING
+            for ok, change in zip(applied, updates, strict=True)
+        ):
+            self._notify()
+        return applied
+
+    async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
+        """Remove the job if it is still in `expected_status`."""
+        current = self._jobs.get(job_id)
+        if current is None or current.status != expected_status:
+            return False
+        del self._jobs[job_id]
+        return True
+
+    async def watch(self, on_new_work: Callable[[], None]) -> None:
+        """Report inserts and re-queues made through this store, until cancelled."""
+        self._watchers.add(on_new_work)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._watchers.discard(on_new_work)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def _notify(self) -> None:
+        for watcher in list(self._watchers):
+            watcher()

@@ -1,0 +1,132 @@
+"""Value objects of the domain: the job, its status, and the shapes of queries and answers."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from jobs_core._payload import unmarshal
+
+if TYPE_CHECKING:
+    JSONValue = None | bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"]
+else:
+    JSONValue = Any
+
+T = TypeVar("T")
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its lifecycle; `"pending"` and `JobStatus.PENDING` compare equal."""
+
+    #: Waiting for its `run_at` and a free worker.
+    PENDING = "pending"
+    #: Claimed by a worker that holds its lease (`lock_token`, `locked_until`).
+    PROCESSING = "processing"
+    #: Its handler returned. Final.
+    COMPLETED = "completed"
+    #: Its last allowed attempt failed. Final unless requeued.
+    FAILED = "failed"
+
+
+def _aware(instance: object, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{attribute.name} must be timezone-aware, got naive {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One unit of work. Immutable: every change is a new value made by a transition."""
+
+    id: str
+    topic: str
+    payload: JSONValue = attrs.field(eq=True, repr=False)
+    status: JobStatus
+    run_at: datetime = attrs.field(validator=_aware)
+    locked_until: datetime | None = attrs.field(default=None, validator=_aware)
+    #: Fencing token of the current lease; a new one on every claim, `None` when not processing.
+    lock_token: str | None = attrs.field(default=None, repr=False)
+    retries: int = 0
+    max_retries: int
+    last_error: str | None = None
+    created: datetime = attrs.field(validator=_aware)
+    updated: datetime = attrs.field(validator=_aware)
+
+    def unmarshal_payload(self, into: type[T]) -> T:
+        """Structure the payload into `into` (attrs class, dataclass, dict, ...) with cattrs.
+
+        Raises `InvalidPayload` naming every field that does not fit.
+        """
+        return unmarshal(self.payload, into)
+
+
+@attrs.frozen(kw_only=True)
+class EnqueueOptions:
+    """Per-job options; `None` means "use the `JobsConfig` default" (run now, default retries)."""
+
+    run_at: datetime | None = None
+    max_retries: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobQuery:
+    """Filters and paging of `list()`; `None` filters match everything."""
+
+    topic: str | None = None
+    status: JobStatus | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class JobPage:
+    """One page of `list()`: newest first, with `total` counted under the same filters."""
+
+    items: Sequence[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+@attrs.frozen(kw_only=True)
+class JobStats:
+    """Counts per status; `success_rate` is completed / (completed + failed), 0.0 when none."""
+
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    total: int
+    success_rate: float
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[JobStatus, int]) -> JobStats:
+        """Derive totals and the success rate from per-status counts (missing = 0)."""
+        by = {status: counts.get(status, 0) for status in JobStatus}
+        finished = by[JobStatus.COMPLETED] + by[JobStatus.FAILED]
+        return cls(
+            pending=by[JobStatus.PENDING],
+            processing=by[JobStatus.PROCESSING],
+            completed=by[JobStatus.COMPLETED],
+            failed=by[JobStatus.FAILED],
+            total=sum(by.values()),
+            success_rate=by[JobStatus.COMPLETED] / finished if finished else 0.0,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class JobUpdate:
+    """A write the core decided: store `job`'s mutable fields if the row still matches.
+
+    The guard is the row's `status` and `lock_token` as the core last saw them; a store
+    writes only when both still hold (compare-and-set), so a stale worker's report or a
+    lost race changes nothing. Mutable fields: status, run_at, locked_until, lock_token,
+    retries, last_error, updated.
+    """
+
+    job: Job
+    expected_status: JobStatus
+    expected_lock_token: str | None

@@ -1,0 +1,221 @@
+"""`Jobs`: the application service (register handlers, enqueue, inspect, manage, run)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from jobs_core import _transitions as transitions
+from jobs_core._config import JobsConfig, check_max_retries
+from jobs_core._errors import JobNotFound, TopicAlreadyRegistered
+from jobs_core._ids import new_job_id
+from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
+from jobs_core._payload import canonical
+from jobs_core._validation import check_page, check_status, check_time, check_topic
+from jobs_core._worker import Handler, Worker
+from jobs_core.clock import Clock, SystemClock
+from jobs_core.ports import JobStore
+
+H = TypeVar("H", bound=Handler)
+
+#: How often requeue/delete re-read a job that changed under them before giving up.
+_CAS_ATTEMPTS = 5
+
+
+class Jobs:
+    """A job queue over one store: the seed's `app.Jobs()`.
+
+    Handlers are registered per topic; `start()` runs a worker for them in the
+    background of the current event loop. Every method validates its input and raises
+    a specific `JobsError` subclass, storing nothing, when it is wrong.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        clock: Clock | None = None,
+        config: JobsConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.config = config if config is not None else JobsConfig()
+        self._handlers: dict[str, Handler] = {}
+        self._worker = Worker(self.store, self.clock, self.config, self._handlers)
+
+    def __repr__(self) -> str:
+        return f"Jobs({self.store!r}, topics={sorted(self._handlers)})"
+
+    # -- handlers -----------------------------------------------------------------
+
+    def register(self, topic: str, handler: Handler) -> None:
+        """Run `handler(job)` for jobs of `topic`; `async def` or plain `def` (run in a thread).
+
+        A handler succeeds by returning and fails by raising; a failed attempt is retried
+        with backoff until the job's `max_retries` is used up.
+        """
+        check_topic(topic)
+        if topic in self._handlers:
+            raise TopicAlreadyRegistered(topic)
+        if not callable(handler):
+            raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
+        self._handlers[topic] = handler
+
+    def handler(self, topic: str) -> Callable[[H], H]:
+        """Decorator form of `register`: `@jobs.handler("send_email")`."""
+
+        def decorate(fn: H) -> H:
+            self.register(topic, fn)
+            return fn
+
+        return decorate
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """Topics with a registered handler (the only ones this worker claims)."""
+        return frozenset(self._handlers)
+
+    # -- enqueue ------------------------------------------------------------------
+
+    def prepare(self, topic: str, payload: object, options: EnqueueOptions | None = None) -> Job:
+        """Validate and build a new `pending` job without storing it.
+
+        For adapters' transactional enqueue: build here, insert in your own transaction.
+        """
+        options = options if options is not None else EnqueueOptions()
+        if not isinstance(options, EnqueueOptions):
+            raise TypeError(f"options must be EnqueueOptions, got {type(options).__name__}")
+        check_topic(topic)
+        now = self.clock.now()
+        run_at = now if options.run_at is None else check_time(options.run_at, "run_at")
+        max_retries = (
+            self.config.max_retries
+            if options.max_retries is None
+            else check_max_retries(options.max_retries)
+        )
+        return transitions.new_job(
+            job_id=new_job_id(),
+            topic=topic,
+            payload=canonical(payload, self.config.max_payload_size),
+            run_at=run_at,
+            max_retries=max_retries,
+            now=now,
+        )
+
+    async def enqueue(self, topic: str, payload: object) -> Job:
+        """Queue a job to run as soon as a worker is free."""
+        return await self.enqueue_with_options(topic, payload, EnqueueOptions())
+
+    async def enqueue_at(self, topic: str, payload: object, run_at: datetime) -> Job:
+        """Queue a job to run at `run_at` (timezone-aware; the past means now)."""
+        return await self.enqueue_with_options(topic, payload, EnqueueOptions(run_at=run_at))
+
+    async def enqueue_with_options(
+        self, topic: str, payload: object, options: EnqueueOptions
+    ) -> Job:
+        """Queue a job with its own `run_at` and/or `max_retries`."""
+        job = self.prepare(topic, payload, options)
+        await self.store.insert([job])
+        self._wake_if_due([job])
+        return job
+
+    async def enqueue_many(
+        self, topic: str, payloads: Iterable[object], options: EnqueueOptions | None = None
+    ) -> list[Job]:
+        """Queue one job per payload in one transaction: all are stored or none."""
+        jobs = [self.prepare(topic, payload, options) for payload in payloads]
+        if jobs:
+            await self.store.insert(jobs)
+            self._wake_if_due(jobs)
+        return jobs
+
+    def _wake_if_due(self, jobs: list[Job]) -> None:
+        now = self.clock.now()
+        if any(job.run_at <= now and job.topic in self._handlers for job in jobs):
+            self._worker.wake()
+
+    # -- inspect ------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """The job with this id, or `JobNotFound`."""
+        if not isinstance(job_id, str):
+            raise JobNotFound(str(job_id))
+        return await self.store.get(job_id)
+
+    async def list(
+        self,
+        *,
+        topic: str | None = None,
+        status: JobStatus | str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> JobPage:
+        """A page of jobs, newest first, with the total under the same filters."""
+        if topic is not None:
+            check_topic(topic)
+        limit, offset = check_page(limit, offset)
+        query = JobQuery(topic=topic, status=check_status(status), limit=limit, offset=offset)
+        return await self.store.list(query)
+
+    async def stats(self) -> JobStats:
+        """Counts per status, total and success rate."""
+        return JobStats.from_counts(await self.store.count_by_status())
+
+    # -- manage -------------------------------------------------------------------
+
+    async def requeue(self, job_id: str) -> Job:
+        """Give a `failed` job a fresh start: `pending`, due now, retries reset."""
+        for _ in range(_CAS_ATTEMPTS):
+            job = await self.get(job_id)
+            after = transitions.requeue(job, now=self.clock.now())
+            (applied,) = await self.store.update([transitions.update(job, after)])
+            if applied:
+                self._wake_if_due([after])
+                return after
+        return transitions.requeue(await self.get(job_id), now=self.clock.now())  # raises
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a `pending` or `failed` job; others raise `CannotDelete`."""
+        for _ in range(_CAS_ATTEMPTS):
+            job = await self.get(job_id)
+            transitions.check_delete(job)
+            if await self.store.delete(job.id, expected_status=job.status):
+                return
+        transitions.check_delete(await self.get(job_id))
+        raise JobNotFound(job_id)  # pragma: no cover - changed on every attempt
+
+    # -- run ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the worker in the background; returns once it is running."""
+        await self._worker.start()
+
+    async def stop(self, grace: timedelta | None = None) -> None:
+        """Stop claiming; wait up to `grace` (default `shutdown_grace`) for running jobs,
+        then cancel the rest and hand their claims back as `pending`."""
+        await self._worker.stop(grace)
+
+    async def run_once(self) -> int:
+        """Rescue expired leases, claim one batch, run it to the end; how many jobs ran."""
+        return await self._worker.run_once()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background worker runs."""
+        return self._worker.running
+
+    async def aclose(self) -> None:
+        """Stop the worker (if running) and close the store."""
+        if self._worker.running:
+            await self.stop()
+        await self.store.close()
+
+    async def __aenter__(self) -> Jobs:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["Jobs"]

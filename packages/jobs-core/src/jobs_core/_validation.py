@@ -1,0 +1,60 @@
+"""Checks of caller input that are the same on every store."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from jobs_core._errors import InvalidOptions, InvalidTopic
+from jobs_core._model import JobStatus
+
+MAX_TOPIC_LENGTH = 255
+#: Largest `limit` of one `list()` page.
+MAX_PAGE_SIZE = 500
+_TOPIC = re.compile(r"[A-Za-z0-9._:/\-]+")
+
+
+def check_topic(topic: object) -> str:
+    """Return `topic` if it is 1-255 characters of letters, digits and `. _ : - /`."""
+    if not isinstance(topic, str):
+        raise InvalidTopic(f"topic must be a string, got {type(topic).__name__}")
+    if not topic:
+        raise InvalidTopic("topic must not be empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"topic is {len(topic)} characters; the limit is {MAX_TOPIC_LENGTH}")
+    if not _TOPIC.fullmatch(topic):
+        raise InvalidTopic(
+            f"topic {topic[:80]!r} may only contain letters, digits and the characters . _ : - /"
+        )
+    return topic
+
+
+def check_time(value: object, name: str) -> datetime:
+    """Return `value` as UTC if it is a timezone-aware datetime."""
+    if not isinstance(value, datetime):
+        raise InvalidOptions(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidOptions(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+def check_status(value: object) -> JobStatus | None:
+    """`None`, or the `JobStatus` named by `value` (exact lower-case name)."""
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return JobStatus(value)
+    except ValueError:
+        names = ", ".join(status.value for status in JobStatus)
+        raise InvalidOptions(f"status must be one of {names}; got {value!r}") from None
+
+
+def check_page(limit: object, offset: object) -> tuple[int, int]:
+    """Validate paging: 1 <= limit <= 500, offset >= 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidOptions(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidOptions(f"offset must be a non-negative integer, got {offset!r}")
+    return limit, offset

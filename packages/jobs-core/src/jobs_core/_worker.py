@@ -1,0 +1,330 @@
+"""The worker: claims due jobs, runs their handlers on a bounded pool, records outcomes.
+
+It only orchestrates: which transition applies is decided by `_transitions`, and every
+write is a guarded `JobUpdate`, so a result that arrives after the lease was lost is
+refused by the store rather than applied. The worker never dies from a handler's
+exception or a store error; it logs and backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobs_core import _transitions as transitions
+from jobs_core._config import JobsConfig
+from jobs_core._errors import LockLost
+from jobs_core._model import Job
+from jobs_core._results import ResultWriter
+from jobs_core._threads import run_in_daemon_thread
+from jobs_core.clock import Clock
+from jobs_core.ports import JobStore
+
+log = logging.getLogger("jobs_core.worker")
+
+Handler = Callable[[Job], Awaitable[Any] | Any]
+
+#: Most expired leases rescued per sweep.
+REAP_LIMIT = 100
+_STORE_BACKOFF_CAP = timedelta(seconds=5)
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def is_async_handler(handler: Handler) -> bool:
+    """Whether calling `handler` gives a coroutine (async functions and async `__call__`)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - we want the method, not callability
+    )
+
+
+class Worker:
+    """Runs handlers for the registered topics of one `Jobs` instance."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        clock: Clock,
+        config: JobsConfig,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._config = config
+        self._handlers = handlers
+        self._writer = ResultWriter(store, clock)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._next_reap: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the claim loop runs."""
+        return self._main is not None and not self._main.done()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs whose handlers run now (abandoned threads not counted)."""
+        return len(self._in_flight)
+
+    def wake(self) -> None:
+        """Claim again now instead of at the next poll; safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._wake.set)
+
+    async def start(self) -> None:
+        """Start claiming in the background; returns once the loop runs."""
+        if self.running:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        started = asyncio.Event()
+        self._main = asyncio.create_task(self._run(started), name="jobs-worker")
+        self._watch = asyncio.create_task(self._watch_store(), name="jobs-watch")
+        await started.wait()
+
+    async def stop(self, grace: timedelta | None = None) -> None:
+        """Stop claiming, wait up to `grace` for running jobs, then cancel and release the rest."""
+        grace = self._config.shutdown_grace if grace is None else grace
+        self._stopping = True
+        self._wake.set()
+        if self._main is not None:
+            await self._main
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._in_flight:
+            await _wait_until(self._clock, grace, asyncio.wait(set(self._in_flight)))
+        for task in list(self._in_flight):
+            task.cancel()  # _execute releases the job's claim
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._writer.close()
+        self._main = self._watch = None
+
+    async def run_once(self) -> int:
+        """Rescue expired leases, claim one batch, run it to the end; how many jobs ran."""
+        self._loop = asyncio.get_running_loop()
+        await self._reap(force=True)
+        jobs = await self._claim(self._config.batch_size)
+        tasks = [self._spawn(job) for job in jobs]
+        if tasks:
+            await asyncio.gather(*tasks)
+        return len(jobs)
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def _run(self, started: asyncio.Event) -> None:
+        failures = 0
+        started.set()
+        while not self._stopping:
+            self._wake.clear()
+            free = self._config.worker_pool_size - len(self._in_flight)
+            try:
+                await self._reap()
+                wanted = min(self._config.batch_size, free)
+                jobs = await self._claim(wanted) if wanted > 0 else []
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive store errors
+                failures += 1
+                delay = min(self._config.poll_interval * 2 ** min(failures, 16), _STORE_BACKOFF_CAP)
+                log.warning(
+                    "store error while claiming (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay.total_seconds(),
+                )
+                await self._idle(delay)
+                continue
+            if failures:
+                log.info("store reachable again; claiming resumed")
+                failures = 0
+            for job in jobs:
+                self._spawn(job)
+            if wanted > 0 and len(jobs) == wanted:
+                await asyncio.sleep(0)  # more may be due: claim again at once
+                continue
+            await self._idle(self._config.poll_interval)
+
+    async def _idle(self, delay: timedelta) -> None:
+        if not self._stopping:
+            await _wait_until(self._clock, delay, self._wake.wait())
+
+    async def _watch_store(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._store.watch(self.wake)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - polling covers for a dead listener
+                failures += 1
+                log.warning("store notifications stopped (%s); polling meanwhile", exc)
+                delay = timedelta(seconds=0.1 * 2 ** min(failures, 16))
+                await self._clock.sleep(min(delay, _STORE_BACKOFF_CAP))
+
+    async def _claim(self, limit: int) -> list[Job]:
+        topics = list(self._handlers)
+        if not topics or limit <= 0:
+            return []
+        claimed = await self._store.claim(
+            topics=topics, now=self._clock.now(), lease=self._config.lease, limit=limit
+        )
+        return list(claimed)
+
+    async def _reap(self, *, force: bool = False) -> None:
+        now = self._clock.now()
+        if not force and self._next_reap is not None and now < self._next_reap:
+            return
+        self._next_reap = now + self._config.poll_interval
+        stale = await self._store.expired(now=now, limit=REAP_LIMIT)
+        if not stale:
+            return
+        updates = [
+            transitions.update(job, transitions.expire(job, now=now, backoff=self._config.backoff))
+            for job in stale
+        ]
+        applied = await self._store.update(updates)
+        for change, ok in zip(updates, applied, strict=True):
+            if ok:
+                log.warning(
+                    "job %s (%s): lease expired; counted as a failed attempt, now %s",
+                    change.job.id,
+                    change.job.topic,
+                    change.job.status.value,
+                )
+
+    # -- one job ------------------------------------------------------------------
+
+    def _spawn(self, job: Job) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self._in_flight.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._in_flight.discard(done)
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _execute(self, job: Job) -> None:
+        assert job.lock_token is not None
+        handler = self._handlers[job.topic]
+        try:
+            error = await self._call(handler, job)
+        except asyncio.CancelledError:
+            await self._record(job, transitions.release, "released at shutdown")
+            return
+        if error is None:
+            await self._record(job, transitions.complete, "completed")
+        else:
+            await self._record_failure(job, error)
+
+    async def _call(self, handler: Handler, job: Job) -> str | None:
+        """Run the handler under the execution timeout; the error text, or None on success."""
+        timeout = self._config.lock_duration
+        if is_async_handler(handler):
+            running: asyncio.Future[Any] = asyncio.ensure_future(handler(job))
+        else:
+            running = run_in_daemon_thread(lambda: handler(job))
+        try:
+            await _wait_until(self._clock, timeout, running, on_timeout=_TimedOut)
+        except _TimedOut:
+            if isinstance(running, asyncio.Task):
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+            else:
+                running.add_done_callback(lambda done: self._late_result(job, done))
+            return f"timed out after {timeout.total_seconds():g}s (lock_duration)"
+        except asyncio.CancelledError:
+            if isinstance(running, asyncio.Task):
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+            raise
+        except Exception as exc:  # noqa: BLE001 - a handler's error is a failed attempt
+            log.info(
+                "job %s (%s) attempt %d failed: %s: %s",
+                job.id,
+                job.topic,
+                job.retries + 1,
+                type(exc).__name__,
+                exc,
+            )
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None
+
+    def _late_result(self, job: Job, done: asyncio.Future[Any]) -> None:
+        """An abandoned thread finished: try its completion so fencing refuses it, visibly."""
+        if done.cancelled() or done.exception() is not None:
+            return  # its failure was already recorded at the timeout
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            task = loop.create_task(self._record(job, transitions.complete, "late completion"))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _record_failure(self, job: Job, error: str) -> None:
+        def fail(current: Job, *, token: str, now: datetime) -> Job:
+            return transitions.fail(
+                current, token=token, error=error, now=now, backoff=self._config.backoff
+            )
+
+        await self._record(job, fail, "failed")
+
+    async def _record(self, job: Job, transition: Callable[..., Job], what: str) -> None:
+        assert job.lock_token is not None
+        try:
+            after = transition(job, token=job.lock_token, now=self._clock.now())
+        except LockLost as exc:
+            log.warning("job %s: %s result discarded: %s", job.id, what, exc)
+            return
+        applied = await self._writer.write(transitions.update(job, after))
+        if not applied:
+            log.warning(
+                "job %s: %s result refused by the store: the lease was lost"
+                " (it expired and was rescued, or the job was changed)",
+                job.id,
+                what,
+            )
+
+
+async def _wait_until(
+    clock: Clock,
+    delay: timedelta,
+    awaitable: Awaitable[Any],
+    on_timeout: type[Exception] | None = None,
+) -> None:
+    """Wait for `awaitable` or `delay` of clock time, whichever comes first.
+
+    On timeout, `awaitable` is left running (callers decide) and `on_timeout` is raised
+    if given. The awaitable's own exception propagates.
+    """
+    owned = not isinstance(awaitable, asyncio.Future)  # we wrapped it, so we clean it up
+    work = asyncio.ensure_future(awaitable)
+    timer = asyncio.ensure_future(clock.sleep(delay))
+    try:
+        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if owned and not work.done():
+            work.cancel()
+    if work.done():
+        work.result()
+    elif on_timeout is not None:
+        raise on_timeout

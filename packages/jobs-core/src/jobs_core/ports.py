@@ -1,0 +1,92 @@
+"""The `JobStore` port: what the core needs from a database, and nothing more.
+
+Stores persist what the core decided. The one decision a store makes is which jobs a
+claim picks; `jobs_core.testing.contract` pins that (and everything else here) against
+`MemoryStore`. All methods are coroutines; a store connects and creates its schema
+lazily and idempotently on first use. Database failures surface as `StoreUnavailable`
+(retry later) or `StoreError`, raised *from* the driver's exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core.clock import Clock
+
+__all__ = ["Clock", "JobStore"]
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Persistence of jobs. Every write is atomic; multi-job writes are one transaction."""
+
+    async def insert(self, jobs: Sequence[Job]) -> None:
+        """Store new jobs (all or none). Wakes watchers if one of them is due."""
+        ...
+
+    async def get(self, job_id: str) -> Job:
+        """The job with this id; `JobNotFound` if none (also for ids that are not UUIDs)."""
+        ...
+
+    async def list(self, query: JobQuery) -> JobPage:
+        """Jobs matching the filters, newest first (`created`, then `id`, descending).
+
+        `total` counts every match, not just this page; an offset past the end gives
+        an empty page with the right total.
+        """
+        ...
+
+    async def count_by_status(self) -> Mapping[JobStatus, int]:
+        """How many jobs are in each status (statuses with none may be left out)."""
+        ...
+
+    async def claim(
+        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+    ) -> Sequence[Job]:
+        """Lease up to `limit` due `pending` jobs of `topics`, as one atomic step.
+
+        Picks jobs with `run_at <= now` in (`run_at`, `id`) order and moves each to
+        `processing` with `locked_until = now + lease`, `updated = now` and a fresh,
+        unique `lock_token`, exactly as `jobs_core`'s `claim` transition does. No job is
+        ever handed to two claims while its lease holds, even across processes.
+        Returns the claimed jobs in that order.
+        """
+        ...
+
+    async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
+        """Up to `limit` `processing` jobs whose lease ran out (`locked_until < now`).
+
+        Ordered by (`locked_until`, `id`). Reading them takes no lock; the rescue is a
+        guarded `update`, so racing rescuers and late workers cannot both win.
+        """
+        ...
+
+    async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
+        """Apply guarded writes in one transaction; one flag per update, in order.
+
+        Each write stores the mutable fields of `update.job` only if the row still has
+        `expected_status` and `expected_lock_token` (compare-and-set); otherwise it
+        changes nothing and its flag is False. A write that makes a job due wakes
+        watchers.
+        """
+        ...
+
+    async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
+        """Delete the job if it is still in `expected_status`; False if it is not (or gone)."""
+        ...
+
+    async def watch(self, on_new_work: Callable[[], None]) -> None:
+        """Call `on_new_work` whenever work may have become due, until cancelled.
+
+        Stores that can hear other processes (PostgreSQL LISTEN/NOTIFY) do so here and
+        keep listening across reconnects; others may only report their own process's
+        writes, or nothing (the worker still polls).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The store is not used afterwards."""
+        ...
