@@ -1,0 +1,548 @@
+"""The store contract kit: one suite that every `JobStore` must pass.
+
+Two parts, both run against a fresh, empty store per test or example:
+
+- `JobStoreContract`: example tests. Subclass it in a pytest module and provide an
+  async `store` fixture yielding a fresh, empty store (needs pytest-asyncio).
+- `make_state_machine(open_store)`: a Hypothesis `RuleBasedStateMachine` that drives
+  the store through random enqueue / claim / complete / fail / advance-clock / expire /
+  requeue / delete / list / stats sequences and checks every answer, and the whole
+  table after every step, against a model made of `jobs_core`'s pure transitions.
+
+Needs the `jobs-core[testing]` extra (Hypothesis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import attrs
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
+
+from jobs_core import _transitions as transitions
+from jobs_core._ids import new_job_id
+from jobs_core._model import Job, JobQuery, JobStatus, JobUpdate
+from jobs_core.ports import JobStore
+
+__all__ = ["LEASE", "JobStoreContract", "make_job", "make_state_machine"]
+
+#: Lease used by the kit's claims.
+LEASE = timedelta(seconds=30)
+_T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _backoff(retry: int) -> timedelta:
+    return timedelta(seconds=2**retry)
+
+
+def make_job(
+    *,
+    topic: str = "t",
+    payload: Any = None,
+    run_at: datetime = _T0,
+    max_retries: int = 3,
+    now: datetime = _T0,
+) -> Job:
+    """A new pending job as the service would build it (payload defaults to a small dict)."""
+    return transitions.new_job(
+        job_id=new_job_id(),
+        topic=topic,
+        payload={"n": 1} if payload is None else payload,
+        run_at=run_at,
+        max_retries=max_retries,
+        now=now,
+    )
+
+
+class JobStoreContract:
+    """Example tests of the `JobStore` port. Subclass and provide a `store` fixture."""
+
+    async def test_get_returns_what_insert_stored(self, store: JobStore) -> None:
+        """Every field round-trips exactly, microseconds and unicode included."""
+        payload = {"to": "zoë@example.com", "n": [1, 2.5, None, True], "deep": {"a": {"b": "✓"}}}
+        when = datetime(2031, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+        job = make_job(topic="mail.send:v1/eu-1", payload=payload, run_at=when, max_retries=0)
+        await store.insert([job])
+        assert await store.get(job.id) == job
+
+    async def test_get_unknown_id_raises_job_not_found(self, store: JobStore) -> None:
+        """Unknown ids and ids that are not UUIDs both raise `JobNotFound`."""
+        from jobs_core import JobNotFound
+
+        for job_id in (str(uuid.uuid4()), "not-a-uuid", ""):
+            try:
+                await store.get(job_id)
+            except JobNotFound:
+                continue
+            raise AssertionError(f"get({job_id!r}) did not raise JobNotFound")
+
+    async def test_payloads_of_every_json_shape_round_trip(self, store: JobStore) -> None:
+        """Scalars, empty containers and a large payload come back unchanged."""
+        shapes: list[Any] = [None, True, 0, -(2**62), 1.5, "", "x" * 100_000, [], {}, [[[]]]]
+        jobs = [make_job(payload=p) for p in shapes]
+        await store.insert(jobs)
+        for job in jobs:
+            assert (await store.get(job.id)).payload == job.payload
+
+    async def test_insert_is_all_or_nothing(self, store: JobStore) -> None:
+        """A batch with a duplicate id fails as a whole."""
+        first = make_job()
+        await store.insert([first])
+        fresh = make_job()
+        refused = False
+        try:
+            await store.insert([fresh, first])
+        except Exception:  # noqa: BLE001 - any error will do; what matters is nothing stored
+            refused = True
+        assert refused, "inserting an existing id did not fail"
+        page = await store.list(JobQuery(limit=10))
+        assert [job.id for job in page.items] == [first.id]
+
+    async def test_list_is_newest_first_filtered_and_counted(self, store: JobStore) -> None:
+        """`created` desc then `id` desc; `total` counts all matches; offset past the end."""
+        jobs = [
+            make_job(topic="a" if i % 2 else "b", now=_T0 + timedelta(seconds=i // 2))
+            for i in range(7)
+        ]
+        await store.insert(jobs)
+        expected = sorted(jobs, key=lambda j: (j.created, j.id), reverse=True)
+        page = await store.list(JobQuery(limit=3, offset=1))
+        assert (page.total, page.limit, page.offset) == (7, 3, 1)
+        assert list(page.items) == expected[1:4]
+        only_a = await store.list(JobQuery(topic="a", status=JobStatus.PENDING, limit=10))
+        assert list(only_a.items) == [j for j in expected if j.topic == "a"]
+        assert only_a.total == 3
+        beyond = await store.list(JobQuery(limit=5, offset=50))
+        assert (list(beyond.items), beyond.total) == ([], 7)
+        none = await store.list(JobQuery(status=JobStatus.FAILED))
+        assert (list(none.items), none.total) == ([], 0)
+
+    async def test_claim_takes_due_jobs_of_given_topics_in_order(self, store: JobStore) -> None:
+        """Order (`run_at`, `id`); future jobs and other topics are left alone."""
+        due = [make_job(run_at=_T0 - timedelta(seconds=s)) for s in (1, 3, 2)]
+        future = make_job(run_at=_T0 + timedelta(microseconds=1))
+        other = make_job(topic="other", run_at=_T0 - timedelta(hours=1))
+        at_now = make_job(run_at=_T0)
+        await store.insert([*due, future, other, at_now])
+        claimed = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=3)
+        expected = sorted([*due, at_now], key=lambda j: (j.run_at, j.id))[:3]
+        assert [j.id for j in claimed] == [j.id for j in expected]
+        tokens = {j.lock_token for j in claimed}
+        assert None not in tokens and len(tokens) == 3
+        for got, before in zip(claimed, expected, strict=True):
+            assert got == attrs.evolve(
+                before,
+                status=JobStatus.PROCESSING,
+                locked_until=_T0 + LEASE,
+                lock_token=got.lock_token,
+                updated=_T0,
+            )
+            assert await store.get(got.id) == got
+        rest = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10)
+        assert {j.id for j in rest} == {j.id for j in [*due, at_now]} - {j.id for j in claimed}
+        assert await store.claim(topics=[], now=_T0, lease=LEASE, limit=10) == []
+
+    async def test_claim_never_hands_out_a_job_twice(self, store: JobStore) -> None:
+        """Concurrent claims split the due jobs between them."""
+        await store.insert([make_job() for _ in range(20)])
+        batches = await asyncio.gather(
+            *(store.claim(topics=["t"], now=_T0, lease=LEASE, limit=4) for _ in range(8))
+        )
+        ids = [job.id for batch in batches for job in batch]
+        assert len(ids) == len(set(ids)) == 20
+
+    async def test_update_is_guarded_by_status_and_token(self, store: JobStore) -> None:
+        """A stale token or status changes nothing; flags come back in order."""
+        a, b = make_job(), make_job()
+        await store.insert([a, b])
+        claimed = {j.id: j for j in await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=2)}
+        ca, cb = claimed[a.id], claimed[b.id]
+        done_a = transitions.complete(ca, token=str(ca.lock_token), now=_T0)
+        done_b = transitions.complete(cb, token=str(cb.lock_token), now=_T0)
+        stale = JobUpdate(
+            job=done_b, expected_status=JobStatus.PROCESSING, expected_lock_token="stale"
+        )
+        flags = await store.update([transitions.update(ca, done_a), stale])
+        assert list(flags) == [True, False]
+        assert await store.get(a.id) == done_a
+        assert await store.get(b.id) == cb
+        assert list(await store.update([transitions.update(ca, done_a)])) == [False]
+
+    async def test_failed_attempt_is_stored_with_retry_schedule(self, store: JobStore) -> None:
+        """The retry's `run_at`, `retries` and `last_error` are persisted exactly."""
+        job = make_job(max_retries=1)
+        await store.insert([job])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        token = str(claimed.lock_token)
+        retry = transitions.fail(claimed, token=token, error="boom ✗", now=_T0, backoff=_backoff)
+        assert list(await store.update([transitions.update(claimed, retry)])) == [True]
+        assert await store.get(job.id) == retry
+        assert await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1) == []
+        later = _T0 + timedelta(seconds=1)
+        (again,) = await store.claim(topics=["t"], now=later, lease=LEASE, limit=1)
+        assert again.retries == 1 and again.lock_token != token
+
+    async def test_expired_lists_only_leases_that_ran_out(self, store: JobStore) -> None:
+        """`locked_until < now` is expired; `locked_until == now` is not."""
+        jobs = [make_job() for _ in range(3)]
+        await store.insert(jobs)
+        claimed = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=3)
+        end = _T0 + LEASE
+        assert await store.expired(now=end, limit=10) == []
+        late = await store.expired(now=end + timedelta(microseconds=1), limit=2)
+        assert [j.id for j in late] == sorted(j.id for j in claimed)[:2]
+        assert all(j.status is JobStatus.PROCESSING for j in late)
+
+    async def test_delete_is_guarded_by_status(self, store: JobStore) -> None:
+        """Deleting with the wrong expected status, or twice, returns False."""
+        job = make_job()
+        await store.insert([job])
+        assert await store.delete(job.id, expected_status=JobStatus.FAILED) is False
+        assert await store.delete(job.id, expected_status=JobStatus.PENDING) is True
+        assert await store.delete(job.id, expected_status=JobStatus.PENDING) is False
+        assert await store.delete("not-a-uuid", expected_status=JobStatus.PENDING) is False
+
+    async def test_counts_by_status(self, store: JobStore) -> None:
+        """Counts follow the transitions."""
+        await store.insert([make_job() for _ in range(4)])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        done = transitions.complete(claimed, token=str(claimed.lock_token), now=_T0)
+        await store.update([transitions.update(claimed, done)])
+        await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        counts = await store.count_by_status()
+        assert {s: counts.get(s, 0) for s in JobStatus} == {
+            JobStatus.PENDING: 2,
+            JobStatus.PROCESSING: 1,
+            JobStatus.COMPLETED: 1,
+            JobStatus.FAILED: 0,
+        }
+
+
+# -- the stateful model test ----------------------------------------------------------
+
+_TOPICS = ("a", "b")
+_OFFSETS = st.sampled_from([-10.0, -1.0, 0.0, 0.5, 1.0, 10.0]).map(lambda s: timedelta(seconds=s))
+_STEPS = st.sampled_from(
+    [
+        timedelta(0),
+        timedelta(microseconds=1),
+        LEASE - timedelta(microseconds=1),
+        LEASE,
+        LEASE + timedelta(microseconds=1),
+        timedelta(seconds=1),
+        timedelta(hours=1),
+    ]
+)
+_PAYLOADS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+).filter(lambda p: "\x00" not in repr(p))
+
+
+def make_state_machine(
+    open_store: Callable[[], Awaitable[JobStore]],
+    *,
+    budget: settings | None = None,
+) -> type[RuleBasedStateMachine]:
+    """A model-checking state machine over stores made by `open_store` (fresh and empty).
+
+    `open_store` is awaited inside the machine's own event loop at the start of every
+    example, and the store is closed at its end. Use `.TestCase` as a pytest test class.
+    """
+
+    class StoreMachine(RuleBasedStateMachine):
+        job_ids = Bundle("job_ids")
+        open: ClassVar = staticmethod(open_store)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.runner = asyncio.Runner()
+            self.store: JobStore = self.run(self.open())
+            self.now = _T0
+            self.model: dict[str, Job] = {}
+            self.old_tokens: list[str] = []
+
+        def run(self, awaitable: Awaitable[Any]) -> Any:
+            async def call() -> Any:
+                return await awaitable
+
+            return self.runner.run(call())
+
+        def teardown(self) -> None:
+            try:
+                self.run(self.store.close())
+            finally:
+                self.runner.close()
+
+        # -- rules -----------------------------------------------------------------
+
+        @initialize()
+        def empty(self) -> None:
+            assert self.run(self.store.list(JobQuery(limit=1))).total == 0, "store not empty"
+
+        @rule(
+            target=job_ids,
+            topic=st.sampled_from(_TOPICS),
+            payload=_PAYLOADS,
+            offset=_OFFSETS,
+            max_retries=st.sampled_from([0, 1, 3]),
+            count=st.integers(1, 3),
+        )
+        def enqueue(
+            self, topic: str, payload: Any, offset: timedelta, max_retries: int, count: int
+        ) -> Any:
+            jobs = [
+                make_job(
+                    topic=topic,
+                    payload=payload,
+                    run_at=self.now + offset,
+                    max_retries=max_retries,
+                    now=self.now,
+                )
+                for _ in range(count)
+            ]
+            self.run(self.store.insert(jobs))
+            self.model.update((job.id, job) for job in jobs)
+            return multiple(*(job.id for job in jobs))
+
+        @rule(step=_STEPS)
+        def advance_clock(self, step: timedelta) -> None:
+            self.now += step
+
+        @rule(
+            topics=st.sets(st.sampled_from(_TOPICS), min_size=1).map(sorted),
+            limit=st.integers(1, 5),
+        )
+        def claim(self, topics: list[str], limit: int) -> None:
+            claimed = self.run(
+                self.store.claim(topics=topics, now=self.now, lease=LEASE, limit=limit)
+            )
+            due = sorted(
+                (
+                    j
+                    for j in self.model.values()
+                    if j.status is JobStatus.PENDING and j.run_at <= self.now and j.topic in topics
+                ),
+                key=lambda j: (j.run_at, j.id),
+            )[:limit]
+            assert [j.id for j in claimed] == [j.id for j in due], "claim picked other jobs"
+            for got, before in zip(claimed, due, strict=True):
+                assert got.lock_token and got.lock_token not in self.old_tokens
+                expected = transitions.claim(
+                    before, now=self.now, lease=LEASE, token=got.lock_token
+                )
+                assert got == expected
+                self.model[got.id] = got
+                self.old_tokens.append(got.lock_token)
+            event(f"claimed {len(claimed)}")
+
+        def _token(self, job: Job, which: str) -> str:
+            if which == "current" and job.lock_token is not None:
+                return job.lock_token
+            if which == "stale" and self.old_tokens:
+                return self.old_tokens[0]
+            return uuid.uuid4().hex
+
+        def _report(self, job_id: str, which: str, outcome: Callable[[Job, str], Job]) -> None:
+            job = self.model[job_id]
+            token = self._token(job, which)
+            held = job.status is JobStatus.PROCESSING and job.lock_token == token
+            # What the worker would write if it believed it held the lease:
+            base = attrs.evolve(job, status=JobStatus.PROCESSING, lock_token=token)
+            if base.locked_until is None or base.locked_until < self.now:
+                base = attrs.evolve(base, locked_until=self.now)
+            after = outcome(base, token)
+            change = JobUpdate(
+                job=after, expected_status=JobStatus.PROCESSING, expected_lock_token=token
+            )
+            (applied,) = self.run(self.store.update([change]))
+            assert applied is held, f"guarded write applied={applied}, lease held={held}"
+            if held:
+                event("report accepted")
+                current = self.model[job_id]
+                self.model[job_id] = attrs.evolve(
+                    current,
+                    **{
+                        name: getattr(after, name)
+                        for name in (
+                            "status",
+                            "run_at",
+                            "locked_until",
+                            "lock_token",
+                            "retries",
+                            "last_error",
+                            "updated",
+                        )
+                    },
+                )
+            else:
+                event("stale report refused")
+
+        @rule(
+            job_id=job_ids,
+            which=st.sampled_from(["current", "current", "stale", "random"]),
+        )
+        def complete(self, job_id: str, which: str) -> None:
+            if job_id not in self.model:
+                return
+            self._report(job_id, which, lambda j, t: transitions.complete(j, token=t, now=self.now))
+
+        @rule(
+            job_id=job_ids,
+            which=st.sampled_from(["current", "current", "stale", "random"]),
+            error=st.sampled_from(["boom", "ValueError: ✗ <b>", ""]),
+        )
+        def fail(self, job_id: str, which: str, error: str) -> None:
+            if job_id not in self.model:
+                return
+            self._report(
+                job_id,
+                which,
+                lambda j, t: transitions.fail(
+                    j, token=t, error=error, now=self.now, backoff=_backoff
+                ),
+            )
+            if self.model[job_id].status is JobStatus.FAILED:
+                event("failed for good")
+
+        @rule()
+        def expire_locks(self) -> None:
+            found = self.run(self.store.expired(now=self.now, limit=100))
+            stale = sorted(
+                (
+                    j
+                    for j in self.model.values()
+                    if j.status is JobStatus.PROCESSING
+                    and j.locked_until is not None
+                    and j.locked_until < self.now
+                ),
+                key=lambda j: (j.locked_until, j.id),
+            )
+            assert list(found) == stale
+            updates = [
+                transitions.update(j, transitions.expire(j, now=self.now, backoff=_backoff))
+                for j in stale
+            ]
+            assert list(self.run(self.store.update(updates))) == [True] * len(updates)
+            for change in updates:
+                self.model[change.job.id] = change.job
+                if change.job.status is JobStatus.FAILED:
+                    event("expired on last attempt -> failed")
+            if updates:
+                event("rescued expired leases")
+
+        @rule(job_id=job_ids)
+        def requeue(self, job_id: str) -> None:
+            job = self.model.get(job_id)
+            if job is None:
+                return
+            from jobs_core import CannotRequeue
+
+            try:
+                after = transitions.requeue(job, now=self.now)
+            except CannotRequeue:
+                event("requeue refused")
+                wrong = JobUpdate(
+                    job=attrs.evolve(job, status=JobStatus.PENDING),
+                    expected_status=JobStatus.FAILED,
+                    expected_lock_token=None,
+                )
+                assert list(self.run(self.store.update([wrong]))) == [False]
+                return
+            assert list(self.run(self.store.update([transitions.update(job, after)]))) == [True]
+            self.model[job_id] = after
+
+        @rule(job_id=consumes(job_ids))
+        def delete(self, job_id: str) -> None:
+            job = self.model.get(job_id)
+            if job is None:
+                return
+            deletable = transitions.allowed(job.status, "delete")
+            other = next(s for s in JobStatus if s is not job.status)
+            assert self.run(self.store.delete(job_id, expected_status=other)) is False
+            if deletable:
+                assert self.run(self.store.delete(job_id, expected_status=job.status)) is True
+                del self.model[job_id]
+                event(f"deleted {job.status.value}")
+            else:
+                event(f"delete refused ({job.status.value})")
+
+        @rule(
+            topic=st.none() | st.sampled_from(_TOPICS),
+            status=st.none() | st.sampled_from(list(JobStatus)),
+            limit=st.integers(1, 5),
+            offset=st.integers(0, 6),
+        )
+        def list_jobs(
+            self, topic: str | None, status: JobStatus | None, limit: int, offset: int
+        ) -> None:
+            page = self.run(
+                self.store.list(JobQuery(topic=topic, status=status, limit=limit, offset=offset))
+            )
+            matches = sorted(
+                (
+                    j
+                    for j in self.model.values()
+                    if (topic is None or j.topic == topic)
+                    and (status is None or j.status == status)
+                ),
+                key=lambda j: (j.created, j.id),
+                reverse=True,
+            )
+            assert page.total == len(matches)
+            assert list(page.items) == matches[offset : offset + limit]
+
+        @rule(job_id=job_ids)
+        def get(self, job_id: str) -> None:
+            from jobs_core import JobNotFound
+
+            if job_id in self.model:
+                assert self.run(self.store.get(job_id)) == self.model[job_id]
+                return
+            try:
+                self.run(self.store.get(job_id))
+            except JobNotFound:
+                return
+            raise AssertionError("a deleted job is still there")
+
+        # -- invariants ------------------------------------------------------------
+
+        @invariant()
+        def store_agrees_with_model(self) -> None:
+            page = self.run(self.store.list(JobQuery(limit=500)))
+            assert page.total == len(self.model)
+            expected = sorted(self.model.values(), key=lambda j: (j.created, j.id), reverse=True)
+            assert list(page.items) == expected
+            for job in expected:
+                assert (job.status is JobStatus.PROCESSING) == (job.lock_token is not None)
+                assert (job.status is JobStatus.PROCESSING) == (job.locked_until is not None)
+                assert 0 <= job.retries <= job.max_retries
+
+        @invariant()
+        def counts_agree(self) -> None:
+            counts = self.run(self.store.count_by_status())
+            for status in JobStatus:
+                expected = sum(1 for j in self.model.values() if j.status is status)
+                assert counts.get(status, 0) == expected, status
+
+    StoreMachine.TestCase.settings = budget or settings(
+        max_examples=100, stateful_step_count=40, deadline=None
+    )
+    return StoreMachine
