@@ -1,0 +1,1 @@
+"""Runnable examples for Jobs (`uv run jobs serve --app examples.app:setup`)."""

@@ -1,0 +1,111 @@
+"""`jobs` / `python -m jobs_http`: the composition root.
+
+This is the one place that decides which store a `Jobs` gets (`jobs_core.open_store`
+on the `--db` URL, through the installed adapters' entry points) and which handlers it
+has (`--app module:attribute`). Everything else receives a ready `Jobs`.
+
+`--app` names either a function `setup(jobs: Jobs) -> None` that registers handlers
+on the `Jobs` built here from `--db` (recommended: one codebase, any database), or a
+ready `Jobs` instance, which is used as is (its own store; `--db` is then ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs_core import Jobs, JobsError, open_store
+from jobs_http._cli import DATA_DIR, build_parser, fail, run, run_admin
+from jobs_http._serve import serve
+from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
+
+
+class AppLoadError(Exception):
+    """`--app` does not name an importable `setup(jobs)` function or `Jobs` instance."""
+
+
+def load_app(spec: str) -> object:
+    """Import `module:attribute` (the working directory is importable) and return it."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AppLoadError(f"--app must look like module:attribute, got {spec!r}")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    target: object = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppLoadError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return target
+
+
+def build_jobs(db_url: str, app_spec: str | None) -> Jobs:
+    """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`."""
+    target = load_app(app_spec) if app_spec else None
+    if isinstance(target, Jobs):
+        return target
+    if target is not None and not callable(target):
+        raise AppLoadError(
+            f"--app {app_spec} is a {type(target).__name__};"
+            " it must be a function setup(jobs) or a Jobs instance"
+        )
+    if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
+        # A relative SQLite path: make its folder (./jobs_data by default) exist.
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    jobs = Jobs(open_store(db_url))
+    if target is not None:
+        target(jobs)
+    return jobs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `jobs` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _admin(args)
+    except (AppLoadError, TokenError, OSError) as exc:
+        return fail(str(exc))
+    except JobsError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C outside the server
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir if args.data_dir is not None else DATA_DIR
+    token = resolve_token(args.token_file or data_dir / TOKEN_FILE_NAME)
+    jobs = build_jobs(args.db, args.app)
+    run(serve(jobs, host=args.host, port=args.port, token=token))
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    jobs = build_jobs(args.db, None)
+
+    async def go() -> None:
+        try:
+            await run_admin(jobs, args, sys.stdout)
+        finally:
+            await jobs.store.close()
+
+    run(go())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The six `/api/jobs` endpoints of the seed, thin over `jobs_core.Jobs`.
+
+Handlers only translate: wire in, one `Jobs` call, wire out. Validation of topics,
+times, retries and paging lives in the core (and in `_wire` for the body's JSON);
+errors are turned into responses by `_exceptions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Request, delete, get, post
+from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import Parameter
+from litestar.router import Router
+
+from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, Jobs, JobStatus
+from jobs_http._auth import Authenticate, superuser_guard
+from jobs_http._wire import ErrorOut, JobOut, JobPageOut, StatsOut, parse_enqueue
+
+#: Largest `offset` accepted (fits every database's 64-bit integers with room to spare).
+MAX_OFFSET = 2**62
+
+_JSON_TYPES = frozenset({"application/json"})
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorOut, description=description, generate_examples=False)
+
+
+_COMMON = {
+    401: _error("Missing, malformed or wrong superuser token."),
+    500: _error("Unexpected server error (details are only in the server log)."),
+    503: _error("The job store is unreachable; retry later."),
+}
+_BAD_PARAMS = {400: _error("Invalid query or path parameter.")}
+_NOT_FOUND = {404: _error("No job has this id.")}
+_CONFLICT = {409: _error("The job's status does not allow this change.")}
+
+
+@dataclass
+class _EnqueueOperation(Operation):
+    """Documents the enqueue body, which the handler reads and validates itself."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="The job to queue. Fields not listed here are refused.",
+            content={"application/json": OpenAPIMediaType(schema=_ENQUEUE_SCHEMA)},
+        )
+
+
+_ENQUEUE_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["topic"],
+    additional_properties=False,
+    properties={
+        "topic": Schema(
+            type=OpenAPIType.STRING,
+            min_length=1,
+            max_length=MAX_TOPIC_LENGTH,
+            pattern=r"^[A-Za-z0-9._:/\-]+$",
+            description="Handler topic, e.g. send_email.",
+        ),
+        "payload": Schema(description="Any JSON value (default null); at most 1 MiB serialized."),
+        "run_at": Schema(
+            type=[OpenAPIType.STRING, OpenAPIType.NULL],
+            format="date-time",  # type: ignore[arg-type]
+            description="RFC 3339 time with offset; run no earlier than this (default: now).",
+        ),
+        "max_retries": Schema(
+            type=[OpenAPIType.INTEGER, OpenAPIType.NULL],
+            minimum=0,
+            maximum=MAX_RETRIES_LIMIT,
+            description="Retries after the first attempt (default 3).",
+        ),
+    },
+)
+
+
+def _check_json(request: Request[Any, Any, Any]) -> None:
+    media_type, _ = request.content_type
+    if media_type.lower() not in _JSON_TYPES:
+        raise HTTPException(
+            status_code=415,
+            detail="Content-Type must be application/json.",
+        )
+
+
+def _check_digits(request: Request[Any, Any, Any], *names: str) -> None:
+    """Refuse paging values that are not plain digits (`1e3`, `+5`, ` 5` all parse as ints)."""
+    problems = [
+        {"key": name, "message": "must be a non-negative integer written in digits"}
+        for name in names
+        if any(
+            not (value.isascii() and value.isdigit())
+            for value in request.query_params.getall(name, [])
+        )
+    ]
+    if problems:
+        raise ValidationException("Invalid request parameters.", extra=problems)
+
+
+@post(
+    "/enqueue",
+    status_code=200,
+    summary="Enqueue a job",
+    operation_class=_EnqueueOperation,
+    responses={
+        **_COMMON,
+        400: _error("Body is not valid JSON, has unknown fields, or a field is invalid."),
+        413: _error("Body or payload larger than the limit."),
+        415: _error("Content-Type is not application/json."),
+    },
+)
+async def enqueue(request: Request[Any, Any, Any], jobs: Jobs) -> JobOut:
+    """Queue a job: `pending`, due at `run_at` (default now)."""
+    _check_json(request)
+    body = parse_enqueue(await request.body())
+    job = await jobs.enqueue_with_options(body.topic, body.payload, body.options())
+    return JobOut.from_job(job)
+
+
+@get("/", summary="List jobs", responses={**_COMMON, **_BAD_PARAMS})
+async def list_jobs(
+    *,
+    request: Request[Any, Any, Any],
+    jobs: Jobs,
+    topic: Annotated[str | None, Parameter(description="Only jobs of this topic.")] = None,
+    status: Annotated[JobStatus | None, Parameter(description="Only jobs in this status.")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size (1-500).")] = 20,
+    offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Jobs to skip.")] = 0,
+) -> JobPageOut:
+    """A page of jobs, newest first, with the total under the same filters."""
+    _check_digits(request, "limit", "offset")
+    page = await jobs.list(topic=topic, status=status, limit=limit, offset=offset)
+    return JobPageOut.from_page(page)
+
+
+@get("/stats", summary="Job statistics", responses=_COMMON)
+async def stats(jobs: Jobs) -> StatsOut:
+    """Counts per status, total and success rate."""
+    return StatsOut.from_stats(await jobs.stats())
+
+
+@get("/{job_id:str}", summary="Get a job", responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND})
+async def get_job(jobs: Jobs, job_id: str) -> JobOut:
+    """One job, with its payload and last error."""
+    return JobOut.from_job(await jobs.get(job_id))
+
+
+@post(
+    "/{job_id:str}/requeue",
+    status_code=200,
+    summary="Requeue a failed job",
+    responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
+)
+async def requeue(jobs: Jobs, job_id: str) -> JobOut:
+    """Give a `failed` job a fresh start: `pending`, due now, retries reset to 0."""
+    return JobOut.from_job(await jobs.requeue(job_id))
+
+
+@delete(
+    "/{job_id:str}",
+    status_code=204,
+    summary="Delete a job",
+    responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
+)
+async def delete_job(jobs: Jobs, job_id: str) -> None:
+    """Delete a `pending` or `failed` job."""
+    await jobs.delete(job_id)
+
+
+def api_router(jobs: Jobs, authenticate: Authenticate) -> Router:
+    """`/api/jobs`, guarded by `authenticate`, never cached."""
+
+    def provide_jobs() -> Jobs:
+        return jobs
+
+    return Router(
+        path="/api/jobs",
+        route_handlers=[enqueue, list_jobs, stats, get_job, requeue, delete_job],
+        guards=[superuser_guard(authenticate)],
+        dependencies={"jobs": Provide(provide_jobs, sync_to_thread=False)},
+        cache_control=CacheControlHeader(no_store=True),
+        tags=["jobs"],
+        security=[{"superuser": []}],
+    )

@@ -1,0 +1,119 @@
+"""`create_app`: the Litestar application over one `Jobs`, with its worker in the lifespan."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Redirect
+from litestar.types import ControllerRouterHandler
+
+from jobs_core import Jobs
+from jobs_http._api import api_router
+from jobs_http._auth import Authenticate, token_checker
+from jobs_http._exceptions import EXCEPTION_HANDLERS
+
+logger = logging.getLogger("jobs_http")
+
+#: Envelope allowed around the payload in a request body (topic, options, JSON syntax).
+BODY_ENVELOPE = 64 * 1024
+#: Where the OpenAPI schema is served (public, like the admin UI under `/_/`).
+OPENAPI_PATH = "/api/schema"
+#: Paths served without credentials; every other route needs the superuser token.
+PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH)
+
+
+@get("/", include_in_schema=False)
+async def _root() -> Redirect:
+    return Redirect(path="/_/")
+
+
+def _ui_routes() -> Sequence[ControllerRouterHandler]:
+    """The admin UI's routes, if this installation has them (`jobs_http._ui`)."""
+    try:
+        ui = importlib.import_module("jobs_http._ui")
+    except ModuleNotFoundError as exc:  # TODO: plain import once _ui.py is committed
+        if exc.name != "jobs_http._ui":
+            raise
+        return []
+    routes: Sequence[ControllerRouterHandler] = ui.ui_routes()
+    return routes
+
+
+def create_app(
+    jobs: Jobs,
+    *,
+    token: str | None = None,
+    authenticate: Authenticate | None = None,
+    run_worker: bool = True,
+    ui: bool = True,
+    debug: bool = False,
+) -> Litestar:
+    """The Jobs service: the superuser API, the admin UI and (unless `run_worker=False`) the worker.
+
+    Give exactly one of `token` (the superuser bearer token) or `authenticate` (your own
+    check of a presented bearer token, sync or async, returning True to allow). The app's
+    lifespan starts `jobs`' worker and stops it gracefully (`JobsConfig.shutdown_grace`);
+    closing the store stays with whoever built it. `ui=False` leaves out the admin page.
+    """
+    if (token is None) == (authenticate is None):
+        raise TypeError("create_app() needs exactly one of token= or authenticate=")
+    check = token_checker(token) if token is not None else authenticate
+    assert check is not None
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        if run_worker:
+            await jobs.start()
+            logger.info("worker started for topics: %s", ", ".join(sorted(jobs.topics)) or "none")
+        try:
+            yield
+        finally:
+            if run_worker and jobs.running:
+                await jobs.stop()
+                logger.info("worker stopped")
+
+    max_body = jobs.config.max_payload_size + BODY_ENVELOPE
+    app = Litestar(
+        route_handlers=[api_router(jobs, check), _root, *(_ui_routes() if ui else [])],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        request_max_body_size=max_body,
+        openapi_config=OpenAPIConfig(
+            title="Jobs",
+            version="0.1.0",
+            description=(
+                "Superuser API of Jobs, a persistent background job queue. Every"
+                " /api/jobs route needs `Authorization: Bearer <superuser token>`. Errors are"
+                ' always {"status", "message", "data"}.'
+            ),
+            path=OPENAPI_PATH,
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "superuser": SecurityScheme(
+                        type="http", scheme="bearer", description="The superuser token."
+                    )
+                }
+            ),
+        ),
+        debug=debug,
+    )
+    app.state.jobs = jobs
+    return app
+
+
+def public_paths(app: Litestar) -> list[str]:
+    """Route paths that need no credentials (the UI, the schema, the `/` redirect)."""
+    return [route.path for route in app.routes if is_public(route.path)]
+
+
+def is_public(path: str) -> bool:
+    """Whether `path` is on the explicit public allow-list."""
+    return path in {"/", "/_"} or path.startswith(PUBLIC_PREFIXES)

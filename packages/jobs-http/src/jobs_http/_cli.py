@@ -1,0 +1,208 @@
+"""The `jobs` command's arguments and its sub-commands, each over a ready `Jobs`.
+
+Which store and which handlers a `Jobs` gets is decided in `__main__` (the composition
+root); this module parses arguments, runs a command and prints the answer, as a table
+for people or as JSON (`--json`) for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+from litestar.serialization import encode_json
+
+from jobs_core import EnqueueOptions, Jobs, JobStatus
+from jobs_http._wire import InvalidBody, JobOut, JobPageOut, StatsOut, loads_strict, parse_rfc3339
+
+DATA_DIR = Path("jobs_data")
+DB_ENV_VAR = "JOBS_DB_URL"
+DEFAULT_DB = "sqlite:///jobs_data/jobs.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8090
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of `jobs` and its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="jobs",
+        description="Jobs: a persistent background job queue (service and admin commands).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db_parent = argparse.ArgumentParser(add_help=False)
+    db_parent.add_argument(
+        "--db",
+        default=os.environ.get(DB_ENV_VAR, DEFAULT_DB),
+        metavar="URL",
+        help=f"store URL (default: ${DB_ENV_VAR} or {DEFAULT_DB}); e.g."
+        " postgresql://user@host/db, memory://",
+    )
+    out_parent = argparse.ArgumentParser(add_help=False)
+    out_parent.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    serve = commands.add_parser(
+        "serve", parents=[db_parent], help="run the API, the admin UI and the workers"
+    )
+    serve.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})"
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"(default {DEFAULT_PORT})")
+    serve.add_argument(
+        "--app",
+        metavar="MODULE:ATTRIBUTE",
+        help="your handlers: a function setup(jobs) that registers them (or a Jobs instance)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="folder for the generated token (default ./jobs_data)",
+    )
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        help="superuser token file (default <data dir>/superuser_token)",
+    )
+
+    enqueue = commands.add_parser("enqueue", parents=[db_parent, out_parent], help="queue a job")
+    enqueue.add_argument("topic")
+    enqueue.add_argument("payload", nargs="?", default="null", help="JSON (default null)")
+    enqueue.add_argument("--run-at", help="RFC 3339 time with offset, e.g. 2030-01-01T00:00:00Z")
+    enqueue.add_argument("--max-retries", type=int)
+
+    listing = commands.add_parser("list", parents=[db_parent, out_parent], help="list jobs")
+    listing.add_argument("--topic")
+    listing.add_argument("--status", choices=[status.value for status in JobStatus])
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--offset", type=int, default=0)
+
+    commands.add_parser("stats", parents=[db_parent, out_parent], help="counts per status")
+
+    get = commands.add_parser("get", parents=[db_parent, out_parent], help="show one job")
+    get.add_argument("id")
+    requeue = commands.add_parser(
+        "requeue", parents=[db_parent, out_parent], help="requeue a failed job"
+    )
+    requeue.add_argument("id")
+    remove = commands.add_parser(
+        "delete", parents=[db_parent, out_parent], help="delete a pending or failed job"
+    )
+    remove.add_argument("id")
+    return parser
+
+
+# -- admin commands -----------------------------------------------------------------
+
+
+async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
+    """Run one of enqueue/list/stats/get/requeue/delete against `jobs`' store and print it."""
+    command: str = args.command
+    if command == "enqueue":
+        try:
+            payload = loads_strict(args.payload.encode("utf-8"))
+            run_at = parse_rfc3339(args.run_at) if args.run_at is not None else None
+        except (TypeError, ValueError) as exc:
+            raise InvalidBody(str(exc)) from exc
+        options = EnqueueOptions(run_at=run_at, max_retries=args.max_retries)
+        job = await jobs.enqueue_with_options(args.topic, payload, options)
+        _print_jobs([JobOut.from_job(job)], args.json, out, single=True)
+    elif command == "list":
+        page = JobPageOut.from_page(
+            await jobs.list(
+                topic=args.topic, status=args.status, limit=args.limit, offset=args.offset
+            )
+        )
+        if args.json:
+            _print_json(page, out)
+        else:
+            _print_jobs(page.items, False, out)
+            first = page.offset + 1 if page.items else page.offset
+            out.write(f"{first}-{page.offset + len(page.items)} of {page.total}\n")
+    elif command == "stats":
+        stats = StatsOut.from_stats(await jobs.stats())
+        if args.json:
+            _print_json(stats, out)
+        else:
+            rows = [
+                (field.name, _cell(getattr(stats, field.name))) for field in attrs.fields(StatsOut)
+            ]
+            _print_table(("metric", "value"), rows, out)
+    elif command in {"get", "requeue"}:
+        job = await (jobs.get(args.id) if command == "get" else jobs.requeue(args.id))
+        _print_jobs([JobOut.from_job(job)], args.json, out, single=True)
+    elif command == "delete":
+        await jobs.delete(args.id)
+        if args.json:
+            out.write(json.dumps({"deleted": args.id}) + "\n")
+        else:
+            out.write(f"deleted {args.id}\n")
+    else:  # pragma: no cover - argparse only accepts the commands above
+        raise ValueError(f"unknown command {command!r}")
+
+
+_COLUMNS = ("id", "topic", "status", "retries", "run_at", "updated", "last_error")
+
+
+def _print_jobs(
+    items: Sequence[JobOut], as_json: bool, out: TextIO, *, single: bool = False
+) -> None:
+    if as_json:
+        _print_json(items[0] if single else list(items), out)
+        return
+    rows = [
+        (
+            job.id,
+            job.topic,
+            job.status.value,
+            f"{job.retries}/{job.max_retries}",
+            _cell(job.run_at),
+            _cell(job.updated),
+            _cell(job.last_error),
+        )
+        for job in items
+    ]
+    _print_table(_COLUMNS, rows, out)
+    if single and items:
+        out.write(f"payload: {json.dumps(items[0].payload, ensure_ascii=False)[:2000]}\n")
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat()).replace("+00:00", "Z")
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max([len(header[i]), *(len(row[i]) for row in rows)]) for i in range(len(header))]
+    line = "  ".join(name.upper().ljust(widths[i]) for i, name in enumerate(header))
+    out.write(line.rstrip() + "\n")
+    for row in rows:
+        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+    if not rows:
+        out.write("(no jobs)\n")
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    out.write(encode_json(value).decode("utf-8") + "\n")
+
+
+def run(coro: Any) -> Any:
+    """Run `coro` on a fresh event loop (one per command)."""
+    return asyncio.run(coro)
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print `jobs: error: message` to stderr and return the exit code."""
+    sys.stderr.write(f"jobs: error: {message}\n")
+    return code

@@ -1,0 +1,107 @@
+"""Every error becomes one JSON shape, `{"status", "message", "data"}`: this module decides how.
+
+Domain errors map to status codes by class (the table below); Litestar's own errors
+(validation, 401, 404, 405, 413...) keep their status and get the same shape. Anything
+else is a bug or an outage: it is logged here with its traceback and answered with a
+generic 500 that leaks nothing (no traceback, no SQL, no DSN).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
+
+from jobs_core import (
+    IllegalTransition,
+    InvalidInput,
+    JobNotFound,
+    JobsError,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
+from jobs_http._wire import InvalidBody
+
+logger = logging.getLogger("jobs_http")
+
+#: Domain error class -> HTTP status; the first matching class (in order) wins.
+STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
+    (PayloadTooLarge, 413),
+    (InvalidInput, 400),
+    (JobNotFound, 404),
+    (IllegalTransition, 409),
+    (StoreUnavailable, 503),
+)
+
+#: Headers on every API error: never cache, and say how to authenticate after a 401.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def error_response(
+    status: int,
+    message: str,
+    data: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    """The one error shape, with `Cache-Control: no-store`."""
+    return Response(
+        {"status": status, "message": message, "data": data or {}},
+        status_code=status,
+        headers={**_NO_STORE, **(headers or {})},
+        media_type="application/json",
+    )
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[dict[str, Any]]:
+    for cls, status in STATUS_OF:
+        if isinstance(exc, cls):
+            if status == 503:
+                logger.warning(
+                    "store unavailable on %s %s: %s", request.method, request.url.path, exc
+                )
+                return error_response(503, "The job store is unavailable; retry later.")
+            data: dict[str, Any] = dict(exc.data) if isinstance(exc, InvalidBody) else {}
+            return error_response(status, str(exc), data)
+    return _unexpected(request, exc)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if status >= 500:
+        return _unexpected(request, exc)
+    data: dict[str, Any] = {}
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        for problem in exc.extra:
+            if isinstance(problem, dict) and "key" in problem:
+                data[str(problem["key"])] = str(problem.get("message", "invalid value"))
+    headers = {
+        k: v for k, v in (exc.headers or {}).items() if k.lower() in {"allow", "www-authenticate"}
+    }
+    return error_response(status, _message(exc), data, headers)
+
+
+def _message(exc: HTTPException) -> str:
+    if isinstance(exc, ValidationException) and exc.extra:
+        return "Invalid request parameters."
+    if exc.status_code == 413:
+        return "Request body too large."
+    return str(exc.detail)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong while processing your request."
+    )
+
+
+#: For `Litestar(exception_handlers=...)`.
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    JobsError: _domain_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
