@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from litestar import Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from litestar.router import Router
 
 from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, Jobs, JobStatus
@@ -118,7 +118,7 @@ def _check_digits(request: Request[Any, Any, Any], *names: str) -> None:
         415: _error("Content-Type is not application/json."),
     },
 )
-async def enqueue(request: Request[Any, Any, Any], jobs: Jobs) -> JobOut:
+async def enqueue(request: Request[Any, Any, Any], jobs: NamedDependency[Jobs]) -> JobOut:
     """Queue a job: `pending`, due at `run_at` (default now)."""
     _check_json(request)
     body = parse_enqueue(await request.body())
@@ -130,7 +130,7 @@ async def enqueue(request: Request[Any, Any, Any], jobs: Jobs) -> JobOut:
 async def list_jobs(
     *,
     request: Request[Any, Any, Any],
-    jobs: Jobs,
+    jobs: NamedDependency[Jobs],
     topic: Annotated[str | None, Parameter(description="Only jobs of this topic.")] = None,
     status: Annotated[JobStatus | None, Parameter(description="Only jobs in this status.")] = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size (1-500).")] = 20,
@@ -143,13 +143,13 @@ async def list_jobs(
 
 
 @get("/stats", summary="Job statistics", responses=_COMMON)
-async def stats(jobs: Jobs) -> StatsOut:
+async def stats(jobs: NamedDependency[Jobs]) -> StatsOut:
     """Counts per status, total and success rate."""
     return StatsOut.from_stats(await jobs.stats())
 
 
 @get("/{job_id:str}", summary="Get a job", responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND})
-async def get_job(jobs: Jobs, job_id: str) -> JobOut:
+async def get_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
     """One job, with its payload and last error."""
     return JobOut.from_job(await jobs.get(job_id))
 
@@ -160,7 +160,7 @@ async def get_job(jobs: Jobs, job_id: str) -> JobOut:
     summary="Requeue a failed job",
     responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
 )
-async def requeue(jobs: Jobs, job_id: str) -> JobOut:
+async def requeue(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
     """Give a `failed` job a fresh start: `pending`, due now, retries reset to 0."""
     return JobOut.from_job(await jobs.requeue(job_id))
 
@@ -171,7 +171,7 @@ async def requeue(jobs: Jobs, job_id: str) -> JobOut:
     summary="Delete a job",
     responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
 )
-async def delete_job(jobs: Jobs, job_id: str) -> None:
+async def delete_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> None:
     """Delete a `pending` or `failed` job."""
     await jobs.delete(job_id)
 

@@ -1,0 +1,145 @@
+"""Fixtures for the HTTP API tests: an app over a `MemoryStore`, clients with and without
+the superuser token, and helpers that put jobs into each status."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from jobs_core import Job, Jobs, JobsConfig, MemoryStore
+from jobs_http import create_app
+
+TOKEN = "test-superuser-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+JOB_KEYS = {
+    "id",
+    "topic",
+    "payload",
+    "status",
+    "run_at",
+    "locked_until",
+    "retries",
+    "max_retries",
+    "last_error",
+    "created",
+    "updated",
+}
+PAGE_KEYS = {"items", "total", "limit", "offset"}
+STATS_KEYS = {"pending", "processing", "completed", "failed", "total", "success_rate"}
+ERROR_KEYS = {"status", "message", "data"}
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+
+Client = AsyncTestClient[Litestar]
+
+
+class Boom(RuntimeError):
+    """The failure of the test `boom` handler."""
+
+
+def assert_job(body: Any) -> None:
+    """`body` is exactly the documented job shape, with RFC 3339 UTC times."""
+    assert isinstance(body, dict)
+    assert set(body) == JOB_KEYS
+    assert isinstance(body["id"], str)
+    assert isinstance(body["topic"], str)
+    assert body["status"] in {"pending", "processing", "completed", "failed"}
+    for key in ("run_at", "created", "updated"):
+        assert RFC3339_UTC.fullmatch(body[key]), body[key]
+    assert body["locked_until"] is None or RFC3339_UTC.fullmatch(body["locked_until"])
+    assert (body["locked_until"] is not None) == (body["status"] == "processing")
+    assert type(body["retries"]) is int
+    assert type(body["max_retries"]) is int
+    assert body["last_error"] is None or isinstance(body["last_error"], str)
+
+
+def assert_error(response: Any, status: int) -> dict[str, Any]:
+    """`response` is the one error shape with `status`, and leaks no traceback."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == ERROR_KEYS
+    assert body["status"] == status
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert isinstance(body["data"], dict)
+    assert "Traceback" not in response.text
+    assert 'File "' not in response.text
+    return body  # type: ignore[no-any-return]
+
+
+def make_jobs() -> Jobs:
+    """A `Jobs` over a fresh `MemoryStore` with `ok` and `boom` handlers and fast retries."""
+    jobs = Jobs(MemoryStore(), config=JobsConfig(backoff=lambda n: timedelta(0)))
+
+    async def ok(job: Job) -> None:
+        return None
+
+    async def boom(job: Job) -> None:
+        raise Boom(f"boom <b>{job.id}</b>")
+
+    jobs.register("ok", ok)
+    jobs.register("boom", boom)
+    return jobs
+
+
+@pytest.fixture
+def jobs() -> Jobs:
+    return make_jobs()
+
+
+@pytest.fixture
+def app(jobs: Jobs) -> Litestar:
+    # The worker is driven by the tests (run_once), so job states are deterministic.
+    return create_app(jobs, token=TOKEN, run_worker=False)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=app) as c:
+        c.headers.update(AUTH)
+        yield c
+
+
+@pytest.fixture
+async def anon(app: Litestar) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=app) as c:
+        yield c
+
+
+MakeJob = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def make_job(client: Client, jobs: Jobs) -> MakeJob:
+    """Enqueue a job over HTTP and bring it to `status`; returns its JSON from GET."""
+
+    async def make(status: str = "pending", **body: Any) -> dict[str, Any]:
+        default = {"failed": "boom", "completed": "ok", "processing": "hold"}.get(status, "ok")
+        topic = body.pop("topic", default)
+        if status == "failed":
+            body.setdefault("max_retries", 0)
+        response = await client.post("/api/jobs/enqueue", json={"topic": topic, **body})
+        assert response.status_code == 200, response.text
+        job_id = response.json()["id"]
+        if status in {"completed", "failed"}:
+            for _ in range(10):  # every retry is due at once (zero backoff)
+                if (await jobs.get(job_id)).status == status:
+                    break
+                await jobs.run_once()
+        elif status == "processing":
+            claimed = await jobs.store.claim(
+                topics={topic}, now=jobs.clock.now(), lease=timedelta(minutes=5), limit=1
+            )
+            assert [job.id for job in claimed] == [job_id]
+        got = await client.get(f"/api/jobs/{job_id}")
+        assert got.json()["status"] == status
+        return got.json()  # type: ignore[no-any-return]
+
+    return make
