@@ -1,0 +1,261 @@
+"""`SQLiteStore`: the `JobStore` port on one SQLite file, shared by several processes.
+
+Every port call is one synchronous function run on the store's own single thread, over
+one connection that thread owns: one thread hop per call, however many statements it
+runs, and never two transactions of this store at once. Other processes coordinate
+through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy import exc as sa_exc
+
+from jobs_core import (
+    InvalidOptions,
+    Job,
+    JobNotFound,
+    JobPage,
+    JobQuery,
+    JobStatus,
+    JobUpdate,
+    StoreError,
+)
+from jobs_sqlite import _operations as ops
+from jobs_sqlite._engine import (
+    DEFAULT_BUSY_TIMEOUT,
+    create_engine,
+    parse_url,
+    read_transaction,
+    write_transaction,
+)
+from jobs_sqlite._errors import translate
+from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
+
+T = TypeVar("T")
+
+
+class SQLiteStore:
+    """Jobs in one SQLite file (or `:memory:` for a single store).
+
+    Connects, switches the file to WAL and creates the schema lazily on first use.
+    `watch` reports this store's own writes only; other processes' jobs are found by
+    the worker's polling.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self._path = str(path)
+        self._read_only = read_only
+        self._engine = create_engine(
+            self._path, read_only=read_only, busy_timeout=busy_timeout, synchronous=synchronous
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-sqlite")
+        self._connection: Connection | None = None
+        self._watchers: set[Callable[[], None]] = set()
+        self._watch_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """Build from `sqlite:///relative.db`, `sqlite:////absolute.db` (`?mode=ro`)."""
+        path, read_only = parse_url(url)
+        return cls(path, read_only=read_only)
+
+    def __repr__(self) -> str:
+        mode = ", read-only" if self._read_only else ""
+        return f"SQLiteStore({self._path!r}{mode})"
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def engine(self) -> Engine:
+        """The store's SQLAlchemy engine (set up with `BEGIN IMMEDIATE` and WAL)."""
+        return self._engine
+
+    # -- transactional enqueue ---------------------------------------------------
+
+    @staticmethod
+    def insert_with(connection: Connection, jobs: Sequence[Job]) -> None:
+        """Insert jobs through *your* connection, inside *your* transaction.
+
+        The jobs exist if and only if your transaction commits. Build them with
+        `Jobs.prepare(topic, payload, options)`; the schema must exist (open a store on
+        the file once, or call `jobs_sqlite.create_schema`). Workers of other processes
+        find the jobs at their next poll.
+        """
+        if connection.dialect.name != "sqlite":
+            raise InvalidOptions(
+                f"insert_with needs a SQLite connection, got {connection.dialect.name}"
+            )
+        database = str(connection.engine.url.database or ":memory:")
+        try:
+            ops.insert_jobs(connection, jobs)
+        except sa_exc.DBAPIError as exc:
+            raise _explain_missing_schema(translate(exc, database, "inserting jobs")) from exc
+
+    # -- the port ----------------------------------------------------------------
+
+    async def insert(self, jobs: Sequence[Job]) -> None:
+        """Store new jobs in one transaction; an id already stored fails the whole batch."""
+        if not jobs:
+            return
+        await self._call("inserting jobs", ops.insert_all, list(jobs))
+        self._notify()
+
+    async def get(self, job_id: str) -> Job:
+        """The job, or `JobNotFound`."""
+        job = await self._call("reading a job", ops.get, self._path, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(self, query: JobQuery) -> JobPage:
+        """Filter, newest first, page; the total under the same filters."""
+        return await self._call("listing jobs", ops.list_jobs, self._path, query)
+
+    async def count_by_status(self) -> Mapping[JobStatus, int]:
+        """Counts per status."""
+        return await self._call("counting jobs", ops.count_by_status)
+
+    async def claim(
+        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+    ) -> Sequence[Job]:
+        """Lease up to `limit` due pending jobs of `topics` in (`run_at`, `id`) order."""
+        topics = list(topics)
+        if not topics or limit <= 0:
+            return []
+        return await self._call(
+            "claiming jobs",
+            lambda c: ops.claim(c, self._path, topics=topics, now=now, lease=lease, limit=limit),
+        )
+
+    async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
+        """Processing jobs whose lease ran out, oldest lease first."""
+        return await self._call(
+            "finding expired leases", lambda c: ops.expired(c, self._path, now=now, limit=limit)
+        )
+
+    async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
+        """Guarded writes in one transaction; one flag per update."""
+        if not updates:
+            return []
+        flags: list[bool] = await self._call("updating jobs", ops.apply_updates, list(updates))
+        if any(
+            ok and change.job.status is JobStatus.PENDING
+            for ok, change in zip(flags, updates, strict=True)
+        ):
+            self._notify()
+        return flags
+
+    async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
+        """Delete the job if it is still in `expected_status`."""
+        return await self._call("deleting a job", ops.delete_job, job_id, expected_status)
+
+    async def watch(self, on_new_work: Callable[[], None]) -> None:
+        """Report this store's own inserts and re-queues until cancelled.
+
+        SQLite cannot tell us about other processes' writes; workers poll for those.
+        """
+        with self._watch_lock:
+            self._watchers.add(on_new_work)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with self._watch_lock:
+                self._watchers.discard(on_new_work)
+
+    async def close(self) -> None:
+        """Close the connection (on its own thread) and stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._disconnect)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    # -- plumbing ----------------------------------------------------------------
+
+    async def _call(self, doing: str, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, doing, fn, args)
+
+    def _run(self, doing: str, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        """On the store thread: connect if needed, run `fn`, translate driver errors."""
+        try:
+            connection = self._connection or self._connect()
+            return fn(connection, *args)
+        except sa_exc.DBAPIError as exc:
+            raise translate(exc, self._path, doing) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
+
+    def _connect(self) -> Connection:
+        connection = self._engine.connect()
+        try:
+            self._ensure_schema(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    def _ensure_schema(self, connection: Connection) -> None:
+        with read_transaction(connection):
+            version = stored_version(connection)
+        if version == SCHEMA_VERSION:
+            return
+        if self._read_only:
+            raise StoreError(
+                f"SQLite store {self._path}: the file has no jobs schema (version"
+                f" {version}, need {SCHEMA_VERSION}) and it is opened read-only"
+            )
+        try:
+            with write_transaction(connection):
+                create_schema(connection)
+        except StoreError as exc:
+            raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        with contextlib.suppress(sa_exc.SQLAlchemyError):
+            if connection is not None:
+                connection.close()
+        self._engine.dispose()
+
+    def _notify(self) -> None:
+        with self._watch_lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher()
+
+
+def _explain_missing_schema(error: StoreError) -> StoreError:
+    if "no such table" in str(error):
+        return StoreError(
+            f"{error}; create the schema first (open a SQLiteStore on the file once, or"
+            " call jobs_sqlite.create_schema(connection))"
+        )
+    return error
