@@ -1,0 +1,52 @@
+// The JSON API of this server, called with the superuser token as a Bearer header.
+// No cookies are sent (credentials: "omit"), so no other site can act as the user.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+async function call(token, method, path, query) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value !== "" && value !== null && value !== undefined) url.searchParams.set(key, value);
+  }
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "The server could not be reached.");
+  }
+  if (response.status === 204) return null;
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body && typeof body.message === "string" ? body.message : "";
+    throw new ApiError(response.status, message || `The server answered ${response.status}.`);
+  }
+  return body;
+}
+
+const jobPath = (id) => `/api/jobs/${encodeURIComponent(id)}`;
+
+export function api(token) {
+  return {
+    stats: () => call(token, "GET", "/api/jobs/stats"),
+    list: (query) => call(token, "GET", "/api/jobs", query),
+    get: (id) => call(token, "GET", jobPath(id)),
+    requeue: (id) => call(token, "POST", `${jobPath(id)}/requeue`),
+    remove: (id) => call(token, "DELETE", jobPath(id)),
+  };
+}

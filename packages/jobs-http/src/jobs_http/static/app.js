@@ -1,0 +1,489 @@
+// The admin page: sign in, counts, the job list with filters and paging, one job's
+// details, requeue and delete. The URL (?topic=&status=&offset=&job=) is the view's
+// state, so any view can be shared or reloaded.
+
+import { ApiError, api } from "./api.js";
+import { byId, el, formatTime, relativeTime, show, truncate } from "./dom.js";
+
+const TOKEN_KEY = "jobs.superuser-token";
+const PAGE_SIZE = 20;
+const STATS_EVERY_MS = 5000;
+const MIN_REFRESH_MS = 1000; // the counts are never fetched more often than this
+const STATUSES = ["pending", "processing", "completed", "failed"];
+// Mirrors the state machine of jobs_core; the server enforces it (409 otherwise).
+const CAN_REQUEUE = new Set(["failed"]);
+const CAN_DELETE = new Set(["pending", "failed"]);
+
+let client = null; // api(token) while signed in
+let view = { topic: "", status: "", offset: 0, job: "" };
+let currentJob = null; // the job shown in the detail view
+let statsTimer = 0;
+let lastStatsAt = 0;
+let listRequest = 0; // only the newest list/detail request may render
+let noticeTimer = 0;
+const knownTopics = new Set();
+
+// -- the URL is the state -------------------------------------------------------
+
+function readUrl() {
+  const params = new URLSearchParams(window.location.search);
+  const status = params.get("status") || "";
+  const offset = Number.parseInt(params.get("offset") || "0", 10);
+  return {
+    topic: (params.get("topic") || "").trim().slice(0, 255),
+    status: STATUSES.includes(status) ? status : "",
+    offset: Number.isSafeInteger(offset) && offset > 0 ? offset : 0,
+    job: (params.get("job") || "").slice(0, 200),
+  };
+}
+
+function urlFor(state) {
+  const params = new URLSearchParams();
+  if (state.topic) params.set("topic", state.topic);
+  if (state.status) params.set("status", state.status);
+  if (state.offset) params.set("offset", String(state.offset));
+  if (state.job) params.set("job", state.job);
+  const query = params.toString();
+  return `${window.location.pathname}${query ? `?${query}` : ""}`;
+}
+
+function navigate(next, { push = false } = {}) {
+  view = { ...view, ...next };
+  const url = urlFor(view);
+  if (push) window.history.pushState(null, "", url);
+  else window.history.replaceState(null, "", url);
+  render();
+}
+
+function render() {
+  byId("filter-topic").value = view.topic;
+  byId("filter-status").value = view.status;
+  for (const card of document.querySelectorAll(".stat[data-status]")) {
+    card.classList.toggle("active", card.dataset.status === view.status);
+    card.setAttribute("aria-pressed", String(card.dataset.status === view.status));
+  }
+  show(byId("list-view"), !view.job);
+  show(byId("detail-view"), Boolean(view.job));
+  if (view.job) loadDetail(view.job);
+  else loadList();
+}
+
+// -- signing in and out ---------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = byId("token");
+  const error = byId("signin-error");
+  const token = input.value.trim();
+  show(error, false);
+  if (!token) {
+    error.textContent = "Enter the superuser token.";
+    show(error, true);
+    return;
+  }
+  const button = byId("signin-submit");
+  button.disabled = true;
+  try {
+    const stats = await api(token).stats();
+    sessionStorage.setItem(TOKEN_KEY, token);
+    input.value = "";
+    start(token, stats);
+  } catch (err) {
+    error.textContent =
+      err instanceof ApiError && err.status === 401
+        ? "That token was not accepted. Check it and try again."
+        : `Could not sign in: ${err.message}`;
+    show(error, true);
+    input.select();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function start(token, stats) {
+  client = api(token);
+  show(byId("signin-view"), false);
+  show(byId("app-view"), true);
+  show(byId("sign-out"), true);
+  view = readUrl();
+  render();
+  if (stats) {
+    lastStatsAt = Date.now();
+    renderStats(stats);
+  } else {
+    refreshStats();
+  }
+  scheduleStats();
+}
+
+function signOut(message) {
+  client = null;
+  currentJob = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  window.clearTimeout(statsTimer);
+  show(byId("app-view"), false);
+  show(byId("sign-out"), false);
+  show(byId("signin-view"), true);
+  const error = byId("signin-error");
+  error.textContent = message || "";
+  show(error, Boolean(message));
+  byId("token").focus();
+}
+
+// A rejected token ends the session wherever it is noticed.
+function signedOutBy(err) {
+  if (err instanceof ApiError && err.status === 401) {
+    signOut("The server no longer accepts this token. Sign in again.");
+    return true;
+  }
+  return false;
+}
+
+// -- counts, refreshed live -----------------------------------------------------
+
+async function refreshStats({ force = false } = {}) {
+  if (!client) return;
+  const now = Date.now();
+  if (!force && now - lastStatsAt < MIN_REFRESH_MS) return;
+  lastStatsAt = now;
+  const note = byId("stats-note");
+  try {
+    renderStats(await client.stats());
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    note.textContent = `Counts not refreshed: ${err.message}`;
+    note.classList.add("error-text");
+  }
+}
+
+function renderStats(stats) {
+  for (const status of STATUSES) byId(`stat-${status}`).textContent = String(stats[status]);
+  const finished = stats.completed + stats.failed;
+  byId("stat-rate").textContent =
+    finished > 0 ? `${(stats.success_rate * 100).toFixed(1)} %` : "–";
+  const note = byId("stats-note");
+  note.textContent = `${stats.total} jobs · counts updated ${new Date().toLocaleTimeString()}, every ${STATS_EVERY_MS / 1000} s`;
+  note.classList.remove("error-text");
+}
+
+function scheduleStats() {
+  window.clearTimeout(statsTimer);
+  statsTimer = window.setTimeout(
+    async () => {
+      if (!document.hidden) await refreshStats();
+      if (client) scheduleStats();
+    },
+    Math.max(STATS_EVERY_MS, MIN_REFRESH_MS),
+  );
+}
+
+// -- the list -------------------------------------------------------------------
+
+async function loadList() {
+  const request = ++listRequest;
+  const body = byId("jobs-body");
+  const table = byId("jobs-table");
+  table.setAttribute("aria-busy", "true");
+  if (!body.rows.length) setListState("Loading jobs…");
+  try {
+    const page = await client.list({
+      topic: view.topic,
+      status: view.status,
+      limit: PAGE_SIZE,
+      offset: view.offset,
+    });
+    if (request !== listRequest) return;
+    if (!page.items.length && page.total > 0 && view.offset > 0) {
+      // Past the end (jobs were deleted): go to the last page instead.
+      navigate({ offset: Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE });
+      return;
+    }
+    renderList(page);
+  } catch (err) {
+    if (request !== listRequest || signedOutBy(err)) return;
+    body.replaceChildren();
+    setListState(`Could not load jobs: ${err.message}`, true);
+    byId("page-info").textContent = "";
+  } finally {
+    if (request === listRequest) table.removeAttribute("aria-busy");
+  }
+}
+
+function setListState(text, isError = false) {
+  const state = byId("list-state");
+  state.replaceChildren(text);
+  state.classList.toggle("error-text", isError);
+  if (isError) state.append(" ", el("button", { type: "button", class: "quiet", onclick: loadList }, "Retry"));
+  show(state, Boolean(text));
+}
+
+function renderList(page) {
+  byId("jobs-body").replaceChildren(...page.items.map(rowFor));
+  const filtered = Boolean(view.topic || view.status);
+  if (!page.items.length) {
+    setListState(
+      filtered
+        ? "No jobs match these filters."
+        : "No jobs yet. They appear here as soon as something enqueues one.",
+    );
+  } else {
+    setListState("");
+  }
+  const first = page.items.length ? page.offset + 1 : 0;
+  const last = page.offset + page.items.length;
+  byId("page-info").textContent = page.total ? `${first}–${last} of ${page.total}` : "";
+  byId("prev-page").disabled = page.offset === 0;
+  byId("next-page").disabled = last >= page.total;
+  for (const job of page.items) rememberTopic(job.topic);
+}
+
+function rememberTopic(topic) {
+  if (knownTopics.has(topic) || knownTopics.size >= 200) return;
+  knownTopics.add(topic);
+  byId("known-topics").append(el("option", { value: topic }));
+}
+
+function timeCell(value, label) {
+  return el("td", { "data-label": label }, el("time", { datetime: value, title: value }, formatTime(value)));
+}
+
+function rowFor(job) {
+  const link = el("a", { href: urlFor({ ...view, job: job.id }), class: "job-link" }, job.topic);
+  link.addEventListener("click", (event) => {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    navigate({ job: job.id }, { push: true });
+  });
+  const row = el(
+    "tr",
+    { "data-job-id": job.id },
+    el(
+      "td",
+      { class: "topic-cell", "data-label": "Topic" },
+      link,
+      el("span", { class: "job-id mono", title: job.id }, `…${job.id.slice(-8)}`),
+      job.last_error
+        ? el("span", { class: "row-error", title: truncate(job.last_error, 2000) }, truncate(job.last_error, 140))
+        : null,
+    ),
+    el("td", { "data-label": "Status" }, badge(job.status)),
+    el("td", { "data-label": "Retries", class: "num" }, `${job.retries}/${job.max_retries}`),
+    timeCell(job.run_at, "Run at"),
+    timeCell(job.updated, "Updated"),
+    el("td", { class: "actions" }, ...actionButtons(job)),
+  );
+  return row;
+}
+
+function badge(status) {
+  return el("span", { class: `badge status-${STATUSES.includes(status) ? status : "unknown"}` }, status);
+}
+
+function actionButtons(job) {
+  const buttons = [];
+  if (CAN_REQUEUE.has(job.status)) {
+    buttons.push(el("button", { type: "button", class: "small primary", onclick: () => requeue(job) }, "Requeue"));
+  }
+  if (CAN_DELETE.has(job.status)) {
+    buttons.push(el("button", { type: "button", class: "small danger", onclick: () => remove(job) }, "Delete"));
+  }
+  return buttons;
+}
+
+// -- one job --------------------------------------------------------------------
+
+async function loadDetail(id) {
+  const request = ++listRequest;
+  const state = byId("detail-state");
+  byId("back-link").setAttribute("href", urlFor({ ...view, job: "" }));
+  if (!currentJob || currentJob.id !== id) {
+    show(byId("detail-body"), false);
+    state.textContent = "Loading job…";
+    state.classList.remove("error-text");
+    show(state, true);
+  }
+  try {
+    const job = await client.get(id);
+    if (request !== listRequest) return;
+    renderDetail(job);
+  } catch (err) {
+    if (request !== listRequest || signedOutBy(err)) return;
+    currentJob = null;
+    show(byId("detail-body"), false);
+    state.textContent =
+      err.status === 404
+        ? "There is no job with this id (it may have been deleted)."
+        : `Could not load the job: ${err.message}`;
+    state.classList.add("error-text");
+    show(state, true);
+  }
+}
+
+function renderDetail(job) {
+  currentJob = job;
+  show(byId("detail-state"), false);
+  byId("detail-title").textContent = job.topic;
+  byId("detail-status").replaceWith(Object.assign(badge(job.status), { id: "detail-status" }));
+  byId("detail-id").textContent = job.id;
+  byId("detail-retries").textContent = `${job.retries} of ${job.max_retries}`;
+  for (const field of ["run_at", "locked_until", "created", "updated"]) {
+    const value = job[field];
+    const relative = value ? relativeTime(value) : "";
+    byId(`detail-${field}`).textContent = value ? `${value}${relative ? ` (${relative})` : ""}` : "–";
+  }
+  const error = byId("detail-error");
+  error.textContent = job.last_error ?? "No error recorded.";
+  error.classList.toggle("none", job.last_error === null || job.last_error === undefined);
+  byId("detail-payload").textContent = JSON.stringify(job.payload, null, 2);
+  show(byId("detail-requeue"), CAN_REQUEUE.has(job.status));
+  show(byId("detail-delete"), CAN_DELETE.has(job.status));
+  show(byId("detail-body"), true);
+}
+
+// -- actions --------------------------------------------------------------------
+
+function describe(job) {
+  return `the ${job.topic} job …${job.id.slice(-8)}`;
+}
+
+async function requeue(job) {
+  const confirmed = await confirmAction({
+    title: "Requeue this job?",
+    text: `${capitalize(describe(job))} will be pending again, due now, with its retries reset to 0.`,
+    action: "Requeue",
+  });
+  if (!confirmed || !client) return;
+  try {
+    const updated = await client.requeue(job.id);
+    notify(`Requeued ${describe(job)}; it is ${updated.status} now.`);
+    jobChanged(updated);
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not requeue ${describe(job)}: ${err.message}`, true);
+    render();
+  }
+  refreshStats({ force: true });
+}
+
+async function remove(job) {
+  const confirmed = await confirmAction({
+    title: "Delete this job?",
+    text: `${capitalize(describe(job))} (${job.status}) will be deleted. This cannot be undone.`,
+    action: "Delete",
+    danger: true,
+  });
+  if (!confirmed || !client) return;
+  try {
+    await client.remove(job.id);
+    notify(`Deleted ${describe(job)}.`);
+    currentJob = null;
+    if (view.job === job.id) navigate({ job: "" });
+    else loadList();
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not delete ${describe(job)}: ${err.message}`, true);
+    render();
+  }
+  refreshStats({ force: true });
+}
+
+// Show a changed job in place, without reloading the list.
+function jobChanged(job) {
+  if (view.job === job.id) {
+    renderDetail(job);
+    return;
+  }
+  const row = [...byId("jobs-body").rows].find((r) => r.dataset.jobId === job.id);
+  if (row) row.replaceWith(rowFor(job));
+}
+
+function capitalize(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function notify(text, isError = false) {
+  const notice = byId("notice");
+  notice.textContent = text;
+  notice.classList.toggle("error", isError);
+  notice.classList.toggle("ok", !isError);
+  show(notice, true);
+  window.clearTimeout(noticeTimer);
+  noticeTimer = window.setTimeout(() => show(notice, false), 10000);
+}
+
+// Our own confirmation (a <dialog>), never window.confirm. Resolves true or false.
+function confirmAction({ title, text, action, danger = false }) {
+  const dialog = byId("confirm-dialog");
+  const ok = byId("confirm-ok");
+  byId("confirm-title").textContent = title;
+  byId("confirm-text").textContent = text;
+  ok.textContent = action;
+  ok.className = danger ? "danger" : "primary";
+  return new Promise((resolve) => {
+    const listening = new AbortController();
+    const finish = (answer) => {
+      listening.abort();
+      if (dialog.open) dialog.close();
+      resolve(answer);
+    };
+    const options = { signal: listening.signal };
+    ok.addEventListener("click", () => finish(true), options);
+    byId("confirm-cancel").addEventListener("click", () => finish(false), options);
+    dialog.addEventListener("close", () => finish(false), options);
+    dialog.showModal();
+    byId("confirm-cancel").focus();
+  });
+}
+
+// -- wiring ---------------------------------------------------------------------
+
+function applyFilters(event) {
+  event.preventDefault();
+  navigate({
+    topic: byId("filter-topic").value.trim(),
+    status: byId("filter-status").value,
+    offset: 0,
+    job: "",
+  });
+}
+
+function wire() {
+  byId("signin-form").addEventListener("submit", signIn);
+  byId("sign-out").addEventListener("click", () => signOut(""));
+  byId("filters").addEventListener("submit", applyFilters);
+  byId("filter-status").addEventListener("change", applyFilters);
+  byId("clear-filters").addEventListener("click", () => navigate({ topic: "", status: "", offset: 0 }));
+  byId("refresh-list").addEventListener("click", () => {
+    loadList();
+    refreshStats();
+  });
+  byId("prev-page").addEventListener("click", () =>
+    navigate({ offset: Math.max(0, view.offset - PAGE_SIZE) }),
+  );
+  byId("next-page").addEventListener("click", () => navigate({ offset: view.offset + PAGE_SIZE }));
+  byId("back-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    navigate({ job: "" }, { push: true });
+  });
+  byId("detail-requeue").addEventListener("click", () => currentJob && requeue(currentJob));
+  byId("detail-delete").addEventListener("click", () => currentJob && remove(currentJob));
+  for (const card of document.querySelectorAll(".stat[data-status]")) {
+    card.addEventListener("click", () => {
+      const status = card.dataset.status === view.status ? "" : card.dataset.status;
+      navigate({ status, offset: 0, job: "" });
+    });
+  }
+  window.addEventListener("popstate", () => {
+    if (!client) return;
+    view = readUrl();
+    render();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refreshStats();
+  });
+}
+
+wire();
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) start(saved, null);
+else signOut("");
