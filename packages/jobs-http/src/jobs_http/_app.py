@@ -104,6 +104,8 @@ def create_app(
             ),
         ),
         debug=debug,
+        # Logging is the embedding application's (or `jobs serve`'s) to configure.
+        logging_config=None,
     )
     app.state.jobs = jobs
     return app

@@ -221,6 +221,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
 def loads_strict(raw: bytes) -> Any:
     """Parse strict JSON (UTF-8, no NaN/Infinity, no duplicate keys) or raise `InvalidBody`."""
     try:
@@ -228,7 +231,14 @@ def loads_strict(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidBody("body is not JSON: it is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        if _SURROGATE_ESCAPE.search(text):  # a pair is one character; a lone half is not text
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raise InvalidBody(
+            "body is not accepted: a string has an unpaired surrogate (\\uD800-\\uDFFF)"
+        ) from None
     except InvalidBody:
         raise
     except RecursionError:
