@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, get
@@ -12,12 +11,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
-from litestar.types import ControllerRouterHandler
 
 from jobs_core import Jobs
 from jobs_http._api import api_router
 from jobs_http._auth import Authenticate, token_checker
 from jobs_http._exceptions import EXCEPTION_HANDLERS
+from jobs_http._ui import ui_routes
 
 logger = logging.getLogger("jobs_http")
 
@@ -32,18 +31,6 @@ PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH)
 @get("/", include_in_schema=False)
 async def _root() -> Redirect:
     return Redirect(path="/_/")
-
-
-def _ui_routes() -> Sequence[ControllerRouterHandler]:
-    """The admin UI's routes, if this installation has them (`jobs_http._ui`)."""
-    try:
-        ui = importlib.import_module("jobs_http._ui")
-    except ModuleNotFoundError as exc:  # TODO: plain import once _ui.py is committed
-        if exc.name != "jobs_http._ui":
-            raise
-        return []
-    routes: Sequence[ControllerRouterHandler] = ui.ui_routes()
-    return routes
 
 
 def create_app(
@@ -81,7 +68,7 @@ def create_app(
 
     max_body = jobs.config.max_payload_size + BODY_ENVELOPE
     app = Litestar(
-        route_handlers=[api_router(jobs, check), _root, *(_ui_routes() if ui else [])],
+        route_handlers=[api_router(jobs, check), _root, *(ui_routes() if ui else [])],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=max_body,
