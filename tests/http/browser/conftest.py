@@ -64,7 +64,9 @@ class Server:
 
     def enqueue(self, topic: str, payload: Any = None, **options: Any) -> dict[str, Any]:
         """Enqueue through the API; returns the job."""
-        response = self.api.post("/api/jobs/enqueue", json={"topic": topic, "payload": payload, **options})
+        response = self.api.post(
+            "/api/jobs/enqueue", json={"topic": topic, "payload": payload, **options}
+        )
         assert response.status_code == 200, response.text
         job: dict[str, Any] = response.json()
         return job
@@ -89,7 +91,9 @@ class Server:
         job = self.enqueue(jobs_app.FAILS, {**(payload or {}), "error": error}, max_retries=0)
         return self.wait_for(job["id"], "failed")
 
-    def pending_job(self, topic: str = jobs_app.STAYS_PENDING, payload: Any = None) -> dict[str, Any]:
+    def pending_job(
+        self, topic: str = jobs_app.STAYS_PENDING, payload: Any = None
+    ) -> dict[str, Any]:
         """A job that stays `pending` (no handler for its topic, due in 2030)."""
         return self.enqueue(topic, payload, run_at=FAR_FUTURE)
 
@@ -130,7 +134,10 @@ def _seed(server: Server) -> None:
     """Jobs in every settled status, oldest first, so the newest page shows a mix."""
     for month in range(PAGING_JOBS):
         server.pending_job(PAGING_TOPIC, {"month": f"2031-{month % 12 + 1:02d}", "n": month})
-    done = [server.enqueue(jobs_app.SUCCEEDS, {"to": f"user{n}@example.com", "template": "welcome"}) for n in range(5)]
+    done = [
+        server.enqueue(jobs_app.SUCCEEDS, {"to": f"user{n}@example.com", "template": "welcome"})
+        for n in range(5)
+    ]
     for n, name in enumerate(["avatar.heic", "banner.tiff"]):
         server.failed_job(f"cannot identify image file 'uploads/{name}'", {"image_id": n})
     for n in range(2):

@@ -126,7 +126,7 @@ class ErrorOut:
 
     status: int
     message: str
-    data: dict[str, Any] = attrs.field(factory=dict)
+    data: dict[str, Any]
 
 
 def _utc(value: datetime) -> datetime:

@@ -1,0 +1,104 @@
+"""The served OpenAPI schema describes every endpoint, body and error; it is public."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .conftest import ERROR_KEYS, JOB_KEYS, PAGE_KEYS, STATS_KEYS, Client, MakeJob
+from .schema_check import problems, response_problems
+
+OPERATIONS = {
+    ("/api/jobs/enqueue", "post"): {"200", "400", "401", "413", "415", "500", "503"},
+    ("/api/jobs", "get"): {"200", "400", "401", "500", "503"},
+    ("/api/jobs/stats", "get"): {"200", "401", "500", "503"},
+    ("/api/jobs/{job_id}", "get"): {"200", "400", "401", "404", "500", "503"},
+    ("/api/jobs/{job_id}/requeue", "post"): {"200", "400", "401", "404", "409", "500", "503"},
+    ("/api/jobs/{job_id}", "delete"): {"204", "400", "401", "404", "409", "500", "503"},
+}
+
+
+@pytest.fixture
+async def schema(anon: Client) -> dict[str, Any]:
+    response = await anon.get("/api/schema/openapi.json")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_every_endpoint_and_status_is_documented(schema: dict[str, Any]) -> None:
+    found = {
+        (path, method)
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in {"get", "post", "delete", "put", "patch"}
+    }
+    assert found == set(OPERATIONS)
+    for (path, method), statuses in OPERATIONS.items():
+        op = schema["paths"][path][method]
+        assert set(op["responses"]) == statuses, (path, method)
+        assert op["security"] == [{"superuser": []}]
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")):
+                ref = response["content"]["application/json"]["schema"]["$ref"]
+                assert ref == "#/components/schemas/ErrorOut"
+
+
+def test_component_shapes_match_the_seed(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    assert set(components["JobOut"]["properties"]) == JOB_KEYS
+    assert set(components["JobOut"]["required"]) == JOB_KEYS
+    assert set(components["JobPageOut"]["properties"]) == PAGE_KEYS
+    assert set(components["StatsOut"]["properties"]) == STATS_KEYS
+    assert set(components["ErrorOut"]["required"]) == ERROR_KEYS
+    assert components["JobStatus"]["enum"] == ["pending", "processing", "completed", "failed"]
+    assert schema["components"]["securitySchemes"]["superuser"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The superuser token.",
+    }
+
+
+def test_enqueue_body_is_documented(schema: dict[str, Any]) -> None:
+    body = schema["paths"]["/api/jobs/enqueue"]["post"]["requestBody"]
+    assert body["required"] is True
+    spec = body["content"]["application/json"]["schema"]
+    assert set(spec["properties"]) == {"topic", "payload", "run_at", "max_retries"}
+    assert spec["required"] == ["topic"]
+    assert spec["additionalProperties"] is False
+    good = {"topic": "send_email", "payload": {"a": 1}, "run_at": "2030-01-01T00:00:00Z"}
+    assert problems(good, spec, schema) == []
+    assert problems({"topic": "x", "status": "completed"}, spec, schema)
+
+
+def test_list_parameters_are_documented(schema: dict[str, Any]) -> None:
+    params = {p["name"]: p for p in schema["paths"]["/api/jobs"]["get"]["parameters"]}
+    assert set(params) == {"topic", "status", "limit", "offset"}
+    assert params["limit"]["schema"]["minimum"] == 1
+    assert params["limit"]["schema"]["maximum"] == 500
+    assert params["limit"]["schema"]["default"] == 20
+    assert params["offset"]["schema"]["minimum"] == 0
+
+
+async def test_real_responses_match_the_schema(
+    client: Client, schema: dict[str, Any], make_job: MakeJob
+) -> None:
+    failed = await make_job("failed")
+    processing = await make_job("processing")
+    calls = [
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/stats"),
+        ("GET", f"/api/jobs/{failed['id']}"),
+        ("GET", f"/api/jobs/{processing['id']}"),
+        ("GET", "/api/jobs/missing"),
+        ("GET", "/api/jobs?limit=0"),
+        ("POST", f"/api/jobs/{processing['id']}/requeue"),
+        ("POST", f"/api/jobs/{failed['id']}/requeue"),
+        ("DELETE", f"/api/jobs/{processing['id']}"),
+        ("DELETE", f"/api/jobs/{failed['id']}"),
+    ]
+    for method, url in calls:
+        response = await client.request(method, url)
+        body = response.json() if response.content else None
+        path = url.partition("?")[0]
+        assert response_problems(schema, path, method, response.status_code, body) == [], url
