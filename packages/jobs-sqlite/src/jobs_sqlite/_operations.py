@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy import (
     Connection,
+    Update,
     and_,
     bindparam,
     delete,
@@ -106,6 +107,36 @@ def count_by_status(connection: Connection) -> Mapping[JobStatus, int]:
     return counts
 
 
+def _claim_statement() -> Update:
+    due = (
+        select(_t.id)
+        .where(
+            _t.status == _PENDING,
+            _t.run_at <= bindparam("now"),
+            _t.topic.in_(bindparam("topics", expanding=True)),
+        )
+        .order_by(_t.run_at, _t.id)
+        .limit(bindparam("limit"))
+        .scalar_subquery()
+    )
+    return (
+        update(jobs_table)
+        # `status || ''` keeps the planner on the primary key for `id IN (...)` rather
+        # than scanning every pending row through the status index.
+        .where(_t.id.in_(due), _t.status.concat("") == _PENDING)
+        .values(
+            status=_PROCESSING,
+            locked_until=bindparam("locked_until"),
+            lock_token=_NEW_TOKEN,
+            updated=bindparam("now"),
+        )
+        .returning(*_ALL)
+    )
+
+
+_CLAIM: Final = _claim_statement()
+
+
 def claim(
     connection: Connection,
     path: str,
@@ -123,27 +154,14 @@ def claim(
     wanted = list(dict.fromkeys(topics))
     if not wanted or limit <= 0:
         return []
-    stamp = format_time(now)
-    due = (
-        select(_t.id)
-        .where(_t.status == _PENDING, _t.run_at <= stamp, _t.topic.in_(wanted))
-        .order_by(_t.run_at, _t.id)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    statement = (
-        update(jobs_table)
-        .where(_t.id.in_(due), _t.status == _PENDING)
-        .values(
-            status=_PROCESSING,
-            locked_until=format_time(now + lease),
-            lock_token=_NEW_TOKEN,
-            updated=stamp,
-        )
-        .returning(*_ALL)
-    )
+    params = {
+        "now": format_time(now),
+        "topics": wanted,
+        "limit": limit,
+        "locked_until": format_time(now + lease),
+    }
     with write_transaction(connection):
-        rows = connection.execute(statement).all()
+        rows = connection.execute(_CLAIM, params).all()
     jobs = [from_row(row, path) for row in rows]
     jobs.sort(key=lambda job: (job.run_at, job.id))
     return jobs
