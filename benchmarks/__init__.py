@@ -1,0 +1,1 @@
+"""Benchmarks for Jobs (see `python -m benchmarks`)."""
