@@ -1,0 +1,169 @@
+"""The `jobs` command's admin sub-commands, run in-process against a SQLite file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs_http.__main__ import AppLoadError, build_jobs, load_app, main
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "enqueue", "send_email", '{"to": "a@b.c"}', "--db", db, "--json")
+    assert code == 0
+    job = json.loads(out)
+    assert job["status"] == "pending"
+    assert job["payload"] == {"to": "a@b.c"}
+
+    code, out, _ = run(capsys, "list", "--db", db)
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "ID",
+        "TOPIC",
+        "STATUS",
+        "RETRIES",
+        "RUN_AT",
+        "UPDATED",
+        "LAST_ERROR",
+    ]
+    assert job["id"] in out
+    assert "1-1 of 1" in out
+
+    code, out, _ = run(capsys, "list", "--db", db, "--json", "--status", "pending")
+    page = json.loads(out)
+    assert page["total"] == 1
+    assert page["items"][0]["id"] == job["id"]
+
+    code, out, _ = run(capsys, "get", job["id"], "--db", db)
+    assert code == 0
+    assert 'payload: {"to": "a@b.c"}' in out
+
+    code, out, _ = run(capsys, "stats", "--db", db, "--json")
+    assert json.loads(out) == {
+        "pending": 1,
+        "processing": 0,
+        "completed": 0,
+        "failed": 0,
+        "total": 1,
+        "success_rate": 0.0,
+    }
+    code, out, _ = run(capsys, "stats", "--db", db)
+    assert "pending" in out
+
+    code, out, _ = run(capsys, "requeue", job["id"], "--db", db)
+    assert code == 1  # pending jobs cannot be requeued
+
+    code, out, _ = run(capsys, "delete", job["id"], "--db", db)
+    assert code == 0
+    assert f"deleted {job['id']}" in out
+    code, _, err = run(capsys, "delete", job["id"], "--db", db)
+    assert code == 1
+    assert "not found" in err
+
+
+def test_enqueue_with_options(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "enqueue",
+        "report",
+        "--run-at",
+        "2030-01-01T01:00:00+01:00",
+        "--max-retries",
+        "7",
+        "--db",
+        db,
+        "--json",
+    )
+    job = json.loads(out)
+    assert job["run_at"] == "2030-01-01T00:00:00Z"
+    assert job["max_retries"] == 7
+    assert job["payload"] is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["enqueue", "bad topic"],
+        ["enqueue", "ok", "{not json"],
+        ["enqueue", "ok", "NaN"],
+        ["enqueue", "ok", "--run-at", "yesterday"],
+        ["enqueue", "ok", "--max-retries", "1000"],
+        ["list", "--limit", "0"],
+        ["get", "missing"],
+    ],
+)
+def test_errors_exit_1_with_a_message(
+    db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv, "--db", db)
+    assert code == 1
+    assert err.startswith("jobs: error: ")
+    assert "Traceback" not in err
+
+
+def test_unknown_store_scheme(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "stats", "--db", "nosuchdb://x")
+    assert code == 1
+    assert "no installed store" in err
+
+
+def test_default_db_is_jobs_data_in_cwd(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run(capsys, "enqueue", "ok")
+    assert code == 0
+    assert (Path("jobs_data") / "jobs.db").exists()
+
+
+def test_load_app_setup_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myhandlers.py").write_text(
+        "def setup(jobs):\n    jobs.register('hello', lambda job: None)\n"
+    )
+    jobs = build_jobs("memory://", "myhandlers:setup")
+    assert jobs.topics == {"hello"}
+
+
+def test_example_app_registers_its_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    jobs = build_jobs("memory://", "examples.app:setup")
+    assert jobs.topics == {"send_email", "flaky"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nocolon", "module:attribute"),
+        ("no_such_module_xyz:setup", "cannot import"),
+        ("examples.app:nope", "no attribute"),
+        ("examples.app:logger", "must be a function"),
+    ],
+)
+def test_bad_app_spec(spec: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    with pytest.raises(AppLoadError, match=message):
+        if message == "must be a function":
+            build_jobs("memory://", spec)
+        else:
+            load_app(spec)
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "enqueue", "list", "stats", "requeue", "delete"):
+        assert command in out
