@@ -76,7 +76,7 @@ def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[st
 
 
 def test_enqueue_with_options(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
+    _, out, _ = run(
         capsys,
         "enqueue",
         "report",
@@ -109,7 +109,7 @@ def test_enqueue_with_options(db: str, capsys: pytest.CaptureFixture[str]) -> No
 def test_errors_exit_1_with_a_message(
     db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
-    code, out, err = run(capsys, *argv, "--db", db)
+    code, _, err = run(capsys, *argv, "--db", db)
     assert code == 1
     assert err.startswith("jobs: error: ")
     assert "Traceback" not in err
@@ -153,11 +153,9 @@ def test_example_app_registers_its_handlers(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_bad_app_spec(spec: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    load = build_jobs if message == "must be a function" else lambda _, s: load_app(s)
     with pytest.raises(AppLoadError, match=message):
-        if message == "must be a function":
-            build_jobs("memory://", spec)
-        else:
-            load_app(spec)
+        load("memory://", spec)
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -83,7 +83,7 @@ def _check(
     client: TestClient[Any], schema: dict[str, Any], method: str, path: str, response: Any
 ) -> None:
     assert response.status_code < 500, (method, path, response.text)
-    body = response.json() if response.content else None
+    body: Any = response.json() if response.content else None
     if response.status_code >= 400:
         assert set(body) == ERROR_KEYS, body
         assert body["status"] == response.status_code
