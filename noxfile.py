@@ -43,7 +43,9 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over packages, tests, benchmarks and this file."""
     sync(session)
-    session.run("mypy", *(session.posargs or ["packages", "tests", "benchmarks", "docs", "noxfile.py"]))
+    session.run(
+        "mypy", *(session.posargs or ["packages", "tests", "benchmarks", "docs", "noxfile.py"])
+    )
 
 
 @nox.session(python=PYTHON)
