@@ -21,7 +21,7 @@ OPERATIONS = {
 
 @pytest.fixture
 async def schema(anon: Client) -> dict[str, Any]:
-    response = await anon.get("/api/schema/openapi.json")
+    response = await anon.get("/schema/openapi.json")
     assert response.status_code == 200
     return response.json()  # type: ignore[no-any-return]
 

@@ -23,9 +23,9 @@ logger = logging.getLogger("jobs_http")
 #: Envelope allowed around the payload in a request body (topic, options, JSON syntax).
 BODY_ENVELOPE = 64 * 1024
 #: Where the OpenAPI schema is served (public, like the admin UI under `/_/`).
-OPENAPI_PATH = "/api/schema"
+OPENAPI_PATH = "/schema"
 #: Paths served without credentials; every other route needs the superuser token.
-PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH)
+PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH + "/")
 
 
 @get("/", include_in_schema=False)
@@ -105,4 +105,4 @@ def public_paths(app: Litestar) -> list[str]:
 
 def is_public(path: str) -> bool:
     """Whether `path` is on the explicit public allow-list."""
-    return path in {"/", "/_"} or path.startswith(PUBLIC_PREFIXES)
+    return path in {"/", "/_", OPENAPI_PATH} or path.startswith(PUBLIC_PREFIXES)
