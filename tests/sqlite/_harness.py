@@ -1,0 +1,86 @@
+"""Start, watch and stop `_proc.py` processes; read their ledgers and the job table."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("_proc.py")
+
+
+def spawn(*args: str | Path) -> subprocess.Popen[str]:
+    """Run `_proc.py` with `args`; stdout and stderr are captured as text."""
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(*args: str | Path, timeout: float = 60) -> str:
+    """Run `_proc.py` to the end; its stdout. Fails the test on a non-zero exit."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def wait_line(proc: subprocess.Popen[str], expected: str) -> None:
+    """Block until the process prints `expected` (its startup handshake)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != expected:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"expected {expected!r}, got {line!r}; stderr:\n{err}")
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """SIGTERM, wait for a clean exit; the process's stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"worker exited with {proc.returncode}:\n{err}"
+    return err
+
+
+def until(predicate: Callable[[], bool], *, timeout: float, what: str, every: float = 0.1) -> None:
+    """Poll `predicate` (reading another process's progress) until true or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def statuses(db: Path) -> Counter[str]:
+    """Jobs per status, read with a connection of our own."""
+    with sqlite3.connect(db, timeout=30) as raw:
+        return Counter(dict(raw.execute("SELECT status, count(*) FROM jobs GROUP BY status")))
+
+
+def ledger(folder: Path) -> list[tuple[str, str, int, str]]:
+    """Every recorded run: (job_id, lock_token, pid, topic), over all ledger files."""
+    runs = []
+    for path in sorted(folder.glob("*.ledger")):
+        for line in path.read_text().splitlines():
+            job_id, token, pid, topic = line.split()
+            runs.append((job_id, token, int(pid), topic))
+    return runs
+
+
+def bad_log_lines(stderr: str) -> list[str]:
+    """Log lines that must never appear: lock errors, tracebacks, store failures."""
+    needles = ("database is locked", "Traceback", "OperationalError", "store error", "ERROR")
+    return [line for line in stderr.splitlines() if any(n in line for n in needles)]

@@ -1,0 +1,124 @@
+"""A worker process for the multi-process tests (run as a script, not collected).
+
+    python _proc.py schema DB GO_FILE         create the schema when GO_FILE appears
+    python _proc.py enqueue DB N [TOPIC]      enqueue N jobs and exit
+    python _proc.py work DB LEDGER [options]  run a worker until SIGTERM
+
+The worker's handler appends `job_id lock_token pid` to LEDGER (its own file, opened
+with O_APPEND) before it returns, so a run is recorded even if the process dies next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from jobs_core import EnqueueOptions, Job, Jobs, JobsConfig, open_store
+
+
+def _url(db: str) -> str:
+    return f"sqlite:///{Path(db).absolute()}"
+
+
+def barrier(go: str) -> None:
+    """Wait until GO appears, so that every process starts its work at the same moment."""
+    print("ready", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise SystemExit("never told to go")
+        time.sleep(0.001)
+
+
+async def schema(db: str) -> None:
+    store = open_store(_url(db))
+    await store.count_by_status()
+    await store.close()
+    print("ok", flush=True)
+
+
+async def enqueue(db: str, count: int, topic: str, max_retries: int | None) -> None:
+    jobs = Jobs(open_store(_url(db)))
+    options = EnqueueOptions(max_retries=max_retries)
+    queued = await jobs.enqueue_many(topic, [{"n": n} for n in range(count)], options)
+    await jobs.aclose()
+    print(len(queued), flush=True)
+
+
+async def work(args: argparse.Namespace) -> None:
+    config = JobsConfig(
+        lock_duration=timedelta(seconds=args.lock),
+        poll_interval=timedelta(seconds=args.poll),
+        worker_pool_size=args.pool,
+        batch_size=args.batch,
+        backoff=lambda retry: timedelta(milliseconds=50),
+    )
+    jobs = Jobs(open_store(_url(args.db)), config=config)
+    ledger = os.open(args.ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pid = os.getpid()
+    low, high = args.sleep_ms
+
+    async def record(job: Job) -> None:
+        os.write(ledger, f"{job.id} {job.lock_token} {pid} {job.topic}\n".encode())
+        if high > 0:
+            await asyncio.sleep(random.uniform(low, high) / 1000)
+
+    async def hang(job: Job) -> None:
+        os.write(ledger, f"{job.id} {job.lock_token} {pid} {job.topic}\n".encode())
+        await asyncio.Event().wait()
+
+    for topic in args.topics:
+        jobs.register(topic, hang if topic == "hang" else record)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await jobs.start()
+    print("started", flush=True)
+    await stop.wait()
+    await jobs.stop(grace=timedelta(seconds=5))
+    await jobs.aclose()
+    os.close(ledger)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s"
+    )
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("schema")
+    p.add_argument("db")
+    p.add_argument("go")
+    p = sub.add_parser("enqueue")
+    p.add_argument("db")
+    p.add_argument("count", type=int)
+    p.add_argument("topic", nargs="?", default="work")
+    p.add_argument("--max-retries", type=int, default=None)
+    p = sub.add_parser("work")
+    p.add_argument("db")
+    p.add_argument("ledger")
+    p.add_argument("--topics", nargs="+", default=["work"])
+    p.add_argument("--lock", type=float, default=30.0)
+    p.add_argument("--poll", type=float, default=0.1)
+    p.add_argument("--pool", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--sleep-ms", type=float, nargs=2, default=(0.0, 0.0))
+    args = parser.parse_args()
+    if args.command == "schema":
+        barrier(args.go)
+        asyncio.run(schema(args.db))
+    elif args.command == "enqueue":
+        asyncio.run(enqueue(args.db, args.count, args.topic, args.max_retries))
+    else:
+        asyncio.run(work(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Several processes on one file: concurrent schema creation, a restart that rescues a
+killed worker's job, and four workers draining 5,000 jobs exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from jobs_core import LOCK_EXPIRED, EnqueueOptions, Job, Jobs, JobsConfig, JobStatus
+from jobs_core.testing import FakeClock
+from jobs_sqlite import SQLiteStore
+from tests.sqlite import _harness as h
+
+
+def test_eight_processes_create_the_schema_at_once(tmp_path: Path) -> None:
+    """All succeed on a brand-new file, and it records exactly one schema version."""
+    db, go = tmp_path / "jobs.db", tmp_path / "go"
+    procs = [h.spawn("schema", db, go) for _ in range(8)]
+    for proc in procs:
+        h.wait_line(proc, "ready")
+    go.touch()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.split()) == (0, ["ok"]), err
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT component, version FROM jobs_schema").fetchall() == [("jobs", 1)]
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_restart_sees_every_job_and_rescues_a_killed_workers_job(tmp_path: Path) -> None:
+    """Jobs outlive the process that enqueued them; a job `processing` in a process
+    killed with SIGKILL is rescued once its lease ran out: retried to `completed`, or
+    `failed` with "lock expired" when it had no retries left. Nothing stays stuck."""
+    db, ledger = tmp_path / "jobs.db", tmp_path / "w.ledger"
+    assert h.run("enqueue", db, "50", "work").strip() == "50"
+    assert h.run("enqueue", db, "1", "hang", "--max-retries", "1").strip() == "1"
+    assert h.run("enqueue", db, "1", "hang", "--max-retries", "0").strip() == "1"
+
+    worker = h.spawn("work", db, ledger, "--topics", "hang", "--lock", "1", "--poll", "0.05")
+    h.wait_line(worker, "started")
+    h.until(lambda: len(h.ledger(tmp_path)) == 2, timeout=30, what="both hang jobs to start")
+    worker.kill()  # SIGKILL: no cleanup, both jobs stay `processing`
+    worker.wait(timeout=10)
+    assert h.statuses(db) == Counter({"pending": 50, "processing": 2})
+
+    later = FakeClock(datetime.now(UTC) + timedelta(hours=1))  # every lease has run out
+    jobs = Jobs(SQLiteStore(db), clock=later, config=JobsConfig(batch_size=100))
+    ran: list[str] = []
+
+    def handle(job: Job) -> None:
+        ran.append(job.topic)
+
+    jobs.register("work", handle)
+    jobs.register("hang", handle)
+    assert await jobs.run_once() == 50  # rescues the two, runs the 50 that were due
+    later.advance(timedelta(hours=1))  # past the rescued job's retry backoff
+    assert await jobs.run_once() == 1
+    assert await jobs.run_once() == 0
+    assert Counter(ran) == Counter({"work": 50, "hang": 1})
+
+    page = await jobs.list(topic="hang")
+    by_retries = {job.max_retries: job for job in page.items}
+    assert by_retries[1].status is JobStatus.COMPLETED
+    assert by_retries[1].retries == 1
+    assert by_retries[0].status is JobStatus.FAILED
+    assert by_retries[0].last_error == LOCK_EXPIRED
+    stats = await jobs.stats()
+    assert (stats.completed, stats.failed, stats.pending, stats.processing) == (51, 1, 0, 0)
+    await jobs.aclose()
+
+
+async def test_four_processes_drain_5000_jobs_exactly_once(tmp_path: Path) -> None:
+    """Every job runs once and ends `completed`; no lock error reaches a log or a caller."""
+    db = tmp_path / "jobs.db"
+    store = SQLiteStore(db)
+    jobs = Jobs(store)
+    queued = await jobs.enqueue_many("work", [{"n": n} for n in range(5000)], EnqueueOptions())
+    await jobs.aclose()
+
+    workers = [
+        h.spawn("work", db, tmp_path / f"{i}.ledger", "--pool", "32", "--batch", "32")
+        for i in range(4)
+    ]
+    try:
+        for proc in workers:
+            h.wait_line(proc, "started")
+        await asyncio.to_thread(
+            h.until,
+            lambda: h.statuses(db)["completed"] == 5000,
+            timeout=120,
+            what="5,000 completed jobs",
+            every=0.25,
+        )
+    finally:
+        logs = [h.stop(proc) for proc in workers]
+
+    runs = h.ledger(tmp_path)
+    assert len(runs) == 5000
+    assert {job_id for job_id, *_ in runs} == {job.id for job in queued}
+    assert len({pid for _, _, pid, _ in runs}) >= 2, "the work was shared"
+    assert h.statuses(db) == Counter({"completed": 5000})
+    for log in logs:
+        assert h.bad_log_lines(log) == [], log
