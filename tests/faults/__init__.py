@@ -1,0 +1,1 @@
+"""Fault, chaos and hostile-input tests: each proves one promise of RELIABILITY.md."""

@@ -1,0 +1,102 @@
+"""PostgreSQL helpers of the fault tests: throw-away databases, server control, probes.
+
+The server is expected on 127.0.0.1:5432 (or where `JOBS_TEST_PG` points: a URL of the
+maintenance database). Unreachable means the test fails, with a message; never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+ADMIN_URL = os.environ.get("JOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def admin_connect(url: str = ADMIN_URL) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection, or a test failure naming the server."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {url} ({exc}). Start it (`.ci/run` does) or"
+            " set JOBS_TEST_PG; the PostgreSQL fault tests never skip.",
+            pytrace=False,
+        )
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """URL of a new, empty database, dropped afterwards."""
+    name = f"jobs_fault_{uuid.uuid4().hex[:12]}"
+    with admin_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(ADMIN_URL, name)
+    finally:
+        ensure_running()
+        with admin_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def is_ready() -> bool:
+    """Whether the server accepts connections now."""
+    try:
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def wait_ready(timeout: float = 60.0) -> float:
+    """Block until the server accepts connections; the `time.time()` when it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_ready():
+            return time.time()
+        time.sleep(0.1)
+    raise AssertionError(f"PostgreSQL did not come back within {timeout:.0f}s")
+
+
+def _cluster() -> tuple[str, str]:
+    versions = sorted(Path("/etc/postgresql").iterdir(), key=lambda p: p.name)
+    if not versions or shutil.which("pg_ctlcluster") is None:
+        pytest.fail("pg_ctlcluster and /etc/postgresql are needed to restart the server")
+    return versions[-1].name, "main"
+
+
+def pg_ctl(action: str, *args: str) -> None:
+    """`pg_ctlcluster <version> main <action>` (start, stop, restart)."""
+    version, cluster = _cluster()
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, action, *args],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def ensure_running() -> None:
+    """Start the server if a test left it stopped, and wait until it answers."""
+    if is_ready():
+        return
+    with contextlib.suppress(subprocess.CalledProcessError):  # already starting
+        pg_ctl("start")
+    wait_ready()
