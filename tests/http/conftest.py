@@ -3,8 +3,9 @@ the superuser token, and helpers that put jobs into each status."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -87,6 +88,16 @@ def make_jobs() -> Jobs:
     jobs.register("ok", ok)
     jobs.register("boom", boom)
     return jobs
+
+
+@pytest.fixture(autouse=True)
+def _token_never_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Across the whole API suite, captured at DEBUG: no log record contains the token."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        text = f"{record.getMessage()} {record.exc_text or ''}"
+        assert TOKEN not in text, f"token logged by {record.name}: {text[:200]}"
 
 
 @pytest.fixture
