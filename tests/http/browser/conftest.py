@@ -21,7 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.http.browser import jobs_app
 
@@ -37,8 +45,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LAPTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 812}
+LAPTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 375, "height": 812}
 #: Jobs of this topic have no handler and a far run_at: they stay pending (paging data).
 PAGING_TOPIC = "report.monthly"
 PAGING_JOBS = 23
@@ -146,24 +154,29 @@ def _seed(server: Server) -> None:
         server.wait_for(job["id"], "completed")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`jobs serve --db sqlite:///<tmp>/jobs.db --app tests.http.browser.jobs_app:setup`, seeded."""
-    tmp = tmp_path_factory.mktemp("jobs-serve")
+@contextlib.contextmanager
+def running_server(tmp: Path) -> Iterator[Server]:
+    """`jobs serve --db sqlite:///<tmp>/jobs.db --app tests.http.browser.jobs_app:setup`."""
     process, url, log = _start(tmp)
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     try:
-        running = Server(url=url, api=api, log=log)
-        _seed(running)
-        yield running
+        yield Server(url=url, api=api, log=log)
     finally:
         api.close()
-        process.terminate()
+        process.terminate()  # graceful: the worker hands running jobs back, the store closes
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a job still running (the showcase's slow one)
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server most tests share, seeded with jobs in every settled status."""
+    with running_server(tmp_path_factory.mktemp("jobs-serve")) as running:
+        _seed(running)
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -213,8 +226,8 @@ def open_page(browser: Browser, watch: Watch) -> Iterator[Callable[..., Page]]:
     """`open_page(viewport=LAPTOP)`: a page in a fresh context (empty sessionStorage)."""
     contexts = []
 
-    def open_(viewport: dict[str, int] | None = None) -> Page:
-        context = browser.new_context(viewport=viewport or LAPTOP)  # type: ignore[arg-type]
+    def open_(viewport: ViewportSize = LAPTOP) -> Page:
+        context = browser.new_context(viewport=viewport)
         contexts.append(context)
         page = context.new_page()
         page.on("dialog", watch.on_dialog)

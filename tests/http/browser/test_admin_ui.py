@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.http.browser import jobs_app
 from tests.http.browser.conftest import PAGING_JOBS, PAGING_TOPIC, PHONE, TOKEN, Server, sign_in
@@ -16,9 +16,10 @@ from tests.http.browser.conftest import PAGING_JOBS, PAGING_TOPIC, PHONE, TOKEN,
 pytestmark = pytest.mark.browser
 
 TOKEN_KEY = "jobs.superuser-token"
+DASH = "\N{EN DASH}"  # the page writes ranges as "1\N{EN DASH}20 of 23"
 
 
-def rows(page: Page):  # type: ignore[no-untyped-def]
+def rows(page: Page) -> Locator:
     return page.locator("#jobs-body tr")
 
 
@@ -27,7 +28,7 @@ def list_loaded(page: Page) -> None:
     expect(page.locator("#jobs-table")).not_to_have_attribute("aria-busy", "true")
 
 
-def row_of(page: Page, job_id: str):  # type: ignore[no-untyped-def]
+def row_of(page: Page, job_id: str) -> Locator:
     return page.locator(f'#jobs-body tr[data-job-id="{job_id}"]')
 
 
@@ -70,7 +71,7 @@ def test_sign_in_shows_the_newest_jobs_and_the_counts(page: Page, server: Server
     expect(cells.nth(2)).to_have_text(f"{first['retries']}/{first['max_retries']}")
     expect(cells.nth(3).locator("time")).to_have_attribute("datetime", first["run_at"])
     expect(cells.nth(4).locator("time")).to_have_attribute("datetime", first["updated"])
-    expect(page.locator("#page-info")).to_have_text(f"1–20 of {newest['total']}")
+    expect(page.locator("#page-info")).to_have_text(f"1{DASH}20 of {newest['total']}")
 
     assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") == TOKEN
     assert page.context.cookies() == []
@@ -131,7 +132,7 @@ def test_filter_by_topic_and_status_with_a_shareable_url(
     total = server.api.get(
         "/api/jobs", params={"topic": jobs_app.FAILS, "status": "failed"}
     ).json()["total"]
-    expect(page.locator("#page-info")).to_have_text(f"1–{min(total, 20)} of {total}")
+    expect(page.locator("#page-info")).to_have_text(f"1{DASH}{min(total, 20)} of {total}")
     for row in rows(page).all():
         expect(row.locator(".badge")).to_have_text("failed")
 
@@ -153,12 +154,12 @@ def test_filter_by_topic_and_status_with_a_shareable_url(
 def test_paging_walks_the_list_and_keeps_the_offset_in_the_url(page: Page, server: Server) -> None:
     """Older/Newer move by 20 rows; the offset is in the URL."""
     sign_in(page, server, f"/_/?topic={PAGING_TOPIC}")
-    expect(page.locator("#page-info")).to_have_text(f"1–20 of {PAGING_JOBS}")
+    expect(page.locator("#page-info")).to_have_text(f"1{DASH}20 of {PAGING_JOBS}")
     expect(page.locator("#prev-page")).to_be_disabled()
     first_page = [row.get_attribute("data-job-id") for row in rows(page).all()]
     page.locator("#next-page").click()
     expect(page).to_have_url(re.compile(r"offset=20"))
-    expect(page.locator("#page-info")).to_have_text(f"21–{PAGING_JOBS} of {PAGING_JOBS}")
+    expect(page.locator("#page-info")).to_have_text(f"21{DASH}{PAGING_JOBS} of {PAGING_JOBS}")
     expect(rows(page)).to_have_count(PAGING_JOBS - 20)
     expect(page.locator("#next-page")).to_be_disabled()
     second_page = [row.get_attribute("data-job-id") for row in rows(page).all()]
@@ -167,7 +168,7 @@ def test_paging_walks_the_list_and_keeps_the_offset_in_the_url(page: Page, serve
     oldest = server.api.get("/api/jobs", params={"topic": PAGING_TOPIC, "limit": 500}).json()
     assert second_page[-1] == oldest["items"][-1]["id"]
     page.locator("#prev-page").click()
-    expect(page.locator("#page-info")).to_have_text(f"1–20 of {PAGING_JOBS}")
+    expect(page.locator("#page-info")).to_have_text(f"1{DASH}20 of {PAGING_JOBS}")
 
 
 def test_empty_and_error_states(page: Page, server: Server) -> None:
@@ -198,7 +199,7 @@ def test_details_show_payload_error_and_every_time(page: Page, server: Server) -
     expect(page.locator("#detail-retries")).to_have_text("0 of 0")
     for name in ("run_at", "created", "updated"):
         expect(page.locator(f"#detail-{name}")).to_contain_text(job[name])
-    expect(page.locator("#detail-locked_until")).to_have_text("–")
+    expect(page.locator("#detail-locked_until")).to_have_text(DASH)
     expect(page.locator("#detail-error")).to_have_text(job["last_error"])
     assert job["last_error"].endswith("ValueError: the last line of a long error")
     expect(page.locator("#detail-payload")).to_have_text(json.dumps(job["payload"], indent=2))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 #: Where the page lives; its assets are under `<UI_PATH>static/`.
 UI_PATH = "/_/"
@@ -67,7 +68,7 @@ def _load_assets() -> dict[str, _Asset]:
     return assets
 
 
-def _serve(asset: _Asset, request: Request[object, object, object]) -> Response[bytes]:
+def _serve(asset: _Asset, request: Request[Any, Any, Any]) -> Response[bytes]:
     # Always revalidate (assets change with the package, and are tiny); the ETag makes
     # revalidation a 304 without a body.
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": asset.etag}
@@ -82,7 +83,7 @@ def ui_routes() -> list[HTTPRouteHandler]:
     index = assets[_INDEX]
 
     @get(["/_", UI_PATH], name="jobs-ui", include_in_schema=False, sync_to_thread=False)
-    def page(request: Request[object, object, object]) -> Response[bytes]:
+    def page(request: Request[Any, Any, Any]) -> Response[bytes]:
         return _serve(index, request)
 
     @get(
@@ -91,7 +92,7 @@ def ui_routes() -> list[HTTPRouteHandler]:
         include_in_schema=False,
         sync_to_thread=False,
     )
-    def static(name: str, request: Request[object, object, object]) -> Response[bytes]:
+    def static(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         asset = assets.get(name)
         if asset is None or name == _INDEX:
             raise NotFoundException(f"No UI asset named {name[:64]!r}.")

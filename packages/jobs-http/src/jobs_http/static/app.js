@@ -411,7 +411,7 @@ function notify(text, isError = false) {
   noticeTimer = window.setTimeout(() => show(notice, false), 10000);
 }
 
-// Our own confirmation (a <dialog>), never window.confirm. Resolves true or false.
+// Our own confirmation (a <dialog>), never the browser's confirm box. Resolves true or false.
 function confirmAction({ title, text, action, danger = false }) {
   const dialog = byId("confirm-dialog");
   const ok = byId("confirm-ok");
