@@ -87,8 +87,8 @@ class ServeProcess:
             base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
 
-    def terminate(self, timeout: float = 60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, timeout: float = 60, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
         self._log_file.close()
         return code

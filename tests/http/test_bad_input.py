@@ -88,6 +88,7 @@ async def test_json_content_type_variants_accepted(client: Client, content_type:
 async def test_bad_topic(client: Client, topic: object) -> None:
     body = assert_error(await client.post(ENQUEUE, json={"topic": topic}), 400)
     assert "topic" in body["message"]
+    assert set(body["data"]) == {"topic"}
     await _assert_nothing_stored(client)
 
 
@@ -103,7 +104,8 @@ async def test_topic_of_255_characters_is_fine(client: Client) -> None:
 async def test_payload_over_one_mib_is_413(client: Client) -> None:
     """A payload over the limit but a body under the envelope: 413 from the core's check."""
     payload = "x" * (1024 * 1024)
-    assert_error(await client.post(ENQUEUE, json={"topic": "ok", "payload": payload}), 413)
+    body = assert_error(await client.post(ENQUEUE, json={"topic": "ok", "payload": payload}), 413)
+    assert set(body["data"]) == {"payload"}
     await _assert_nothing_stored(client)
 
 

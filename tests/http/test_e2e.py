@@ -7,6 +7,7 @@ cleanly with no job lost, and a restart keeps the generated token.
 from __future__ import annotations
 
 import asyncio
+import signal
 import stat
 import uuid
 from collections.abc import Iterator
@@ -141,12 +142,12 @@ def test_serve_end_to_end_postgres(postgres_url: str, tmp_path: Path) -> None:
     _scenario(postgres_url, tmp_path / "jobs_data", restart=False)  # restart: same code as SQLite
 
 
-def test_serve_binds_localhost_by_default(tmp_path: Path) -> None:
+def test_serve_binds_localhost_by_default_and_stops_on_sigint(tmp_path: Path) -> None:
     server = ServeProcess("memory://", tmp_path / "data")
     try:
         banner = server.wait_banner()
         assert "http://127.0.0.1:" in banner[0]
-        assert server.terminate() == 0
+        assert server.terminate(sig=signal.SIGINT) == 0
     finally:
         server.stop()
 

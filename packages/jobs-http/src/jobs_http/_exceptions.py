@@ -19,6 +19,8 @@ from litestar.types import ExceptionHandlersMap
 from jobs_core import (
     IllegalTransition,
     InvalidInput,
+    InvalidPayload,
+    InvalidTopic,
     JobNotFound,
     JobsError,
     PayloadTooLarge,
@@ -35,6 +37,12 @@ STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
     (JobNotFound, 404),
     (IllegalTransition, 409),
     (StoreUnavailable, 503),
+)
+
+#: The request field a core validation error is about.
+_FIELD_OF: tuple[tuple[type[JobsError], str], ...] = (
+    (InvalidTopic, "topic"),
+    (InvalidPayload, "payload"),
 )
 
 #: Headers on every API error: never cache, and say how to authenticate after a 401.
@@ -64,9 +72,18 @@ def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[d
                     "store unavailable on %s %s: %s", request.method, request.url.path, exc
                 )
                 return error_response(503, "The job store is unavailable; retry later.")
-            data: dict[str, Any] = dict(exc.data) if isinstance(exc, InvalidBody) else {}
-            return error_response(status, str(exc), data)
+            return error_response(status, str(exc), _field_data(exc))
     return _unexpected(request, exc)
+
+
+def _field_data(exc: JobsError) -> dict[str, Any]:
+    """`data` of a 400/413: which request field was wrong, when the error says."""
+    if isinstance(exc, InvalidBody):
+        return dict(exc.data)
+    for cls, field in _FIELD_OF:
+        if isinstance(exc, cls):
+            return {field: str(exc)}
+    return {}
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
