@@ -281,3 +281,11 @@ async def test_unicode_payload_round_trips(client: Client) -> None:
     payload = {"emoji": "😀", "rtl": "مرحبا", "esc": "\u2028"}
     response = await _post_raw(client, json.dumps({"topic": "ok", "payload": payload}))
     assert response.json()["payload"] == payload
+
+
+async def test_many_unknown_fields_give_a_bounded_error(client: Client) -> None:
+    body = {"topic": "ok", **{f"field_{n:05d}_" + "x" * 100: n for n in range(5000)}}
+    response = await client.post(ENQUEUE, json=body)
+    error = assert_error(response, 400)
+    assert len(error["data"]) == 20
+    assert len(response.content) < 10_000

@@ -151,6 +151,8 @@ class EnqueueIn:
 
 
 ENQUEUE_FIELDS = tuple(field.name for field in attrs.fields(EnqueueIn))
+#: Most unknown field names one error lists.
+_MAX_NAMED = 20
 
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
@@ -254,7 +256,7 @@ def parse_enqueue(raw: bytes) -> EnqueueIn:
     body = loads_strict(raw)
     if not isinstance(body, dict):
         raise InvalidBody(f"body must be a JSON object, got {_json_type(body)}")
-    unknown = sorted(set(body) - set(ENQUEUE_FIELDS))
+    unknown = sorted(set(body) - set(ENQUEUE_FIELDS))[:_MAX_NAMED]  # bounded error size
     if unknown:
         raise InvalidBody(
             f"unknown field(s): {', '.join(name[:64] for name in unknown)};"
