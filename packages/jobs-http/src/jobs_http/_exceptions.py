@@ -45,7 +45,7 @@ _FIELD_OF: tuple[tuple[type[JobsError], str], ...] = (
     (InvalidPayload, "payload"),
 )
 
-#: Headers on every API error: never cache, and say how to authenticate after a 401.
+#: Every API error is marked uncacheable, like every API success.
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
