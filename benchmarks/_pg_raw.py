@@ -1,0 +1,184 @@
+"""Raw asyncpg floors and bulk loads, on tables created by `PostgresStore` itself.
+
+Each table is created by the store (same columns, checks and partial indexes); the
+floors then use asyncpg directly with prepared statements and no framework at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+TOPIC = "bench"
+_COLUMNS = (
+    "id, topic, payload, status, run_at, locked_until, lock_token, retries, max_retries,"
+    " last_error, created, updated"
+)
+
+
+def _insert(table: str) -> str:
+    return (
+        f"INSERT INTO {table} ({_COLUMNS}) VALUES"
+        " ($1, $2, $3::jsonb, 'pending', $4, NULL, NULL, 0, 3, NULL, $4, $4)"
+    )
+
+
+def _claim(table: str) -> str:
+    return f"""
+    WITH picked AS (
+        SELECT id FROM {table}
+        WHERE status = 'pending' AND run_at <= $1 AND topic = ANY($2::text[])
+        ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
+    )
+    UPDATE {table} AS t SET status = 'processing', locked_until = $4,
+        lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.*
+    """
+
+
+def _complete_one(table: str) -> str:
+    return f"""
+    UPDATE {table} SET status = 'completed', locked_until = NULL, lock_token = NULL, updated = $1
+    WHERE id = $2 AND status = 'processing' AND lock_token = $3
+    """
+
+
+def _complete_many(table: str) -> str:
+    return f"""
+    UPDATE {table} AS t SET status = 'completed', locked_until = NULL, lock_token = NULL,
+        updated = $1
+    FROM unnest($2::uuid[], $3::text[]) AS v(id, token)
+    WHERE t.id = v.id AND t.status = 'processing' AND t.lock_token = v.token
+    """
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, "", ""))
+
+
+async def recreate_database(url: str, database: str) -> None:
+    """Drop (forcing out sessions) and create `database` on the server of `url`."""
+    conn = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+async def server_version(url: str) -> str:
+    """The server's `SHOW server_version`."""
+    conn = await asyncpg.connect(url)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def _row(i: int) -> tuple[Any, ...]:
+    return (uuid.uuid4(), TOPIC, json.dumps({"i": i}, separators=(",", ":")), datetime.now(UTC))
+
+
+async def insert_single(url: str, table: str, n: int) -> float:
+    """Jobs/s inserting `n` jobs, one autocommitted INSERT each, on one connection."""
+    conn = await asyncpg.connect(url)
+    try:
+        statement = await conn.prepare(_insert(table))
+        started = time.perf_counter()
+        for i in range(n):
+            await statement.fetch(*_row(i))
+        return n / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def insert_batch(url: str, table: str, n: int, chunk: int) -> float:
+    """Jobs/s inserting `n` jobs in transactions of `chunk` rows (one executemany each)."""
+    conn = await asyncpg.connect(url)
+    try:
+        sql = _insert(table)
+        started = time.perf_counter()
+        for first in range(0, n, chunk):
+            rows = [_row(i) for i in range(first, min(first + chunk, n))]
+            async with conn.transaction():
+                await conn.executemany(sql, rows)
+        return n / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def fill_pending(url: str, table: str, n: int) -> None:
+    """Queue `n` due jobs (setup, not timed)."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.executemany(_insert(table), [_row(i) for i in range(n)])
+        await conn.execute(f"ANALYZE {table}")
+    finally:
+        await conn.close()
+
+
+async def _drain_loop(url: str, table: str, batch: int, counter: list[int]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        claim = await conn.prepare(_claim(table))
+        complete_one = await conn.prepare(_complete_one(table))
+        complete_many = await conn.prepare(_complete_many(table))
+        while True:
+            now = datetime.now(UTC)
+            rows = await claim.fetch(now, [TOPIC], batch, now + timedelta(minutes=5))
+            if not rows:
+                return
+            done = datetime.now(UTC)
+            if len(rows) == 1:
+                await complete_one.fetch(done, rows[0]["id"], rows[0]["lock_token"])
+            else:
+                ids = [row["id"] for row in rows]
+                tokens = [row["lock_token"] for row in rows]
+                await complete_many.fetch(done, ids, tokens)
+            counter[0] += len(rows)
+    finally:
+        await conn.close()
+
+
+async def drain(url: str, table: str, n: int, *, batch: int, loops: int) -> float:
+    """Jobs/s draining `n` queued jobs with `loops` connections, each claiming `batch`
+    per statement and completing them with one statement (each its own commit)."""
+    counter = [0]
+    started = time.perf_counter()
+    await asyncio.gather(*(_drain_loop(url, table, batch, counter) for _ in range(loops)))
+    elapsed = time.perf_counter() - started
+    if counter[0] != n:
+        raise RuntimeError(f"raw asyncpg drain finished {counter[0]} of {n} jobs")
+    return n / elapsed
+
+
+async def fill_finished(url: str, table: str, n: int) -> None:
+    """Add `n` completed jobs with one INSERT ... SELECT generate_series (setup only)."""
+    conn = await asyncpg.connect(url)
+    try:
+        if n > 0:
+            await conn.execute(
+                f"""
+                INSERT INTO {table} ({_COLUMNS})
+                SELECT gen_random_uuid(), $1, '{{}}'::jsonb, 'completed',
+                       now() - interval '1 day', NULL, NULL, 0, 3, NULL,
+                       now() - interval '1 day', now() - interval '1 day'
+                FROM generate_series(1, $2)
+                """,
+                TOPIC,
+                n,
+            )
+        await conn.execute(f"VACUUM ANALYZE {table}")
+    finally:
+        await conn.close()
