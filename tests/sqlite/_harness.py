@@ -10,16 +10,30 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 SCRIPT = Path(__file__).with_name("_proc.py")
 
 
-def spawn(*args: str | Path) -> subprocess.Popen[str]:
-    """Run `_proc.py` with `args`; stdout and stderr are captured as text."""
+class Run(NamedTuple):
+    """One handler run recorded in a ledger."""
+
+    job_id: str
+    token: str
+    pid: int
+    topic: str
+    started: float
+    locked_until: float
+
+
+def spawn(*args: str | Path, log: Path | None = None) -> subprocess.Popen[str]:
+    """Run `_proc.py` with `args`; stdout captured, stderr to `log` (a file: a long run
+    must never block on a full pipe) or captured."""
+    stderr = subprocess.PIPE if log is None else log.open("a")
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *map(str, args)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 
@@ -48,11 +62,11 @@ def wait_line(proc: subprocess.Popen[str], expected: str) -> None:
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 30) -> str:
-    """SIGTERM, wait for a clean exit; the process's stderr."""
+    """SIGTERM, wait for a clean exit; the process's stderr (if captured)."""
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"worker exited with {proc.returncode}:\n{err}"
-    return err
+    return err or ""
 
 
 def until(predicate: Callable[[], bool], *, timeout: float, what: str, every: float = 0.1) -> None:
@@ -70,13 +84,13 @@ def statuses(db: Path) -> Counter[str]:
         return Counter(dict(raw.execute("SELECT status, count(*) FROM jobs GROUP BY status")))
 
 
-def ledger(folder: Path) -> list[tuple[str, str, int, str]]:
-    """Every recorded run: (job_id, lock_token, pid, topic), over all ledger files."""
+def ledger(folder: Path) -> list[Run]:
+    """Every recorded run, over all ledger files in `folder`."""
     runs = []
     for path in sorted(folder.glob("*.ledger")):
         for line in path.read_text().splitlines():
-            job_id, token, pid, topic = line.split()
-            runs.append((job_id, token, int(pid), topic))
+            job_id, token, pid, topic, started, lease = line.split()
+            runs.append(Run(job_id, token, int(pid), topic, float(started), float(lease)))
     return runs
 
 

@@ -4,8 +4,9 @@
     python _proc.py enqueue DB N [TOPIC]      enqueue N jobs and exit
     python _proc.py work DB LEDGER [options]  run a worker until SIGTERM
 
-The worker's handler appends `job_id lock_token pid` to LEDGER (its own file, opened
-with O_APPEND) before it returns, so a run is recorded even if the process dies next.
+The worker's handler appends `job_id lock_token pid topic started locked_until` to
+LEDGER (its own file, opened with O_APPEND) before it returns, so a run is recorded
+even if the process dies next.
 """
 
 from __future__ import annotations
@@ -66,13 +67,18 @@ async def work(args: argparse.Namespace) -> None:
     pid = os.getpid()
     low, high = args.sleep_ms
 
+    def note(job: Job) -> None:
+        lease = job.locked_until.timestamp() if job.locked_until else 0.0
+        line = f"{job.id} {job.lock_token} {pid} {job.topic} {time.time():.6f} {lease:.6f}\n"
+        os.write(ledger, line.encode())
+
     async def record(job: Job) -> None:
-        os.write(ledger, f"{job.id} {job.lock_token} {pid} {job.topic}\n".encode())
+        note(job)
         if high > 0:
             await asyncio.sleep(random.uniform(low, high) / 1000)
 
     async def hang(job: Job) -> None:
-        os.write(ledger, f"{job.id} {job.lock_token} {pid} {job.topic}\n".encode())
+        note(job)
         await asyncio.Event().wait()
 
     for topic in args.topics:
