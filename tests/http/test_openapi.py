@@ -102,3 +102,11 @@ async def test_real_responses_match_the_schema(
         body = response.json() if response.content else None
         path = url.partition("?")[0]
         assert response_problems(schema, path, method, response.status_code, body) == [], url
+
+
+async def test_schema_is_plain_json_at_both_paths(anon: Client, schema: dict[str, Any]) -> None:
+    """/schema and /schema/openapi.json serve the same JSON; no HTML viewer pulls in a CDN."""
+    response = await anon.get("/schema")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/")
+    assert response.json() == schema

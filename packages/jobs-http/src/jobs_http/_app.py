@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, get
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 
@@ -81,7 +81,7 @@ def create_app(
                 ' always {"status", "message", "data"}.'
             ),
             path=OPENAPI_PATH,
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],  # no CDN-hosted viewer
             components=Components(
                 security_schemes={
                     "superuser": SecurityScheme(
