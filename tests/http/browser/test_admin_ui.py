@@ -187,7 +187,13 @@ def test_details_show_payload_error_and_every_time(page: Page, server: Server) -
     """A failed job's details: pretty payload, the full error, all timestamps, both actions."""
     long_error = "Traceback line\n" * 40 + "ValueError: the last line of a long error"
     job = server.failed_job(
-        long_error, {"image_id": 42, "sizes": [64, 128], "meta": {"owner": "ana"}}
+        long_error,
+        {
+            "image_id": 42,
+            "sizes": [64, 128],
+            "meta": {"owner": "ana"},
+            "order": 12345678901234567891,
+        },
     )
     sign_in(page, server, f"/_/?topic={jobs_app.FAILS}")
     row_of(page, job["id"]).locator("a.job-link").click()
@@ -202,7 +208,9 @@ def test_details_show_payload_error_and_every_time(page: Page, server: Server) -
     expect(page.locator("#detail-locked_until")).to_have_text(DASH)
     expect(page.locator("#detail-error")).to_have_text(job["last_error"])
     assert job["last_error"].endswith("ValueError: the last line of a long error")
+    # Exactly as stored: keys in order, and integers past 2^53 not rounded.
     expect(page.locator("#detail-payload")).to_have_text(json.dumps(job["payload"], indent=2))
+    expect(page.locator("#detail-payload")).to_contain_text('"order": 12345678901234567891')
     expect(page.locator("#detail-requeue")).to_be_visible()
     expect(page.locator("#detail-delete")).to_be_visible()
 

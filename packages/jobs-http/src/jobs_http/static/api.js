@@ -9,6 +9,21 @@ export class ApiError extends Error {
   }
 }
 
+// JSON.parse rounds integers beyond 2^53; where the browser can (JSON.rawJSON), keep the
+// digits the server sent, so a payload's order id shows exactly as it was stored.
+function exactIntegers(_key, value, context) {
+  if (
+    typeof value === "number" &&
+    !Number.isSafeInteger(value) &&
+    typeof JSON.rawJSON === "function" &&
+    context &&
+    /^-?\d+$/.test(context.source)
+  ) {
+    return JSON.rawJSON(context.source);
+  }
+  return value;
+}
+
 async function call(token, method, path, query) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(query || {})) {
@@ -28,7 +43,7 @@ async function call(token, method, path, query) {
   if (response.status === 204) return null;
   let body = null;
   try {
-    body = await response.json();
+    body = JSON.parse(await response.text(), exactIntegers);
   } catch {
     body = null;
   }
