@@ -44,7 +44,8 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over packages, tests, benchmarks and this file."""
     sync(session)
     session.run(
-        "mypy", *(session.posargs or ["packages", "tests", "benchmarks", "docs", "noxfile.py"])
+        "mypy",
+        *(session.posargs or ["packages", "tests", "benchmarks", "docs", "examples", "noxfile.py"]),
     )
 
 

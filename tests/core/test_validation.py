@@ -71,8 +71,23 @@ def _deep(levels: int) -> object:
         (b"bytes", "bytes, which is not JSON"),
         (_deep(100_000), "deeper than 64"),
         ([10**5000], "not JSON-serializable"),
+        ({"s": "\ud800"}, "unpaired surrogate"),
+        ({"\udfff": 1}, "unpaired surrogate"),
     ],
-    ids=["nan", "inf", "nul", "nul-key", "int-key", "datetime", "set", "bytes", "deep", "bigint"],
+    ids=[
+        "nan",
+        "inf",
+        "nul",
+        "nul-key",
+        "int-key",
+        "datetime",
+        "set",
+        "bytes",
+        "deep",
+        "bigint",
+        "surrogate",
+        "surrogate-key",
+    ],
 )
 async def test_bad_payloads(jobs: Jobs, payload: object, message: str) -> None:
     """Strict JSON only: no NaN/Infinity, NUL, non-string keys, foreign types, deep nesting."""

@@ -31,7 +31,12 @@ def serialize(payload: object, max_size: int) -> str:
         text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError as exc:  # e.g. an int with more digits than int->str allows
         raise InvalidPayload(f"payload is not JSON-serializable: {exc}") from exc
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800"
+        raise InvalidPayload(
+            f"payload is not valid Unicode: unpaired surrogate at character {exc.start}"
+        ) from exc
     if size > max_size:
         raise PayloadTooLarge(size, max_size)
     return text
