@@ -16,7 +16,9 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from jobs_core import Jobs, JobStatus, JobUpdate
+import attrs
+
+from jobs_core import Job, Jobs, JobStatus, JobUpdate
 from jobs_postgres import PostgresStore
 
 LEASE = timedelta(seconds=60)
@@ -28,7 +30,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def run(url: str, driver: str, jobs: int, batch: int) -> dict[str, float]:
-    scheme, rest = url.split("://", 1)
+    rest = url.split("://", 1)[1]
     table = f"bench_{driver}_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(f"postgresql+{driver}://{rest}", table=table)
     service = Jobs(store)
@@ -69,9 +71,7 @@ async def run(url: str, driver: str, jobs: int, batch: int) -> dict[str, float]:
     }
 
 
-def _completed(job, now):  # type: ignore[no-untyped-def]
-    import attrs
-
+def _completed(job: Job, now: datetime) -> Job:
     return attrs.evolve(
         job, status=JobStatus.COMPLETED, locked_until=None, lock_token=None, updated=now
     )
@@ -86,8 +86,8 @@ async def main() -> None:
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"asyncpg": [], "psycopg": []}
     for _ in range(args.rounds):  # interleaved, so background load hits both alike
-        for driver in results:
-            results[driver].append(await run(args.url, driver, args.jobs, args.batch))
+        for driver, runs in results.items():
+            runs.append(await run(args.url, driver, args.jobs, args.batch))
     for driver, runs in results.items():
         summary = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         print(driver, "  ".join(f"{k}={v:.2f}" for k, v in summary.items()))

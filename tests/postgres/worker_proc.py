@@ -1,0 +1,106 @@
+"""A worker process for the multi-process tests: `python worker_proc.py '<json options>'`.
+
+Runs `Jobs(open_store(url))` with one handler that records every attempt in a ledger
+table outside the jobs table: `(job_id, lock_token, pid, started, locked_until, finished)`,
+written before the handler returns (or, with `ledger_at_start`, when it starts and
+completed with `finished` when it returns). The payload steers it: `sleep`
+(seconds) and `hang_first` (sleep an hour on the first attempt, to be killed).
+Prints `ready` once the worker runs; SIGTERM stops it gracefully (exit code 0).
+
+With `"mode": "init"` it only creates the schema and exits (concurrent-install test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from jobs_core import Job, Jobs, JobsConfig, open_store
+
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS {ledger} (
+    job_id uuid NOT NULL,
+    lock_token text NOT NULL,
+    pid integer NOT NULL,
+    started timestamptz NOT NULL,
+    finished timestamptz,
+    locked_until timestamptz NOT NULL,
+    PRIMARY KEY (job_id, lock_token)
+)
+"""
+
+
+async def main(options: dict[str, Any]) -> int:
+    store = open_store(options["store_url"])
+    if options.get("mode") == "init":
+        await store.count_by_status()  # first use creates the schema
+        await store.close()
+        return 0
+    ledger = options["ledger"]
+    pool = await asyncpg.create_pool(options["plain_url"], min_size=1, max_size=4)
+    assert pool is not None
+    await pool.execute(LEDGER_DDL.format(ledger=ledger))
+    pid = os.getpid()
+
+    at_start = bool(options.get("ledger_at_start"))
+
+    async def handler(job: Job) -> None:
+        started = datetime.now(UTC)
+        assert job.lock_token is not None
+        assert job.locked_until is not None
+        row = (job.id, job.lock_token, pid, started, job.locked_until)
+        insert = (
+            f"INSERT INTO {ledger} (job_id, lock_token, pid, started, locked_until, finished)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+        )
+        if at_start:
+            await pool.execute(insert, *row, None)
+        payload = job.payload if isinstance(job.payload, dict) else {}
+        if payload.get("hang_first") and job.retries == 0:
+            await asyncio.sleep(3600)
+        delay = payload.get("sleep", 0)
+        if delay:
+            await asyncio.sleep(float(delay))
+        if at_start:
+            await pool.execute(
+                f"UPDATE {ledger} SET finished = $3 WHERE job_id = $1 AND lock_token = $2",
+                job.id,
+                job.lock_token,
+                datetime.now(UTC),
+            )
+        else:  # one write per run: the row lands before the handler returns
+            await pool.execute(insert, *row, datetime.now(UTC))
+
+    config = JobsConfig(
+        lock_duration=timedelta(seconds=options.get("lock_duration", 60)),
+        poll_interval=timedelta(seconds=options.get("poll_interval", 1.0)),
+        worker_pool_size=options.get("pool", 10),
+        batch_size=options.get("batch", 10),
+        backoff=lambda _n: timedelta(seconds=options.get("retry_delay", 0.1)),
+    )
+    jobs = Jobs(store, config=config)
+    jobs.register(options.get("topic", "t"), handler)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await jobs.start()
+    print("ready", flush=True)
+    await stop.wait()
+    await jobs.stop()
+    await jobs.aclose()
+    await pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s [{os.getpid()}] %(name)s %(message)s"
+    )
+    sys.exit(asyncio.run(main(json.loads(sys.argv[1]))))
