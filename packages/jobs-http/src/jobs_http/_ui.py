@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
 from litestar import Request, Response, get
@@ -57,7 +58,7 @@ def _load_assets() -> dict[str, _Asset]:
     """Every servable file of `jobs_http/static`, by name (no folders, known types only)."""
     assets: dict[str, _Asset] = {}
     for entry in resources.files("jobs_http").joinpath("static").iterdir():
-        suffix = entry.name[entry.name.rfind(".") :] if "." in entry.name else ""
+        suffix = PurePosixPath(entry.name).suffix
         if not entry.is_file() or suffix not in _MEDIA_TYPES:
             continue
         body = entry.read_bytes()
@@ -95,7 +96,7 @@ def ui_routes() -> list[HTTPRouteHandler]:
     def static(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         asset = assets.get(name)
         if asset is None or name == _INDEX:
-            raise NotFoundException(f"No UI asset named {name[:64]!r}.")
+            raise NotFoundException("No such UI asset.")  # the name is not echoed back
         return _serve(asset, request)
 
     return [page, static]
