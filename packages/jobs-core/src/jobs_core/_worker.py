@@ -60,7 +60,10 @@ class Worker:
         self._config = config
         self._handlers = handlers
         self._writer = ResultWriter(store, clock)
+        #: Claimed jobs not yet finished: handler running, or its result being written.
         self._in_flight: set[asyncio.Task[None]] = set()
+        #: Of those, the ones whose handler has not returned yet: what the pool limits.
+        self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
@@ -76,7 +79,18 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Jobs whose handlers run now (abandoned threads not counted)."""
-        return len(self._in_flight)
+        return len(self._running)
+
+    def _free_slots(self) -> int:
+        """How many jobs to claim now.
+
+        A slot frees when its handler returns, so the next claim overlaps the previous
+        results' write instead of waiting for it. Jobs whose result is still being
+        written are capped at one more pool's worth: a worker whose writes stall stops
+        claiming rather than running jobs whose outcomes it cannot record.
+        """
+        pool = self._config.worker_pool_size
+        return min(pool - len(self._running), 2 * pool - len(self._in_flight))
 
     def wake(self) -> None:
         """Claim again now instead of at the next poll; safe from any thread."""
@@ -134,7 +148,7 @@ class Worker:
         started.set()
         while not self._stopping:
             self._wake.clear()
-            free = self._config.worker_pool_size - len(self._in_flight)
+            free = self._free_slots()
             try:
                 await self._reap()
                 wanted = min(self._config.batch_size, free)
@@ -214,19 +228,30 @@ class Worker:
     def _spawn(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._in_flight.add(task)
+        self._running.add(task)
 
         def finished(done: asyncio.Task[None]) -> None:
             self._in_flight.discard(done)
-            self._wake.set()  # a slot is free
+            self._running.discard(done)  # if it was cancelled before its handler ran
+            self._wake.set()  # the write-backlog cap may have held a claim back
 
         task.add_done_callback(finished)
         return task
+
+    def _handler_done(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.discard(task)
+        self._wake.set()  # a slot is free
 
     async def _execute(self, job: Job) -> None:
         assert job.lock_token is not None
         handler = self._handlers[job.topic]
         try:
-            error = await self._call(handler, job)
+            try:
+                error = await self._call(handler, job)
+            finally:
+                self._handler_done()
         except asyncio.CancelledError:
             await self._record(job, transitions.release, "released at shutdown")
             return
