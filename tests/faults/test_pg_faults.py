@@ -86,6 +86,23 @@ def _first_start_after(ledger_path: Path, when: float) -> float | None:
     return min(starts) if starts else None
 
 
+def _starts_between(ledger_path: Path, start: float, end: float) -> int:
+    ledger = Ledger(ledger_path)
+    try:
+        return sum(1 for e in ledger.executions() if start <= e.started_at <= end)
+    finally:
+        ledger.close()
+
+
+async def _wait_executions(ledger_path: Path, count: int, timeout: float = 120.0) -> None:
+    """Wait until the workers are really at work (`count` executions recorded)."""
+    deadline = time.monotonic() + timeout
+    while _starts_between(ledger_path, 0, float("inf")) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {count} jobs started in {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+
+
 async def _wait_first_start(ledger_path: Path, when: float, timeout: float = 60.0) -> float:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -137,13 +154,17 @@ async def _outage_run(
     )
     fleet.start()
     try:
+        await _wait_executions(ledger_path, jobs_count // 10)
         await asyncio.sleep(before_outage)
         go_down()
         down_at = time.time()
+        print(f"database down at {down_at:.3f}")
         api = await _api_while_down(api_url)
         await asyncio.sleep(max(0.0, outage - (time.time() - down_at)))
         assert fleet.dead() == [], f"workers exited during the outage: {fleet.dead()}"
         ready_at = await asyncio.to_thread(come_back)
+        print(f"database ready at {ready_at:.3f}")
+        during = _starts_between(ledger_path, down_at + LOCK, ready_at)
         resume = await _wait_first_start(ledger_path, ready_at)
         await _drain(jobs, 180)
         dead = fleet.dead()
@@ -165,6 +186,7 @@ async def _outage_run(
     figures = {
         **report.figures,
         "outage_s": outage,
+        "jobs_started_during_outage": during,
         "resume_after_ready_s": resume,
         "api_503_latency_max_s": max(api.values()),
         "store_retry_backoff_max_s": max(backoffs, default=0.0),
@@ -175,6 +197,7 @@ async def _outage_run(
     report.assert_ok()
     assert dead == [], dead
     assert codes == [0, 0, 0, 0], codes
+    assert during == 0, "jobs ran while the database was down: the outage was not real"
     assert resume <= RESUME_BOUND, f"claims resumed {resume:.1f}s after the database came back"
     assert figures["store_retry_backoff_max_s"] <= 5.0
     return figures
@@ -199,7 +222,7 @@ async def test_outage_mid_run_through_proxy(db_url: str, tmp_path: Path) -> None
             go_down=p.down,
             come_back=come_back,
             jobs_count=2000,
-            before_outage=5,
+            before_outage=2,
             outage=8,
             api_url=p.url(db_url),
         )
@@ -231,7 +254,7 @@ async def test_real_server_restart_mid_run(db_url: str, tmp_path: Path) -> None:
             go_down=go_down,
             come_back=come_back,
             jobs_count=5000,
-            before_outage=10,
+            before_outage=5,
             outage=5,
             api_url=db_url,
         )
