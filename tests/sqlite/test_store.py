@@ -336,3 +336,17 @@ async def test_jobs_service_runs_on_the_store(store: SQLiteStore) -> None:
     assert (stats.completed, stats.total, stats.success_rate) == (5, 5, 1.0)
     for job in queued:
         assert (await jobs.get(job.id)).status is JobStatus.COMPLETED
+
+
+async def test_a_foreign_jobs_table_is_not_taken_over(db_path: Path) -> None:
+    """An application's own `jobs` table in the file is reported, not written into."""
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, title TEXT)")
+    store = SQLiteStore(db_path)
+    with pytest.raises(StoreError, match="not a jobs table") as caught:
+        await store.count_by_status()
+    assert str(db_path) in str(caught.value)
+    await store.close()
+    with sqlite3.connect(db_path) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"jobs"}  # the failed creation was rolled back whole

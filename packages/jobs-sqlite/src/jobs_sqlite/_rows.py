@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from jobs_core import InvalidPayload, Job, JobStatus, StoreError
 
-#: Column order of every `SELECT` of whole jobs (see `_schema.JOB_COLUMNS`).
+#: Column order of every `SELECT` of whole jobs (the order of `_schema.jobs_table`).
 COLUMNS: Final = (
     "id",
     "topic",
@@ -53,7 +53,7 @@ def parse_time(text: str) -> datetime:
     """Read back what `format_time` wrote (exactly that form; anything else is corrupt)."""
     if not isinstance(text, str) or len(text) != _TIME_WIDTH or text[-1] != "Z":
         raise ValueError("not a fixed-width UTC time like 2030-01-01T00:00:00.000000Z")
-    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)  # "Z" gives tzinfo=UTC
 
 
 def dump_payload(payload: Any) -> str:

@@ -96,6 +96,12 @@ def create_schema(connection: Connection) -> None:
             f" jobs-sqlite knows (up to {SCHEMA_VERSION}); upgrade jobs-sqlite"
         )
     metadata.create_all(connection, checkfirst=True)
+    found = {column["name"] for column in inspect(connection).get_columns(jobs_table.name)}
+    if version is None and found != set(jobs_table.c.keys()):
+        raise StoreError(
+            f"the file already has a table named {jobs_table.name!r} that is not a jobs"
+            f" table (columns {sorted(found)}); use another database file"
+        )
     if version is None:
         connection.execute(insert(schema_table).values(component=COMPONENT, version=SCHEMA_VERSION))
         return
