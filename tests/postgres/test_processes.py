@@ -34,6 +34,14 @@ def _options(pg_url: str, table: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _deadlocks(db: psycopg.Connection[Any]) -> int:
+    row = db.execute(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def test_four_processes_drain_ten_thousand_jobs_exactly_once(
     pg_url: str, table: str, db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -43,6 +51,7 @@ async def test_four_processes_drain_ten_thousand_jobs_exactly_once(
     await store.insert([maker.prepare("t", {"i": i}) for i in range(10_000)])
     await store.close()
     options = _options(pg_url, table, poll_interval=0.2, pool=50, batch=50)
+    deadlocks = _deadlocks(db)
     started = time.monotonic()
     with workers(4, options, log=tmp_path / "workers.log"):
         wait_for(
@@ -57,6 +66,7 @@ async def test_four_processes_drain_ten_thousand_jobs_exactly_once(
     assert report == {"jobs": 10_000, "runs": 10_000, "finished_twice": 0}
     pids = db.execute(f"SELECT count(DISTINCT pid) FROM {options['ledger']}").fetchone()
     assert pids == (4,), "every worker process took a share"
+    assert _deadlocks(db) == deadlocks, "claims and result writes deadlocked"
     print(f"drained 10 000 jobs with 4 processes in {elapsed:.1f}s")
 
 
