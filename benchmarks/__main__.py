@@ -35,6 +35,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scale", help="finished-job counts for Scale, comma list (0,100000,1000000)"
     )
+    parser.add_argument("--w3-seconds", type=float, help="W3 duration (10; --quick 3)")
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("JOBS_BENCH_PG", DEFAULT_PG),
@@ -55,7 +56,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return Sizes(
         jobs=jobs,
         chunk=min(1000, jobs),
-        w3_seconds=3.0 if quick else 10.0,
+        w3_seconds=args.w3_seconds or (3.0 if quick else 10.0),
         w3_interval=0.02,
         scale=counts,
         scale_rounds=50 if quick else 200,
