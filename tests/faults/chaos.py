@@ -106,8 +106,10 @@ async def run_chaos(plan: ChaosPlan, db: str, tmp: Path) -> dict[str, Any]:
     stop_enqueue, stop_sampling = asyncio.Event(), asyncio.Event()
     lags: list[float] = []
     self_exits: list[tuple[int, int | None]] = []
-    started = time.time()
     fleet.start()
+    for proc in fleet.procs:
+        await asyncio.to_thread(fleet.wait_ready, proc, 120.0)
+    started = time.time()
     try:
         enqueuer = asyncio.create_task(_enqueue_steadily(jobs, plan.rate, ids, stop_enqueue))
         sampler = asyncio.create_task(_sample_stuck(jobs, lags, stop_sampling))
@@ -185,6 +187,9 @@ async def run_chaos(plan: ChaosPlan, db: str, tmp: Path) -> dict[str, Any]:
     assert drain <= bound, f"drain took {drain:.1f}s, bound {bound:.1f}s"
     assert figures["not_terminal"] == 0
     assert orphaned <= len(fleet.kills) * (plan.pool + plan.batch)
+    # The run must have been a real one: work done under fire, and kills that cut it short.
+    assert done_in_phase >= plan.initial // 10, f"only {done_in_phase} jobs ran in the kill phase"
+    assert recovery, "no kill interrupted a running job: the chaos did not bite"
     # F2: no row stays processing past its lease longer than a poll plus a reaper sweep
     # (plus 1 s for a loaded machine: the sampler and the workers share two cores).
     assert max(lags, default=0.0) <= 2 * POLL + 1.0, f"stale processing rows: {max(lags):.2f}s"

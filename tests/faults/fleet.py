@@ -83,9 +83,13 @@ class Fleet:
     def start(self) -> None:
         self.procs = [self.spawn(i) for i in range(self.size)]
 
+    def ready(self, proc: subprocess.Popen[bytes]) -> bool:
+        return f"worker {proc.pid} ready" in self.log_text()
+
     def kill_one(self, rng: random.Random) -> Kill:
-        """SIGKILL a random worker and start its replacement at once."""
-        index = rng.randrange(len(self.procs))
+        """SIGKILL a random worker (one that is up, if any) and start its replacement."""
+        up = [i for i, p in enumerate(self.procs) if self.ready(p)]
+        index = rng.choice(up) if up else rng.randrange(len(self.procs))
         victim = self.procs[index]
         victim.send_signal(signal.SIGKILL)
         at = time.time()
