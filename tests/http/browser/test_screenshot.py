@@ -1,14 +1,16 @@
 """Screenshots of the main screen (laptop and phone) for people to look at, from a fresh server.
 
-They are written to docs/ui-screenshot.png (shown in the README) and docs/img/ui-phone.png
-on every run, from their own server with a small, realistic set of jobs in every status,
-so they do not depend on what the other tests did.
+Every run writes them to artifacts/ (not tracked), from their own server with a small,
+realistic set of jobs in every status, so they do not depend on what the other tests did.
+With JOBS_UPDATE_SCREENSHOTS=1 they go to docs/ui-screenshot.png (shown in the README) and
+docs/img/ui-phone.png instead, to refresh the committed pictures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+import os
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,9 @@ from tests.http.browser.conftest import LAPTOP, PHONE, REPO, Server, running_ser
 
 pytestmark = pytest.mark.browser
 
-LAPTOP_SHOT = REPO / "docs" / "ui-screenshot.png"
-PHONE_SHOT = REPO / "docs" / "img" / "ui-phone.png"
+_UPDATE = os.environ.get("JOBS_UPDATE_SCREENSHOTS") == "1"
+LAPTOP_SHOT = REPO / ("docs/ui-screenshot.png" if _UPDATE else "artifacts/ui-screenshot.png")
+PHONE_SHOT = REPO / ("docs/img/ui-phone.png" if _UPDATE else "artifacts/ui-phone.png")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
