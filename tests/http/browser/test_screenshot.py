@@ -8,9 +8,9 @@ docs/img/ui-phone.png instead, to refresh the committed pictures.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-import os
 from pathlib import Path
 
 import pytest
