@@ -335,13 +335,8 @@ def check(
                 )
 
     # I6 counters consistent with the rows.
+    bad.extend(counters_consistent(jobs, stats))
     counted = Counter(job.status for job in jobs)
-    expected = JobStats.from_counts(counted)
-    if stats != expected:
-        bad.append(f"I6: stats() {stats} but the rows say {expected}")
-    finished = stats.completed + stats.failed
-    if finished and abs(stats.success_rate - stats.completed / finished) > 1e-9:
-        bad.append(f"I6: success_rate {stats.success_rate} != completed/(completed+failed)")
 
     figures = {
         "jobs": len(enqueued),
@@ -357,6 +352,18 @@ def check(
         "max_attempts": max((len(v) for v in runs.values()), default=0),
     }
     return Report(violations=bad, figures=figures)
+
+
+def counters_consistent(jobs: Sequence[Job], stats: JobStats) -> list[str]:
+    """I6: `stats()` equals the counts of the rows, and its success rate adds up."""
+    bad = []
+    expected = JobStats.from_counts(Counter(job.status for job in jobs))
+    if stats != expected:
+        bad.append(f"I6: stats() {stats} but the rows say {expected}")
+    finished = stats.completed + stats.failed
+    if finished and abs(stats.success_rate - stats.completed / finished) > 1e-9:
+        bad.append(f"I6: success_rate {stats.success_rate} != completed/(completed+failed)")
+    return bad
 
 
 @contextlib.contextmanager

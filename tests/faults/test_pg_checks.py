@@ -21,7 +21,7 @@ from jobs_postgres import PostgresStore
 from tests.faults import pg
 from tests.faults.checks import graceful_stop, race_schema_creation
 from tests.faults.fleet import publish, seed
-from tests.faults.ledger import all_jobs, check
+from tests.faults.ledger import all_jobs, counters_consistent
 
 
 @pytest.fixture
@@ -102,14 +102,7 @@ async def test_no_deadlocks_under_mixed_load(db_url: str, caplog: pytest.LogCapt
     await asyncio.sleep(2)  # statistics are flushed at most once a second
     after = _deadlocks(db_url)
     stats = await api.stats()
-    report = check(
-        enqueued=[],
-        jobs=await all_jobs(api.store),
-        stats=stats,
-        executions=[],
-        outcomes=[],
-        require_terminal=False,
-    )
+    inconsistent = counters_consistent(await all_jobs(api.store), stats)
     await api.aclose()
     logged = [r.getMessage() for r in caplog.records if "deadlock" in r.getMessage().lower()]
     publish(
@@ -119,11 +112,12 @@ async def test_no_deadlocks_under_mixed_load(db_url: str, caplog: pytest.LogCapt
             "jobs": stats.total,
             **ops,
             "deadlock_log_lines": len(logged),
+            "api_ops_per_s": (ops["requeue"] + ops["delete"] + ops["refused"]) / 60,
         },
     )
     assert after - before == 0
     assert logged == []
-    report.assert_ok()  # I6 at the end of the run
+    assert inconsistent == []  # I6 at the end of the run
 
 
 async def test_claim_query_uses_the_partial_index(db_url: str) -> None:
