@@ -58,7 +58,7 @@ class _TruncatingStore(PostgresStore):
 
 # The normal suite runs a small budget (JOBS_PG_MODEL_EXAMPLES overrides it); the `fault`
 # session runs RELIABILITY.md §4.1's full budget of 300 examples x 60 steps.
-_EXAMPLES = int(os.environ.get("JOBS_PG_MODEL_EXAMPLES", "40"))
+_EXAMPLES = int(os.environ.get("JOBS_PG_MODEL_EXAMPLES", "30"))
 
 TestPostgresStoreModel = make_state_machine(
     _fresh, budget=settings(max_examples=_EXAMPLES, stateful_step_count=40, deadline=None)
