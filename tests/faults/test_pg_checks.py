@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+from psycopg import errors
 from sqlalchemy import event
 
 from jobs_core import EnqueueOptions, Job, Jobs, JobsConfig, JobsError
@@ -176,3 +179,43 @@ def test_eight_processes_create_the_schema_at_once(db_url: str) -> None:
 @pytest.mark.fault_postgres
 async def test_graceful_stop_leaves_nothing_processing(db_url: str, tmp_path: Path) -> None:
     await graceful_stop(db_url, tmp_path)
+
+
+def test_the_deadlock_counter_sees_a_real_deadlock(db_url: str) -> None:
+    """The measurement itself: two transactions locking two rows in opposite order make
+    PostgreSQL detect a deadlock, and `pg_stat_database.deadlocks` moves by one."""
+    with pg.admin_connect(db_url) as setup:
+        setup.execute("CREATE TABLE pair (id int PRIMARY KEY)")
+        setup.execute("INSERT INTO pair VALUES (1), (2)")
+    before = _deadlocks(db_url)
+    a = psycopg.connect(db_url)
+    b = psycopg.connect(db_url)
+    try:
+        a.execute("SELECT * FROM pair WHERE id = 1 FOR UPDATE")
+        b.execute("SELECT * FROM pair WHERE id = 2 FOR UPDATE")
+        outcome: list[BaseException | None] = []
+
+        def second() -> None:
+            try:
+                b.execute("SELECT * FROM pair WHERE id = 1 FOR UPDATE")
+                outcome.append(None)
+            except errors.DeadlockDetected as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=second)
+        t.start()
+        try:
+            a.execute("SELECT * FROM pair WHERE id = 2 FOR UPDATE")
+        except errors.DeadlockDetected as exc:
+            outcome.append(exc)
+        a.rollback()
+        t.join(30)
+        b.rollback()
+    finally:
+        a.close()
+        b.close()
+    assert any(isinstance(o, errors.DeadlockDetected) for o in outcome)
+    deadline = time.monotonic() + 10
+    while _deadlocks(db_url) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _deadlocks(db_url) - before == 1
