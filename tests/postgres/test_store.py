@@ -245,3 +245,36 @@ async def test_listener_killed_is_re_established_and_still_wakes_the_worker(
 async def _idle(jobs: Jobs) -> None:
     """Give the worker a moment to finish its previous job and wait on its poll timer."""
     await asyncio.sleep(0.1)
+
+
+async def test_claim_plan_uses_the_pending_index(pg_store: PostgresStore, pg_url: str) -> None:
+    """On 100 k finished + 1 k pending rows the claim reads the partial index.
+
+    Checked on the generic plan of the prepared statement (what a driver's statement
+    cache ends up running), where a bound `status` parameter could not use the index.
+    """
+    from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+
+    await pg_store.count_by_status()
+    name = pg_store.table.name
+    compiled = pg_store._claim_sql.compile(dialect=pg_asyncpg.dialect())
+    order = compiled.positiontup or []
+    now = f"'{datetime.now(UTC).isoformat()}'"
+    literals = {"now": now, "until": now, "topics": "'{t}'", "limit": "10"}
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            f"INSERT INTO {name} SELECT gen_random_uuid(), 't', '{{}}'::jsonb,"
+            " CASE WHEN i % 100 = 0 THEN 'pending' ELSE 'completed' END, now(), NULL, NULL,"
+            " 0, 3, NULL, now(), now() FROM generate_series(1, 101000) AS i"
+        )
+        await conn.execute(f"ANALYZE {name}")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE claim AS {compiled}")
+        args = ", ".join(literals[key] for key in order)
+        rows = await conn.fetch(f"EXPLAIN EXECUTE claim({args})")
+    finally:
+        await conn.close()
+    plan = "\n".join(row[0] for row in rows)
+    assert f"{name}_pending_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan
