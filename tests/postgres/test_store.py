@@ -253,11 +253,9 @@ async def test_claim_plan_uses_the_pending_index(pg_store: PostgresStore, pg_url
     Checked on the generic plan of the prepared statement (what a driver's statement
     cache ends up running), where a bound `status` parameter could not use the index.
     """
-    from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
-
     await pg_store.count_by_status()
     name = pg_store.table.name
-    compiled = pg_store._claim_sql.compile(dialect=pg_asyncpg.dialect())
+    compiled = pg_store._claim_sql.compile(dialect=pg_store.engine.dialect)
     order = compiled.positiontup or []
     now = f"'{datetime.now(UTC).isoformat()}'"
     literals = {"now": now, "until": now, "topics": "'{t}'", "limit": "10"}
