@@ -276,3 +276,58 @@ async def test_claim_plan_uses_the_pending_index(pg_store: PostgresStore, pg_url
     plan = "\n".join(row[0] for row in rows)
     assert f"{name}_pending_idx" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+class _DriverError(Exception):
+    """Stands in for a driver's error class (asyncpg and psycopg carry `sqlstate`)."""
+
+    __module__ = "asyncpg.exceptions"
+
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (_DriverError("57P01"), True),  # admin shutdown (terminated backend)
+        (_DriverError("57P03"), True),  # cannot connect now (starting up)
+        (_DriverError("08006"), True),  # connection failure
+        (_DriverError("53300"), True),  # too many connections
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (_DriverError("23505"), False),  # unique violation
+        (_DriverError("42P01"), False),  # undefined table
+        (sa.exc.DBAPIError("x", None, _DriverError("57P01")), True),
+        (sa.exc.DBAPIError("x", None, _DriverError("22P05")), False),
+        (sa.exc.OperationalError("x", None, _DriverError(None)), True),
+        (sa.exc.TimeoutError("pool"), True),
+    ],
+)
+def test_errors_are_sorted_into_unavailable_or_not(error: Exception, unavailable: bool) -> None:
+    """Connection-level failures are `StoreUnavailable`; what the server refused is not."""
+    from jobs_core import StoreError
+    from jobs_postgres._errors import translated
+
+    with pytest.raises(StoreError) as caught, translated("testing"):
+        raise error
+    assert isinstance(caught.value, StoreUnavailable) is unavailable
+    assert caught.value.__cause__ is error
+
+
+async def test_a_job_named_twice_in_one_batch_is_applied_in_order(
+    pg_store: PostgresStore,
+) -> None:
+    """The second write to the same job sees the first, as on every other store."""
+    job = await Jobs(pg_store).enqueue("t", {})
+    now = datetime.now(UTC)
+    (claimed,) = await pg_store.claim(topics=["t"], now=now, lease=timedelta(seconds=9), limit=1)
+    done = attrs.evolve(
+        claimed, status=JobStatus.COMPLETED, locked_until=None, lock_token=None, updated=now
+    )
+    write = JobUpdate(
+        job=done, expected_status=JobStatus.PROCESSING, expected_lock_token=claimed.lock_token
+    )
+    assert list(await pg_store.update([write, write])) == [True, False]
+    assert await pg_store.get(job.id) == done

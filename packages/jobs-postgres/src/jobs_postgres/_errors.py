@@ -35,6 +35,8 @@ def is_unavailable(error: BaseException) -> bool:
             return True
         if isinstance(error, sa_exc.InterfaceError):
             return True
+        if isinstance(error, sa_exc.OperationalError) and sqlstate(error.orig) is None:
+            return True  # failed at the connection level, before the server said anything
         return is_unavailable(error.orig) if error.orig is not None else False
     if isinstance(error, OSError | TimeoutError | sa_exc.TimeoutError):
         return True
