@@ -35,6 +35,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scale", help="finished-job counts for Scale, comma list (0,100000,1000000)"
     )
+    parser.add_argument(
+        "--w1-single", type=int, help="jobs enqueued one by one in W1 (default: --jobs)"
+    )
     parser.add_argument("--w3-seconds", type=float, help="W3 duration (10; --quick 3)")
     parser.add_argument(
         "--pg-url",
@@ -55,6 +58,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         counts = (0, 100_000) if quick else (0, 100_000, 1_000_000)
     return Sizes(
         jobs=jobs,
+        single=args.w1_single or jobs,
         chunk=min(1000, jobs),
         w3_seconds=args.w3_seconds or (3.0 if quick else 10.0),
         w3_interval=0.02,

@@ -85,8 +85,10 @@ async def server_version(url: str) -> str:
         await conn.close()
 
 
-def _row(i: int) -> tuple[Any, ...]:
-    return (uuid.uuid4(), TOPIC, json.dumps({"i": i}, separators=(",", ":")), datetime.now(UTC))
+def _row(i: int, now: datetime | None = None) -> tuple[Any, ...]:
+    """A new job's values; batches pass one `now` for all their rows."""
+    now = now or datetime.now(UTC)
+    return (uuid.uuid4(), TOPIC, json.dumps({"i": i}, separators=(",", ":")), now)
 
 
 async def insert_single(url: str, table: str, n: int) -> float:
@@ -109,7 +111,8 @@ async def insert_batch(url: str, table: str, n: int, chunk: int) -> float:
         sql = _insert(table)
         started = time.perf_counter()
         for first in range(0, n, chunk):
-            rows = [_row(i) for i in range(first, min(first + chunk, n))]
+            now = datetime.now(UTC)
+            rows = [_row(i, now) for i in range(first, min(first + chunk, n))]
             async with conn.transaction():
                 await conn.executemany(sql, rows)
         return n / (time.perf_counter() - started)

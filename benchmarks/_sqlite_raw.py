@@ -51,8 +51,9 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _row(i: int) -> tuple[str, str, str, str, str, str]:
-    now = stamp(datetime.now(UTC))
+def _row(i: int, now: str | None = None) -> tuple[str, str, str, str, str, str]:
+    """A new job's values; batches pass one `now` for all their rows."""
+    now = now or stamp(datetime.now(UTC))
     return (str(uuid.uuid4()), TOPIC, json.dumps({"i": i}, separators=(",", ":")), now, now, now)
 
 
@@ -76,7 +77,8 @@ def insert_batch(path: str, n: int, chunk: int) -> float:
     try:
         started = time.perf_counter()
         for first in range(0, n, chunk):
-            rows = [_row(i) for i in range(first, min(first + chunk, n))]
+            now = stamp(datetime.now(UTC))
+            rows = [_row(i, now) for i in range(first, min(first + chunk, n))]
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")

@@ -29,6 +29,8 @@ class Sizes:
     """How much work each workload does."""
 
     jobs: int
+    #: Jobs enqueued one by one in W1 (one commit each: slow on a busy disk).
+    single: int
     chunk: int
     w3_seconds: float
     w3_interval: float
@@ -43,20 +45,20 @@ def _log(message: str) -> None:
 
 async def w1_enqueue(backend: Backend, sizes: Sizes) -> list[Figure]:
     """Enqueue one by one and in batches, against raw INSERTs of the same rows."""
-    n, chunk, name = sizes.jobs, sizes.chunk, backend.name
+    n, single_n, chunk, name = sizes.jobs, sizes.single, sizes.chunk, backend.name
     for table in ("w1_floor_single", "w1_floor_batch", "w1_single", "w1_batch"):
         await backend.create(table)
     _log(f"{name} W1 floors")
-    floor_single = await backend.insert_single("w1_floor_single", n)
+    floor_single = await backend.insert_single("w1_floor_single", single_n)
     floor_batch = await backend.insert_batch("w1_floor_batch", n, chunk)
 
     _log(f"{name} W1 through Jobs")
     async with Jobs(open_store(backend.url("w1_single"))) as jobs:
         await jobs.stats()
         started = time.perf_counter()
-        for i in range(n):
+        for i in range(single_n):
             await jobs.enqueue(TOPIC, {"i": i})
-        single = n / (time.perf_counter() - started)
+        single = single_n / (time.perf_counter() - started)
     async with Jobs(open_store(backend.url("w1_batch"))) as jobs:
         await jobs.stats()
         started = time.perf_counter()
@@ -65,7 +67,7 @@ async def w1_enqueue(backend: Backend, sizes: Sizes) -> list[Figure]:
         batch = n / (time.perf_counter() - started)
     one = Figure(
         name,
-        f"W1 enqueue {n:,} one by one",
+        f"W1 enqueue {single_n:,} one by one",
         single,
         "jobs/s",
         floor_single,
