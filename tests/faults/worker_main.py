@@ -39,6 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grace", type=float, default=10.0)
     p.add_argument("--http-port", type=int, default=0, help="also serve the API here")
     p.add_argument("--token", default="", help="superuser token of the API")
+    p.add_argument("--poison-topic", default="", help="jobs of this topic SIGKILL the worker")
     return p.parse_args(argv)
 
 
@@ -60,6 +61,14 @@ def build(args: argparse.Namespace) -> tuple[Jobs, Ledger]:
         ledger.finished(row)
 
     jobs.register(args.topic, record_and_sleep)
+    if args.poison_topic:
+
+        async def die(job: Job) -> None:
+            ledger.started(job)
+            log.warning("job %s kills its worker %d", job.id, os.getpid())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        jobs.register(args.poison_topic, die)
     return jobs, ledger
 
 
