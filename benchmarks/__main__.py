@@ -20,7 +20,7 @@ import psutil
 
 from benchmarks._backends import Backend, PostgresBackend, SQLiteBackend
 from benchmarks._report import Figure, summary, table
-from benchmarks._workloads import Sizes, scale, w1_enqueue, w2_drain, w3_wakeup
+from benchmarks._workloads import Sizes, core_ceiling, scale, w1_enqueue, w2_drain, w3_wakeup
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 WORKLOADS = ("w1", "w2", "w3", "scale")
@@ -92,6 +92,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     wanted = {part.strip() for part in args.only.split(",")}
     figures: list[Figure] = []
     described: list[str] = []
+    if "w2" in wanted:
+        figures += await core_ceiling(sizes)
     for backend in backends(args):
         await backend.setup()
         try:

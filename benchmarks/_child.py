@@ -41,16 +41,22 @@ async def drain(url: str, n: int, pool: int) -> dict[str, float]:
         before = await jobs.stats()  # connects; the clock starts with a warm store
         if before.pending != n:
             raise RuntimeError(f"expected {n} pending jobs, found {before.pending}")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await jobs.start()
         await handled.wait()
         while (await jobs.store.count_by_status()).get(JobStatus.COMPLETED, 0) < n:
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         await jobs.stop()
     finally:
         await jobs.aclose()
-    return {"jobs_per_s": n / elapsed, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "jobs_per_s": n / elapsed,
+        "seconds": elapsed,
+        "cpu_us_per_job": cpu / n * 1e6,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 async def listen(url: str, poll: float) -> dict[str, dict[str, float]]:

@@ -41,7 +41,7 @@ def at_least(ratio: float | None, wanted: float) -> bool | None:
 
 
 def _number(value: float, unit: str) -> str:
-    if unit in ("jobs/s",):
+    if unit in ("jobs/s", "us"):
         return f"{value:,.0f} {unit}"
     if value >= 100:
         return f"{value:,.0f} {unit}"

@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 
 from benchmarks._backends import Backend
+from benchmarks._null_store import NullStore
 from benchmarks._report import Figure, at_least
 from jobs_core import Job, Jobs, JobsConfig, JobStatus, JobUpdate, open_store
 
@@ -116,6 +117,7 @@ async def w2_drain(backend: Backend, sizes: Sizes) -> list[Figure]:
             await jobs.enqueue_many(TOPIC, [{"i": i} for i in range(first, min(first + 5000, n))])
     result = await _child("drain", backend.url("w2"), str(n), str(sizes.pool))
     rate, rss = float(result["jobs_per_s"]), float(result["peak_rss_mb"])
+    cpu = float(result["cpu_us_per_job"])
     wanted = 0.7 if name == "postgres" else 0.5
     drained = _judge(
         Figure(
@@ -138,7 +140,39 @@ async def w2_drain(backend: Backend, sizes: Sizes) -> list[Figure]:
         "raw, 1 claim + 1 commit/job",
     )
     memory = Figure(name, "W2 worker peak RSS", rss, "MiB", target="<= 100 MiB", met=rss <= 100)
-    return [drained, versus_single, memory]
+    spent = Figure(name, "W2 worker CPU per job (all its threads)", cpu, "us")
+    return [drained, versus_single, spent, memory]
+
+
+async def core_ceiling(sizes: Sizes) -> list[Figure]:
+    """W2 on a store that does no I/O: the core's own cost per job, and the most any
+    store's W2 can reach on this machine."""
+    _log("core-only W2 (no-I/O store)")
+    n = sizes.jobs
+    store = NullStore()
+    jobs = Jobs(store, config=JobsConfig(worker_pool_size=sizes.pool, batch_size=sizes.pool))
+    handled = asyncio.Event()
+    count = [0]
+
+    async def noop(job: Job) -> None:
+        count[0] += 1
+        if count[0] >= n:
+            handled.set()
+
+    jobs.register(TOPIC, noop)
+    for first in range(0, n, 5000):
+        await jobs.enqueue_many(TOPIC, [{"i": i} for i in range(first, min(first + 5000, n))])
+    started, cpu = time.perf_counter(), time.process_time()
+    await jobs.start()
+    await handled.wait()
+    while store.completed < n:
+        await asyncio.sleep(0.001)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await jobs.aclose()
+    return [
+        Figure("none", f"W2 drain {n:,}, core only (no-I/O store)", n / elapsed, "jobs/s"),
+        Figure("none", "W2 core CPU per job", cpu / n * 1e6, "us"),
+    ]
 
 
 async def _child(*args: str) -> dict[str, float]:

@@ -1,0 +1,69 @@
+"""A store that does no I/O, to measure the core's own cost per job (the ceiling any
+real store's W2 figure stays under)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate
+
+
+class NullStore:
+    """Pending jobs in a deque; claims pop from it, guarded writes always succeed."""
+
+    def __init__(self) -> None:
+        self._pending: deque[Job] = deque()
+        self.completed = 0
+
+    async def insert(self, jobs: Sequence[Job]) -> None:
+        self._pending.extend(jobs)
+
+    async def get(self, job_id: str) -> Job:
+        raise NotImplementedError
+
+    async def list(self, query: JobQuery) -> JobPage:
+        raise NotImplementedError
+
+    async def count_by_status(self) -> Mapping[JobStatus, int]:
+        return {JobStatus.PENDING: len(self._pending), JobStatus.COMPLETED: self.completed}
+
+    async def claim(
+        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+    ) -> Sequence[Job]:
+        claimed: list[Job] = []
+        while self._pending and len(claimed) < limit:
+            job = self._pending.popleft()
+            claimed.append(
+                attrs.evolve(
+                    job,
+                    status=JobStatus.PROCESSING,
+                    locked_until=now + lease,
+                    lock_token=uuid.uuid4().hex,
+                    updated=now,
+                )
+            )
+        await asyncio.sleep(0)  # a real store yields while it waits for the database
+        return claimed
+
+    async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
+        return []
+
+    async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
+        await asyncio.sleep(0)
+        self.completed += sum(1 for u in updates if u.job.status is JobStatus.COMPLETED)
+        return [True] * len(updates)
+
+    async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
+        raise NotImplementedError
+
+    async def watch(self, on_new_work: Callable[[], None]) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        return None
