@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.faults.fleet import percentile, publish
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LOCK = timedelta(seconds=30)
 CONFIG = JobsConfig(lock_duration=LOCK, backoff=lambda n: timedelta(0))
+POOL_TOKEN = "pool-check-token-0123456789abcdefghij"
 
 
 @pytest.mark.parametrize("skew", [timedelta(0), timedelta(seconds=1), LOCK / 2])
@@ -118,29 +120,37 @@ async def test_notify_carries_no_payload(pg_url: str) -> None:
 
 async def test_no_pooled_connection_is_held_while_handlers_run(pg_url: str) -> None:
     """10 handlers sleep (holding no database work): the pool has at most 2 connections
-    checked out meanwhile; 50 concurrent API reads then all succeed (no pool timeout)."""
+    checked out meanwhile; 50 concurrent API reads then all succeed (no pool timeout).
+
+    The test client runs the app on its own event loop (in a thread), so the store is
+    used only there, and the handlers wait on thread events."""
+    producer = PostgresStore(pg_url, table="pool_check")
+    await Jobs(producer).enqueue_many("sleep", [{}] * 10)
+    await producer.close()
     store = PostgresStore(pg_url, table="pool_check")
-    config = JobsConfig(worker_pool_size=10, batch_size=10, poll_interval=timedelta(seconds=0.2))
+    config = JobsConfig(
+        worker_pool_size=10,
+        batch_size=10,
+        poll_interval=timedelta(seconds=0.2),
+        shutdown_grace=timedelta(seconds=5),
+    )
     jobs = Jobs(store, config=config)
-    running = 0
-    all_running = asyncio.Event()
-    release = asyncio.Event()
+    started: list[str] = []
+    all_running, release = threading.Event(), threading.Event()
 
     async def sleeper(job: Job) -> None:
-        nonlocal running
-        running += 1
-        if running == 10:
+        started.append(job.id)
+        if len(started) == 10:
             all_running.set()
-        await release.wait()
+        await asyncio.to_thread(release.wait, 30)
 
     jobs.register("sleep", sleeper)
-    await jobs.enqueue_many("sleep", [{}] * 10)
-    app = create_app(jobs, token="pool-check-token-0123456789abcdefghij", ui=False)
+    app = create_app(jobs, token=POOL_TOKEN, ui=False)
     samples: list[int] = []
     latencies: list[float] = []
     try:
         async with AsyncTestClient(app=app, timeout=60) as client:
-            await asyncio.wait_for(all_running.wait(), 30)
+            assert await asyncio.to_thread(all_running.wait, 30)
             for _ in range(20):
                 samples.append(store.engine.pool.checkedout())  # type: ignore[attr-defined]
                 await asyncio.sleep(0.05)
@@ -148,8 +158,7 @@ async def test_no_pooled_connection_is_held_while_handlers_run(pg_url: str) -> N
             async def read() -> int:
                 began = time.monotonic()
                 response = await client.get(
-                    "/api/jobs",
-                    headers={"Authorization": "Bearer pool-check-token-0123456789abcdefghij"},
+                    "/api/jobs", headers={"Authorization": f"Bearer {POOL_TOKEN}"}
                 )
                 latencies.append(time.monotonic() - began)
                 return response.status_code
@@ -157,7 +166,7 @@ async def test_no_pooled_connection_is_held_while_handlers_run(pg_url: str) -> N
             codes = await asyncio.gather(*(read() for _ in range(50)))
             release.set()
     finally:
-        await store.close()
+        release.set()
     publish(
         "pg-pool",
         {
