@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -155,7 +154,3 @@ def publish(name: str, figures: dict[str, Any]) -> None:
     for key, value in figures.items():
         shown = f"{value:.3f}" if isinstance(value, float) else value
         print(f"  {key}: {shown}")
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -364,13 +364,3 @@ def counters_consistent(jobs: Sequence[Job], stats: JobStats) -> list[str]:
     if finished and abs(stats.success_rate - stats.completed / finished) > 1e-9:
         bad.append(f"I6: success_rate {stats.success_rate} != completed/(completed+failed)")
     return bad
-
-
-@contextlib.contextmanager
-def opened(path: str | Path) -> Iterator[Ledger]:
-    """A ledger on `path`, closed afterwards."""
-    ledger = Ledger(path)
-    try:
-        yield ledger
-    finally:
-        ledger.close()

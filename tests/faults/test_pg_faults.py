@@ -29,7 +29,7 @@ from jobs_postgres import PostgresStore
 from tests.faults import pg
 from tests.faults.fleet import Fleet, percentile, publish
 from tests.faults.ledger import Ledger, LedgerStore, all_jobs, check
-from tests.faults.proxy import TcpProxy, proxy
+from tests.faults.proxy import proxy
 
 TOKEN = "fault-tests-superuser-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -460,6 +460,3 @@ async def test_connection_killed_between_handler_return_and_completion_commit(
     assert retried, "no completion write failed: the fault did not hit the commit"
     report.assert_ok()
     assert report.figures["completed"] == 20
-
-
-__all__ = ["TcpProxy"]
