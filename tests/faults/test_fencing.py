@@ -32,8 +32,8 @@ from jobs_core import (
 from jobs_core import _transitions as transitions
 from jobs_core.testing import FakeClock
 from jobs_postgres import PostgresStore
-from jobs_sqlite import SQLiteStore
 from tests.faults.ledger import Ledger, LedgerStore, all_jobs, check
+from tests.faults.stores import second_connection
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
@@ -139,23 +139,13 @@ async def _together(
     return ok
 
 
-async def _second_connection(store: JobStore, tmp_path: Path, pg_url: str | None) -> JobStore:
-    """Another store on the same data: a second connection, as a separate rescuer has."""
-    if isinstance(store, SQLiteStore):
-        return SQLiteStore(store.path)
-    if isinstance(store, PostgresStore):
-        assert pg_url is not None
-        return PostgresStore(pg_url, table=store.table.name)
-    return store
-
-
 @pytest.mark.parametrize("rounds", [12])
 async def test_completion_racing_the_rescuer_has_one_winner(
     any_store: JobStore, tmp_path: Path, request: pytest.FixtureRequest, rounds: int
 ) -> None:
     """A's completion and the reaper's expiry hit the store together: exactly one applies."""
     pg_url = request.getfixturevalue("pg_url") if isinstance(any_store, PostgresStore) else None
-    other = await _second_connection(any_store, tmp_path, pg_url)
+    other = await second_connection(any_store, tmp_path, pg_url)
     clock = FakeClock(T0)
     jobs = Jobs(any_store, clock=clock, config=CONFIG)
     winners: list[str] = []

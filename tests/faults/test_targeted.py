@@ -16,11 +16,22 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from jobs_core import Job, Jobs, JobsConfig, JobStatus, JobStore, MemoryStore
+from jobs_core import (
+    CannotDelete,
+    Job,
+    JobNotFound,
+    Jobs,
+    JobsConfig,
+    JobStatus,
+    JobStore,
+    MemoryStore,
+)
+from jobs_core import _transitions as transitions
 from jobs_core.testing import FakeClock
 from jobs_http import create_app
 from jobs_postgres import PostgresStore
 from tests.faults.fleet import percentile, publish
+from tests.faults.stores import second_connection
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LOCK = timedelta(seconds=30)
@@ -208,3 +219,72 @@ async def test_poison_payload_fails_the_job_not_the_worker(tmp_path: Path) -> No
     assert "quantity" in failed.last_error
     assert (await jobs.get(good.id)).status is JobStatus.COMPLETED
     assert done == [2]
+
+
+@pytest.mark.parametrize("rounds", [10])
+async def test_delete_racing_a_claim_has_one_winner(
+    any_store: JobStore, tmp_path: Path, request: pytest.FixtureRequest, rounds: int
+) -> None:
+    """RELIABILITY §4.8: an API delete and a worker's claim of the same pending job, sent
+    together from two connections: exactly one wins (204 or a claimed job, never both),
+    and a deleted job is never handed to a worker."""
+    pg_url = request.getfixturevalue("pg_url") if isinstance(any_store, PostgresStore) else None
+    other = await second_connection(any_store, tmp_path, pg_url)
+    jobs = Jobs(any_store)
+    outcomes: list[str] = []
+    try:
+        for i in range(rounds):
+            job = await jobs.enqueue("race", {"round": i})
+            gate = asyncio.Event()
+
+            async def delete(job_id: str = job.id, gate: asyncio.Event = gate) -> str:
+                await gate.wait()
+                try:
+                    await jobs.delete(job_id)
+                except CannotDelete:
+                    return "409"
+                except JobNotFound:
+                    return "404"
+                return "204"
+
+            async def claim(gate: asyncio.Event = gate) -> list[Job]:
+                await gate.wait()
+                return list(
+                    await other.claim(
+                        topics=["race"], now=jobs.clock.now(), lease=CONFIG.lease, limit=1
+                    )
+                )
+
+            tasks = [asyncio.create_task(delete()), asyncio.create_task(claim())]
+            if i % 2:
+                tasks.reverse()
+            await asyncio.sleep(0)
+            gate.set()
+            results = await asyncio.gather(*tasks)
+            if i % 2:
+                results.reverse()
+            status, claimed = results
+            assert isinstance(status, str)
+            assert isinstance(claimed, list)
+            if status == "204":
+                assert claimed == []
+                with pytest.raises(JobNotFound):
+                    await jobs.get(job.id)
+            else:
+                assert status == "409"
+                assert [c.id for c in claimed] == [job.id]
+            outcomes.append(status)
+            if claimed:  # tidy up: complete it so the next round starts clean
+                (c,) = claimed
+                assert c.lock_token is not None
+                await any_store.update(
+                    [
+                        transitions.update(
+                            c, transitions.complete(c, token=c.lock_token, now=jobs.clock.now())
+                        )
+                    ]
+                )
+    finally:
+        if other is not any_store:
+            await other.close()
+    assert len(outcomes) == rounds
