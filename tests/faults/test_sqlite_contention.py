@@ -180,3 +180,68 @@ async def test_four_processes_serving_and_working_on_one_file(tmp_path: Path) ->
     assert dead == []
     assert codes == [0, 0, 0, 0]
     assert len(tally.ids) >= 0.9 * ENQUEUE_RATE * 4 * DURATION  # the load really ran
+
+
+@pytest.mark.fault
+@pytest.mark.fault_sqlite
+@pytest.mark.timeout(200)
+async def test_stats_hammer_keeps_the_service_and_the_worker_going(tmp_path: Path) -> None:
+    """RELIABILITY §4.8 last row: `/api/jobs/stats` as fast as 50 clients can ask, for
+    10 s, on a process that also runs the worker. No error, p99 reported, and the worker
+    keeps claiming meanwhile."""
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    ledger_path = tmp_path / "ledger.db"
+    Ledger(ledger_path).conn.close()
+    jobs = Jobs(open_store(db))
+    ids = [j.id for j in await jobs.enqueue_many("chaos", [{"n": n} for n in range(500)])]
+    port = free_port()
+    fleet = Fleet(
+        db=db,
+        ledger=ledger_path,
+        logs=tmp_path / "logs",
+        size=1,
+        args=["--pool", "4", "--batch", "4", "--token", TOKEN],
+    )
+    fleet.procs = [fleet.spawn(0, "--http-port", str(port))]
+    base = f"http://127.0.0.1:{port}"
+    latencies: list[float] = []
+    statuses: list[int] = []
+    try:
+        await _ready(base)
+        before = (await jobs.stats()).completed
+        until = time.monotonic() + 10
+
+        async def client() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=30, headers=AUTH) as c:
+                while time.monotonic() < until:
+                    began = time.monotonic()
+                    try:
+                        response = await c.get("/api/jobs/stats")
+                        statuses.append(response.status_code)
+                    except httpx.TransportError:
+                        statuses.append(-1)
+                    latencies.append(time.monotonic() - began)
+
+        await asyncio.gather(*(client() for _ in range(50)))
+        during = (await jobs.stats()).completed - before
+        deadline = time.monotonic() + 120
+        while (await jobs.stats()).completed < len(ids):
+            assert time.monotonic() < deadline, "the backlog did not drain"
+            await asyncio.sleep(0.5)
+    finally:
+        codes = fleet.stop()
+        await jobs.aclose()
+    publish(
+        "sqlite-stats-hammer",
+        {
+            "requests": len(statuses),
+            "requests_per_s": len(statuses) / 10,
+            "errors": sum(1 for s in statuses if s != 200),
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "jobs_completed_during_hammer": during,
+        },
+    )
+    assert set(statuses) == {200}
+    assert during > 0, "the worker stopped claiming while the API was hammered"
+    assert codes == [0]
