@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import uuid
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from hypothesis import settings
@@ -25,11 +28,19 @@ class TestPostgresStoreContract(JobStoreContract):
 
 
 def _machine_database() -> str:
-    """A database for the model machine (Hypothesis runs outside pytest's fixtures)."""
-    name = "jobs_test_model"
+    """A database for the model machine (Hypothesis runs outside pytest's fixtures).
+
+    Made on first use and dropped when the test process exits.
+    """
+    name = f"jobs_test_model_{uuid.uuid4().hex[:12]}"
     with admin_connect() as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    atexit.register(drop)
     return with_database(ADMIN_URL, name)
 
 
