@@ -171,7 +171,7 @@ def running_server(tmp: Path) -> Iterator[Server]:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The server most tests share, seeded with jobs in every settled status."""
     with running_server(tmp_path_factory.mktemp("jobs-serve")) as running:
@@ -179,7 +179,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """Headless Chromium from Debian's `chromium` package."""
     if not CHROMIUM.exists():
