@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -162,9 +163,10 @@ async def _outage_run(
         api = await _api_while_down(api_url)
         await asyncio.sleep(max(0.0, outage - (time.time() - down_at)))
         assert fleet.dead() == [], f"workers exited during the outage: {fleet.dead()}"
+        back_from = time.time()  # the earliest the database may accept connections again
         ready_at = await asyncio.to_thread(come_back)
         print(f"database ready at {ready_at:.3f}")
-        during = _starts_between(ledger_path, down_at + LOCK, ready_at)
+        during = _starts_between(ledger_path, down_at + LOCK, back_from)
         resume = await _wait_first_start(ledger_path, ready_at)
         await _drain(jobs, 180)
         dead = fleet.dead()
@@ -242,8 +244,13 @@ async def test_real_server_restart_mid_run(db_url: str, tmp_path: Path) -> None:
         pg.pg_ctl("stop", "-m", "fast")
 
     def come_back() -> float:
-        pg.pg_ctl("start")
-        return pg.wait_ready()
+        """Start the server; the moment it first accepts a connection (polled meanwhile,
+        because `pg_ctlcluster start` returns some time after that)."""
+        starting = threading.Thread(target=pg.pg_ctl, args=("start",))
+        starting.start()
+        ready = pg.wait_ready()
+        starting.join(120)
+        return ready
 
     try:
         await _outage_run(
