@@ -66,28 +66,36 @@ def isolated(session: nox.Session) -> None:
     session.run("pytest", "tests/core", "-p", "no:cacheprovider", "--rootdir", ".")
 
 
-def _fault(session: nox.Session, store: str) -> None:
+def _fault(session: nox.Session, store: str, other: str) -> None:
     sync(session)
-    session.run("pytest", f"tests/{store}", "-m", "fault", "-p", "no:randomly", *session.posargs)
+    session.run(
+        "pytest",
+        f"tests/{store}",
+        "tests/faults",
+        "-m",
+        f"fault and not fault_{other}",
+        "-s",
+        *session.posargs,
+    )
 
 
 @nox.session(name="fault-sqlite", python=PYTHON)
 def fault_sqlite(session: nox.Session) -> None:
     """Crash and contention tests on SQLite files (kill -9, several processes)."""
-    _fault(session, "sqlite")
+    _fault(session, "sqlite", "postgres")
 
 
 @nox.session(name="fault-postgres", python=PYTHON)
 def fault_postgres(session: nox.Session) -> None:
-    """Crash and database-fault tests on the local PostgreSQL (kill -9, restarts)."""
-    _fault(session, "postgres")
+    """Crash and database-fault tests on the local PostgreSQL (kill -9, a real restart)."""
+    _fault(session, "postgres", "sqlite")
 
 
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
-    """Long-running soak tests (opt-in; tens of minutes)."""
+    """Long-running soak tests (opt-in; JOBS_SOAK_MINUTES, default 30, per backend)."""
     sync(session)
-    session.run("pytest", "tests", "-m", "soak", *session.posargs)
+    session.run("pytest", "tests", "-m", "soak", "-s", *session.posargs)
 
 
 @nox.session(python=PYTHON)

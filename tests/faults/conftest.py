@@ -42,8 +42,3 @@ async def any_store(
         store = PostgresStore(url, table=f"jobs_{uuid.uuid4().hex[:16]}")
     yield store
     await store.close()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fault_postgres: fault test needing PostgreSQL")
-    config.addinivalue_line("markers", "fault_sqlite: fault test on SQLite files")
