@@ -32,7 +32,7 @@ def spawn(options: dict[str, Any], *, log: Path | None = None) -> subprocess.Pop
     )
 
 
-def wait_ready(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+def wait_ready(proc: subprocess.Popen[str], timeout: float = 30.0, log: Path | None = None) -> None:
     """Block until the worker prints `ready` (its worker loop runs)."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -41,7 +41,10 @@ def wait_ready(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
         if line.strip() == "ready":
             return
         if not line and proc.poll() is not None:
-            raise AssertionError(f"worker exited with {proc.returncode} before it was ready")
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(
+                f"worker exited with {proc.returncode} before it was ready; log:\n{tail}"
+            )
     raise AssertionError("worker not ready in time")
 
 
@@ -65,7 +68,7 @@ def workers(
     procs = [spawn(options, log=log) for _ in range(count)]
     try:
         for proc in procs:
-            wait_ready(proc)
+            wait_ready(proc, log=log)
         yield procs
     finally:
         codes = [stop(proc) for proc in procs]

@@ -47,7 +47,11 @@ async def main(options: dict[str, Any]) -> int:
     ledger = options["ledger"]
     pool = await asyncpg.create_pool(options["plain_url"], min_size=1, max_size=4)
     assert pool is not None
-    await pool.execute(LEDGER_DDL.format(ledger=ledger))
+    async with pool.acquire() as conn, conn.transaction():
+        # CREATE TABLE IF NOT EXISTS races with itself across processes (duplicate
+        # pg_type key); the advisory lock makes the workers create the ledger one by one.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", ledger)
+        await conn.execute(LEDGER_DDL.format(ledger=ledger))
     pid = os.getpid()
 
     at_start = bool(options.get("ledger_at_start"))
