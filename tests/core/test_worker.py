@@ -369,3 +369,29 @@ async def test_handler_exceptions_never_stop_the_worker(
     job = await jobs.enqueue_with_options("t", None, EnqueueOptions(max_retries=0))
     await jobs.run_once()
     assert (await jobs.get(job.id)).last_error == "KeyError: 'missing'"
+
+
+async def test_a_restarted_worker_retries_result_writes_without_giving_up(
+    clock: FakeClock,
+) -> None:
+    """stop() bounds the retries of its final flush; after start() again, a result write
+    that fails more often than that is still retried until the store takes it."""
+    store = FlakyStore(failures=0)
+    jobs = Jobs(store, clock=clock, config=config())
+
+    async def handler(job: Job) -> None:
+        return None
+
+    jobs.register("t", handler)
+    await jobs.start()
+    await jobs.stop()
+    store.update_failures = 6  # more than the 3 tries a closing writer allows
+    job = await jobs.enqueue("t", None)
+    await jobs.start()
+    for _ in range(100):
+        if (await store.get(job.id)).status is JobStatus.COMPLETED:
+            break
+        await settle()
+        clock.advance(timedelta(seconds=1))
+    assert (await store.get(job.id)).status is JobStatus.COMPLETED
+    await jobs.stop()

@@ -106,6 +106,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._wake = asyncio.Event()
+        self._writer = ResultWriter(self._store, self._clock)  # the last stop() closed it
         started = asyncio.Event()
         self._main = asyncio.create_task(self._run(started), name="jobs-worker")
         self._watch = asyncio.create_task(self._watch_store(), name="jobs-watch")
