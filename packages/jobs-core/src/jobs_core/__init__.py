@@ -23,6 +23,7 @@ from jobs_core._errors import (
 )
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
+    MUTABLE_FIELDS,
     EnqueueOptions,
     Job,
     JobPage,
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRIES_LIMIT",
     "MAX_TOPIC_LENGTH",
+    "MUTABLE_FIELDS",
     "CannotDelete",
     "CannotRequeue",
     "Clock",

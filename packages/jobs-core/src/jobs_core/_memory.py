@@ -11,9 +11,7 @@ import attrs
 from jobs_core import _transitions as transitions
 from jobs_core._errors import InvalidOptions, JobNotFound
 from jobs_core._ids import new_lock_token
-from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
-
-_MUTABLE = ("status", "run_at", "locked_until", "lock_token", "retries", "last_error", "updated")
+from jobs_core._model import MUTABLE_FIELDS, Job, JobPage, JobQuery, JobStatus, JobUpdate
 
 
 class MemoryStore:
@@ -114,7 +112,7 @@ class MemoryStore:
             )
             if ok:
                 assert current is not None
-                fields = {name: getattr(change.job, name) for name in _MUTABLE}
+                fields = {name: getattr(change.job, name) for name in MUTABLE_FIELDS}
                 self._jobs[current.id] = attrs.evolve(current, **fields)
             applied.append(ok)
         if any(

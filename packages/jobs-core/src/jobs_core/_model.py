@@ -117,14 +117,25 @@ class JobStats:
         )
 
 
+#: The fields a guarded write may change; a job's other fields never change once stored.
+MUTABLE_FIELDS: tuple[str, ...] = (
+    "status",
+    "run_at",
+    "locked_until",
+    "lock_token",
+    "retries",
+    "last_error",
+    "updated",
+)
+
+
 @attrs.frozen(kw_only=True)
 class JobUpdate:
     """A write the core decided: store `job`'s mutable fields if the row still matches.
 
     The guard is the row's `status` and `lock_token` as the core last saw them; a store
     writes only when both still hold (compare-and-set), so a stale worker's report or a
-    lost race changes nothing. Mutable fields: status, run_at, locked_until, lock_token,
-    retries, last_error, updated.
+    lost race changes nothing. Only the `MUTABLE_FIELDS` are written.
     """
 
     job: Job

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from jobs_core import Job, JobNotFound, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core import MUTABLE_FIELDS, Job, JobNotFound, JobPage, JobQuery, JobStatus, JobUpdate
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
 from jobs_postgres._rows import canonical_id, dumps, to_job, to_row
@@ -396,18 +396,7 @@ def _update_statement(t: sa.Table) -> sa.TextClause:
     names = ", ".join(name for name, _ in _UPDATE_COLUMNS)
     # Names were checked to be plain lower-case identifiers, so quoting them is exact.
     target = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
-    sets = ", ".join(
-        f"{col} = v.{col}"
-        for col in (
-            "status",
-            "run_at",
-            "locked_until",
-            "lock_token",
-            "retries",
-            "last_error",
-            "updated",
-        )
-    )
+    sets = ", ".join(f"{col} = v.{col}" for col in MUTABLE_FIELDS)
     sql = (
         f"UPDATE {target} AS t SET {sets}"  # noqa: S608 - identifiers checked, values bound
         f" FROM unnest({arrays}) AS v({names})"

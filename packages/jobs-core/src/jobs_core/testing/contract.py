@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 
 from jobs_core import _transitions as transitions
 from jobs_core._ids import new_job_id
-from jobs_core._model import Job, JobQuery, JobStatus, JobUpdate
+from jobs_core._model import MUTABLE_FIELDS, Job, JobQuery, JobStatus, JobUpdate
 from jobs_core.ports import JobStore
 
 __all__ = ["LEASE", "JobStoreContract", "make_job", "make_state_machine"]
@@ -380,18 +380,7 @@ def make_state_machine(
                 current = self.model[job_id]
                 self.model[job_id] = attrs.evolve(
                     current,
-                    **{
-                        name: getattr(after, name)
-                        for name in (
-                            "status",
-                            "run_at",
-                            "locked_until",
-                            "lock_token",
-                            "retries",
-                            "last_error",
-                            "updated",
-                        )
-                    },
+                    **{name: getattr(after, name) for name in MUTABLE_FIELDS},
                 )
             else:
                 event("stale report refused")
