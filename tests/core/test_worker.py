@@ -128,6 +128,76 @@ async def test_async_handler_is_cancelled_at_the_timeout(
     assert after.retries == 1
 
 
+async def test_a_handler_swallowing_the_timeout_still_fails_and_its_job_records(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """A handler that catches the timeout's cancellation and returns (or raises something
+    else) still ends in a timed-out attempt; the result is written despite the cancel."""
+    jobs = Jobs(store, clock=clock, config=config(lock_duration=LOCK))
+
+    async def stubborn(job: Job) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if job.payload == "raise":
+                raise RuntimeError("cleanup failed") from None
+
+    jobs.register("t", stubborn)
+    quiet = await jobs.enqueue("t", "return")
+    loud = await jobs.enqueue("t", "raise")
+    run = asyncio.create_task(jobs.run_once())
+    await until(lambda: clock.sleepers > 0)
+    clock.advance(LOCK)
+    assert await run == 2
+    for job in (quiet, loud):
+        after = await jobs.get(job.id)
+        assert (after.status, after.retries) == (JobStatus.PENDING, 1)
+        assert after.last_error == "timed out after 300s (lock_duration)"
+
+
+async def test_timeouts_of_many_running_jobs_each_fire_at_their_own_deadline(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Jobs started at different times time out LOCK after their own start, on one timer;
+    a job that finishes in time is not touched."""
+    jobs = Jobs(store, clock=clock, config=config(lock_duration=LOCK, worker_pool_size=3))
+    gate = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        if job.payload == "quick":
+            await gate.wait()
+        else:
+            await asyncio.Event().wait()
+
+    jobs.register("t", handler)
+    first = await jobs.enqueue("t", "slow")
+    first_run = asyncio.create_task(jobs.run_once())
+    await until(lambda: clock.sleepers > 0)
+    clock.advance(timedelta(minutes=1))
+    second = await jobs.enqueue("t", "slow")
+    quick = await jobs.enqueue("t", "quick")
+    second_run = asyncio.create_task(jobs.run_once())
+    await settle()
+    assert clock.sleepers == 1  # one shared timer, not one per job
+    clock.advance(LOCK - timedelta(minutes=1))
+    assert await first_run == 1
+    assert (await jobs.get(second.id)).status is JobStatus.PROCESSING
+    gate.set()
+    await until(lambda: store_status(store, quick.id) is JobStatus.COMPLETED)
+    clock.advance(timedelta(minutes=1))
+    assert await second_run == 2
+    for job in (first, second):
+        assert (await jobs.get(job.id)).last_error == "timed out after 300s (lock_duration)"
+    assert (await jobs.get(quick.id)).last_error is None
+    assert clock.sleepers == 0
+
+
+def store_status(store: MemoryStore, job_id: str) -> JobStatus | None:
+    """A job's status read without awaiting (None if unknown)."""
+    job = store._jobs.get(job_id)
+    return None if job is None else job.status
+
+
 async def test_thread_handler_overrun_is_abandoned_and_its_late_result_fenced(
     store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig
+from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core._errors import LockLost
 from jobs_core._model import Job
 from jobs_core._results import ResultWriter
@@ -32,10 +34,6 @@ Handler = Callable[[Job], Awaitable[Any] | Any]
 #: Most expired leases rescued per sweep.
 REAP_LIMIT = 100
 _STORE_BACKOFF_CAP = timedelta(seconds=5)
-
-
-class _TimedOut(Exception):
-    pass
 
 
 def is_async_handler(handler: Handler) -> bool:
@@ -60,6 +58,10 @@ class Worker:
         self._config = config
         self._handlers = handlers
         self._writer = ResultWriter(store, clock)
+        #: Execution timeouts of running handlers, on one shared timer.
+        self._deadlines = DeadlineTimer(clock)
+        #: Per topic: the handler last seen and whether it is async (inspect is slow).
+        self._kinds: dict[str, tuple[Handler, bool]] = {}
         #: Claimed jobs not yet finished: handler running, or its result being written.
         self._in_flight: set[asyncio.Task[None]] = set()
         #: Of those, the ones whose handler has not returned yet: what the pool limits.
@@ -129,6 +131,7 @@ class Worker:
             task.cancel()  # _execute releases the job's claim
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._deadlines.close()
         await self._writer.close()
         self._main = self._watch = None
 
@@ -230,29 +233,29 @@ class Worker:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._in_flight.add(task)
         self._running.add(task)
-
-        def finished(done: asyncio.Task[None]) -> None:
-            self._in_flight.discard(done)
-            self._running.discard(done)  # if it was cancelled before its handler ran
-            self._wake.set()  # the write-backlog cap may have held a claim back
-
-        task.add_done_callback(finished)
+        task.add_done_callback(self._finished)
         return task
 
-    def _handler_done(self) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.discard(task)
-        self._wake.set()  # a slot is free
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._running.discard(task)  # if it was cancelled before its handler ran
+        self._wake.set()  # the write-backlog cap may have held a claim back
 
     async def _execute(self, job: Job) -> None:
         assert job.lock_token is not None
+        task = asyncio.current_task()
+        assert task is not None
         handler = self._handlers[job.topic]
+        # At the deadline the timer cancels this task; `deadline.expired` tells that
+        # cancellation from the one `stop()` sends.
+        deadline = self._deadlines.start(self._config.lock_duration, task.cancel)
         try:
             try:
-                error = await self._call(handler, job)
+                error = await self._call(handler, job, deadline)
             finally:
-                self._handler_done()
+                deadline.cancel()
+                self._running.discard(task)
+                self._wake.set()  # a slot is free
         except asyncio.CancelledError:
             await self._record(job, transitions.release, "released at shutdown")
             return
@@ -261,40 +264,51 @@ class Worker:
         else:
             await self._record_failure(job, error)
 
-    async def _call(self, handler: Handler, job: Job) -> str | None:
-        """Run the handler under the execution timeout; the error text, or None on success."""
-        timeout = self._config.lock_duration
-        if is_async_handler(handler):
-            running: asyncio.Future[Any] = asyncio.ensure_future(handler(job))
-        else:
-            running = run_in_daemon_thread(lambda: handler(job))
+    async def _call(self, handler: Handler, job: Job, deadline: Deadline) -> str | None:
+        """Run the handler until it ends or `deadline` cancels it; the error text, or None."""
         try:
-            await _wait_until(self._clock, timeout, running, on_timeout=_TimedOut)
-        except _TimedOut:
-            if isinstance(running, asyncio.Task):
-                running.cancel()
-                with contextlib.suppress(BaseException):
-                    await running
+            if self._is_async(job.topic, handler):
+                await handler(job)
             else:
-                running.add_done_callback(lambda done: self._late_result(job, done))
-            return f"timed out after {timeout.total_seconds():g}s (lock_duration)"
+                await self._in_thread(handler, job, deadline)
         except asyncio.CancelledError:
-            if isinstance(running, asyncio.Task):
-                running.cancel()
-                with contextlib.suppress(BaseException):
-                    await running
-            raise
+            if not deadline.expired:
+                raise  # stop() cancelled the job
         except Exception as exc:  # noqa: BLE001 - a handler's error is a failed attempt
-            log.info(
-                "job %s (%s) attempt %d failed: %s: %s",
-                job.id,
-                job.topic,
-                job.retries + 1,
-                type(exc).__name__,
-                exc,
-            )
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if not deadline.expired:
+                log.info(
+                    "job %s (%s) attempt %d failed: %s: %s",
+                    job.id,
+                    job.topic,
+                    job.retries + 1,
+                    type(exc).__name__,
+                    exc,
+                )
+                return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if deadline.expired:  # however the handler ended, its time was up first
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # the timeout's cancellation is handled: the job goes on
+            timeout = self._config.lock_duration
+            return f"timed out after {timeout.total_seconds():g}s (lock_duration)"
         return None
+
+    async def _in_thread(self, handler: Handler, job: Job, deadline: Deadline) -> None:
+        """Run a plain `def` handler on its own thread; at the deadline the thread is
+        abandoned (it cannot be cancelled) and its late result fenced."""
+        running = run_in_daemon_thread(functools.partial(handler, job))
+        try:
+            await asyncio.shield(running)  # a cancel must not cancel `running` itself
+        except asyncio.CancelledError:
+            if deadline.expired:
+                running.add_done_callback(lambda done: self._late_result(job, done))
+            raise
+
+    def _is_async(self, topic: str, handler: Handler) -> bool:
+        known = self._kinds.get(topic)
+        if known is None or known[0] is not handler:
+            known = self._kinds[topic] = (handler, is_async_handler(handler))
+        return known[1]
 
     def _late_result(self, job: Job, done: asyncio.Future[Any]) -> None:
         """An abandoned thread finished: try its completion so fencing refuses it, visibly."""
@@ -330,16 +344,11 @@ class Worker:
             )
 
 
-async def _wait_until(
-    clock: Clock,
-    delay: timedelta,
-    awaitable: Awaitable[Any],
-    on_timeout: type[Exception] | None = None,
-) -> None:
+async def _wait_until(clock: Clock, delay: timedelta, awaitable: Awaitable[Any]) -> None:
     """Wait for `awaitable` or `delay` of clock time, whichever comes first.
 
-    On timeout, `awaitable` is left running (callers decide) and `on_timeout` is raised
-    if given. The awaitable's own exception propagates.
+    On timeout, `awaitable` is left running if it is a future (callers decide). Its own
+    exception propagates.
     """
     owned = not isinstance(awaitable, asyncio.Future)  # we wrapped it, so we clean it up
     work = asyncio.ensure_future(awaitable)
@@ -352,5 +361,3 @@ async def _wait_until(
             work.cancel()
     if work.done():
         work.result()
-    elif on_timeout is not None:
-        raise on_timeout
