@@ -1,59 +1,38 @@
-"""The store's operations as plain synchronous functions over one SQLAlchemy connection.
+"""The store's operations as plain synchronous functions, one whole port call each.
 
-Each function is one whole port call: its own transaction, as few statements as it can.
-`SQLiteStore` runs each on its dedicated thread, so a port call costs one thread hop
-however many statements it runs. Writers use `write_transaction` (`BEGIN IMMEDIATE`).
+Each runs its own transaction with as few statements as it can; `SQLiteStore` runs
+each on its dedicated thread, so a port call costs one thread hop however many
+statements it runs. The hot ones (insert, claim, guarded update) take a `Session` and
+run the fixed SQL of `_statements`; the rest use SQLAlchemy Core on the connection.
+Writers always begin with `BEGIN IMMEDIATE`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import (
-    Connection,
-    Update,
-    and_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import Connection, and_, delete, func, insert, select, true
 
 from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_sqlite import _statements as sql
 from jobs_sqlite._engine import read_transaction, write_transaction
-from jobs_sqlite._rows import COLUMNS, format_time, from_row, mutable_values, to_row
+from jobs_sqlite._rows import (
+    COLUMNS,
+    format_time,
+    from_row,
+    guarded_values,
+    insert_values,
+    time_texts,
+    to_row,
+)
 from jobs_sqlite._schema import jobs_table
+from jobs_sqlite._sessions import Session
 
 _t = jobs_table.c
 _ALL: Final = [_t[name] for name in COLUMNS]
-_PENDING: Final = JobStatus.PENDING.value
 _PROCESSING: Final = JobStatus.PROCESSING.value
-
-#: A fresh random fencing token per claimed row, made by SQLite inside the UPDATE.
-_NEW_TOKEN: Final = func.lower(func.hex(func.randomblob(16)))
-
-_GUARDED_UPDATE: Final = (
-    update(jobs_table)
-    .where(
-        _t.id == bindparam("b_id"),
-        _t.status == bindparam("b_status"),
-        _t.lock_token.is_not_distinct_from(bindparam("b_token")),
-    )
-    .values(
-        status=bindparam("status"),
-        run_at=bindparam("run_at"),
-        locked_until=bindparam("locked_until"),
-        lock_token=bindparam("lock_token"),
-        retries=bindparam("retries"),
-        last_error=bindparam("last_error"),
-        updated=bindparam("updated"),
-    )
-)
 
 
 def insert_jobs(connection: Connection, jobs: Sequence[Job]) -> None:
@@ -62,10 +41,12 @@ def insert_jobs(connection: Connection, jobs: Sequence[Job]) -> None:
         connection.execute(insert(jobs_table), [to_row(job) for job in jobs])
 
 
-def insert_all(connection: Connection, jobs: Sequence[Job]) -> None:
+def insert_all(session: Session, jobs: Sequence[Job]) -> None:
     """Store new jobs in one transaction: all or none."""
-    with write_transaction(connection):
-        insert_jobs(connection, jobs)
+    text = time_texts()
+    rows = [insert_values(job, text) for job in jobs]
+    with session.write():
+        session.change_many(sql.INSERT, rows)
 
 
 def get(connection: Connection, path: str, job_id: str) -> Job | None:
@@ -107,38 +88,8 @@ def count_by_status(connection: Connection) -> Mapping[JobStatus, int]:
     return counts
 
 
-def _claim_statement() -> Update:
-    due = (
-        select(_t.id)
-        .where(
-            _t.status == _PENDING,
-            _t.run_at <= bindparam("now"),
-            _t.topic.in_(bindparam("topics", expanding=True)),
-        )
-        .order_by(_t.run_at, _t.id)
-        .limit(bindparam("limit"))
-        .scalar_subquery()
-    )
-    return (
-        update(jobs_table)
-        # `status || ''` keeps the planner on the primary key for `id IN (...)` rather
-        # than scanning every pending row through the status index.
-        .where(_t.id.in_(due), _t.status.concat("") == _PENDING)
-        .values(
-            status=_PROCESSING,
-            locked_until=bindparam("locked_until"),
-            lock_token=_NEW_TOKEN,
-            updated=bindparam("now"),
-        )
-        .returning(*_ALL)
-    )
-
-
-_CLAIM: Final = _claim_statement()
-
-
 def claim(
-    connection: Connection,
+    session: Session,
     path: str,
     *,
     topics: Collection[str],
@@ -154,17 +105,17 @@ def claim(
     wanted = list(dict.fromkeys(topics))
     if not wanted or limit <= 0:
         return []
-    params = {
-        "now": format_time(now),
-        "topics": wanted,
-        "limit": limit,
-        "locked_until": format_time(now + lease),
-    }
-    with write_transaction(connection):
-        rows = connection.execute(_CLAIM, params).all()
+    stamp = format_time(now)
+    params = [format_time(now + lease), stamp, stamp, *wanted, limit]
+    with session.write():
+        rows = session.fetch(sql.claim(len(wanted)), params)
     jobs = [from_row(row, path) for row in rows]
-    jobs.sort(key=lambda job: (job.run_at, job.id))
+    jobs.sort(key=_claim_order)
     return jobs
+
+
+def _claim_order(job: Job) -> tuple[datetime, str]:
+    return job.run_at, job.id
 
 
 def expired(connection: Connection, path: str, *, now: datetime, limit: int) -> list[Job]:
@@ -182,22 +133,32 @@ def expired(connection: Connection, path: str, *, now: datetime, limit: int) -> 
     return [from_row(row, path) for row in rows]
 
 
-def apply_updates(connection: Connection, updates: Sequence[JobUpdate]) -> list[bool]:
-    """Compare-and-set each update in one transaction; a flag per update, in order."""
+class _NotAllApplied(Exception):
+    """Some guarded write of a batch was refused: roll back, redo it row by row."""
+
+
+def apply_updates(session: Session, updates: Sequence[JobUpdate]) -> list[bool]:
+    """Compare-and-set each update in one transaction; a flag per update, in order.
+
+    The common case (every guard holds) is one `executemany`, which reports only the
+    total of rows changed: each statement changes at most its one row, so a total equal
+    to the batch size means every write applied. Otherwise that transaction is rolled
+    back and the batch redone one statement at a time, in order (a job may appear more
+    than once), to learn which writes were refused.
+    """
     if not updates:
         return []
-    params: list[dict[str, Any]] = []
-    for change in updates:
-        values = mutable_values(change.job)
-        values["b_id"] = change.job.id
-        values["b_status"] = JobStatus(change.expected_status).value
-        values["b_token"] = change.expected_lock_token
-        params.append(values)
-    flags = []
-    with write_transaction(connection):
-        for values in params:
-            flags.append(connection.execute(_GUARDED_UPDATE, values).rowcount == 1)
-    return flags
+    text = time_texts()
+    rows = [guarded_values(change, text) for change in updates]
+    try:
+        with session.write():
+            if session.change_many(sql.GUARDED_UPDATE, rows) != len(rows):
+                raise _NotAllApplied
+            return [True] * len(rows)
+    except _NotAllApplied:
+        pass
+    with session.write():
+        return [session.change(sql.GUARDED_UPDATE, row) == 1 for row in rows]
 
 
 def delete_job(connection: Connection, job_id: str, expected_status: JobStatus) -> bool:

@@ -9,11 +9,11 @@ naming the job, the column and the value: it is corrupt data, not a caller's mis
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jobs_core import InvalidPayload, Job, JobStatus, StoreError
+from jobs_core import InvalidPayload, Job, JobStatus, JobUpdate, StoreError
 
 #: Column order of every `SELECT` of whole jobs (the order of `_schema.jobs_table`).
 COLUMNS: Final = (
@@ -31,17 +31,22 @@ COLUMNS: Final = (
     "updated",
 )
 _TIME_WIDTH: Final = len("2030-01-01T00:00:00.000000Z")
+_LOCAL_WIDTH: Final = _TIME_WIDTH - 1
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_loads: Final = json.JSONDecoder().decode
 _STATUSES: Final = {status.value: status for status in JobStatus}
 
 
 def format_time(value: datetime) -> str:
     """Fixed-width ISO 8601 UTC text with microseconds; naive datetimes are refused."""
-    offset = value.utcoffset()
-    if offset is None:
-        raise ValueError(f"datetime must be timezone-aware, got naive {value!r}")
-    if offset:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if value.tzinfo is not UTC:
+        offset = value.utcoffset()
+        if offset is None:
+            raise ValueError(f"datetime must be timezone-aware, got naive {value!r}")
+        if offset:
+            value = value.astimezone(UTC)
+    # An aware isoformat ends in its offset ("+00:00"), after exactly 26 characters.
+    return value.isoformat(timespec="microseconds")[:_LOCAL_WIDTH] + "Z"
 
 
 def format_optional(value: datetime | None) -> str | None:
@@ -59,7 +64,7 @@ def parse_time(text: str) -> datetime:
 def dump_payload(payload: Any) -> str:
     """Compact JSON text of a payload (the service validated it already)."""
     try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _JSON.encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload is not storable as JSON: {exc}") from exc
 
@@ -82,79 +87,129 @@ def to_row(job: Job) -> dict[str, Any]:
     }
 
 
-def mutable_values(job: Job) -> dict[str, Any]:
-    """The columns a guarded update may change, under their column names."""
-    return {
-        "status": job.status.value,
-        "run_at": format_time(job.run_at),
-        "locked_until": format_optional(job.locked_until),
-        "lock_token": job.lock_token,
-        "retries": job.retries,
-        "last_error": job.last_error,
-        "updated": format_time(job.updated),
-    }
+def time_texts() -> Callable[[datetime], str]:
+    """A `format_time` that remembers its answers, for one batch of rows: a new job's
+    times are mostly one instant, and a batch of jobs mostly shares a few."""
+    memo: dict[datetime, str] = {}
+
+    def text(value: datetime) -> str:
+        found = memo.get(value)
+        if found is None:
+            found = memo[value] = format_time(value)
+        return found
+
+    return text
+
+
+def insert_values(job: Job, text: Callable[[datetime], str] = format_time) -> tuple[Any, ...]:
+    """All columns of a new job, in `COLUMNS` order (for positional `?` parameters)."""
+    lease = job.locked_until
+    return (
+        job.id,
+        job.topic,
+        dump_payload(job.payload),
+        job.status.value,
+        text(job.run_at),
+        None if lease is None else text(lease),
+        job.lock_token,
+        job.retries,
+        job.max_retries,
+        job.last_error,
+        text(job.created),
+        text(job.updated),
+    )
+
+
+def guarded_values(
+    change: JobUpdate, text: Callable[[datetime], str] = format_time
+) -> tuple[Any, ...]:
+    """The new values of `MUTABLE_FIELDS`, in that order, then the guard: id, expected
+    status, expected lock token (the parameters of `_statements.GUARDED_UPDATE`)."""
+    job = change.job
+    lease = job.locked_until
+    return (
+        job.status.value,
+        text(job.run_at),
+        None if lease is None else text(lease),
+        job.lock_token,
+        job.retries,
+        job.last_error,
+        text(job.updated),
+        job.id,
+        JobStatus(change.expected_status).value,
+        change.expected_lock_token,
+    )
 
 
 def from_row(row: Sequence[Any], path: str) -> Job:
-    """The `Job` stored in `row` (columns in `COLUMNS` order), or `StoreError` if corrupt."""
-    (
-        job_id,
-        topic,
-        payload,
-        status,
-        run_at,
-        locked_until,
-        lock_token,
-        retries,
-        max_retries,
-        last_error,
-        created,
-        updated,
-    ) = row
-    column = "payload"
+    """The `Job` stored in `row` (columns in `COLUMNS` order), or `StoreError` if corrupt.
+
+    The fast path checks nothing twice; only a row that fails is looked at again, column
+    by column, to say which value is wrong.
+    """
     try:
-        value = json.loads(payload)
-        column = "status"
-        state = _STATUSES[status]
-        column = "run_at"
-        due = parse_time(run_at)
-        column = "locked_until"
-        lease = None if locked_until is None else parse_time(locked_until)
-        column = "created"
-        born = parse_time(created)
-        column = "updated"
-        changed = parse_time(updated)
-        column = "retries"
-        if not isinstance(retries, int) or not isinstance(max_retries, int):
-            raise ValueError("retry counts must be integers")
+        (
+            job_id,
+            topic,
+            payload,
+            status,
+            run_at,
+            locked_until,
+            lock_token,
+            retries,
+            max_retries,
+            last_error,
+            created,
+            updated,
+        ) = row
+        if type(retries) is not int or type(max_retries) is not int:
+            raise TypeError("retry counts must be integers")
         return Job(
             id=job_id,
             topic=topic,
-            payload=value,
-            status=state,
-            run_at=due,
-            locked_until=lease,
+            payload=_loads(payload),
+            status=_STATUSES[status],
+            run_at=parse_time(run_at),
+            locked_until=None if locked_until is None else parse_time(locked_until),
             lock_token=lock_token,
             retries=retries,
             max_retries=max_retries,
             last_error=last_error,
-            created=born,
-            updated=changed,
+            created=parse_time(created),
+            updated=parse_time(updated),
         )
     except (ValueError, TypeError, KeyError) as exc:
-        shown = {
-            "payload": payload,
-            "status": status,
-            "run_at": run_at,
-            "locked_until": locked_until,
-            "created": created,
-            "updated": updated,
-            "retries": (retries, max_retries),
-        }[column]
-        raise StoreError(
-            f"SQLite store {path}: corrupt row for job {job_id!r}: column {column} holds"
-            f" {_clip(shown)}, which cannot be read ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise _corrupt(row, path, exc) from exc
+
+
+def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> StoreError:
+    """Name the first column of `row` that cannot be read (or, failing that, `exc`)."""
+    values = dict(zip(COLUMNS, row, strict=False))
+    readers: list[tuple[str, Callable[[Any], object]]] = [
+        ("payload", _loads),
+        ("status", _STATUSES.__getitem__),
+        ("run_at", parse_time),
+        ("locked_until", lambda v: None if v is None else parse_time(v)),
+        ("created", parse_time),
+        ("updated", parse_time),
+    ]
+    column: str = "row"
+    shown: object = tuple(row)
+    problem: Exception = exc
+    for name, read in readers:
+        try:
+            read(values.get(name))
+        except (ValueError, TypeError, KeyError) as found:
+            column, shown, problem = name, values.get(name), found
+            break
+    else:
+        counts = (values.get("retries"), values.get("max_retries"))
+        if not all(type(count) is int for count in counts):
+            column, shown = "retries", counts
+    return StoreError(
+        f"SQLite store {path}: corrupt row for job {values.get('id')!r}: column {column} holds"
+        f" {_clip(shown)}, which cannot be read ({type(problem).__name__}: {problem})"
+    )
 
 
 def _clip(value: object, limit: int = 80) -> str:

@@ -3,19 +3,20 @@
 Every port call is one synchronous function run on the store's own single thread, over
 one connection that thread owns: one thread hop per call, however many statements it
 runs, and never two transactions of this store at once. Other processes coordinate
-through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy timeout).
+through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy timeout). The hot calls
+(insert, claim, update) run their SQL on the sqlite3 connection itself (`_sessions`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
@@ -40,6 +41,8 @@ from jobs_sqlite._engine import (
 )
 from jobs_sqlite._errors import translate
 from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
+from jobs_sqlite._sessions import RawSession, Session, TracedSession, is_traced
+from jobs_sqlite._thread import StoreThread
 
 T = TypeVar("T")
 
@@ -65,8 +68,10 @@ class SQLiteStore:
         self._engine = create_engine(
             self._path, read_only=read_only, busy_timeout=busy_timeout, synchronous=synchronous
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-sqlite")
+        self._thread = StoreThread("jobs-sqlite")
         self._connection: Connection | None = None
+        self._raw: RawSession | None = None
+        self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
         self._watchers: set[Callable[[], None]] = set()
         self._watch_lock = threading.Lock()
         self._closed = False
@@ -118,7 +123,7 @@ class SQLiteStore:
         """Store new jobs in one transaction; an id already stored fails the whole batch."""
         if not jobs:
             return
-        await self._call("inserting jobs", ops.insert_all, list(jobs))
+        await self._call_hot("inserting jobs", ops.insert_all, list(jobs))
         self._notify()
 
     async def get(self, job_id: str) -> Job:
@@ -143,9 +148,9 @@ class SQLiteStore:
         topics = list(topics)
         if not topics or limit <= 0:
             return []
-        return await self._call(
+        return await self._call_hot(
             "claiming jobs",
-            lambda c: ops.claim(c, self._path, topics=topics, now=now, lease=lease, limit=limit),
+            lambda s: ops.claim(s, self._path, topics=topics, now=now, lease=lease, limit=limit),
         )
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
@@ -158,7 +163,7 @@ class SQLiteStore:
         """Guarded writes in one transaction; one flag per update."""
         if not updates:
             return []
-        flags: list[bool] = await self._call("updating jobs", ops.apply_updates, list(updates))
+        flags: list[bool] = await self._call_hot("updating jobs", ops.apply_updates, list(updates))
         if any(
             ok and change.job.status is JobStatus.PENDING
             for ok, change in zip(flags, updates, strict=True)
@@ -184,33 +189,62 @@ class SQLiteStore:
                 self._watchers.discard(on_new_work)
 
     async def close(self) -> None:
-        """Close the connection (on its own thread) and stop the thread."""
+        """Finish the calls already made, close the connection and stop the thread."""
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._disconnect)
+            # Shielded: a cancelled close still closes the connection on its thread.
+            await asyncio.shield(self._thread.submit(self._disconnect))
         finally:
-            self._executor.shutdown(wait=False)
+            self._thread.stop()
 
     # -- plumbing ----------------------------------------------------------------
 
     async def _call(self, doing: str, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(connection, *args)` on the store thread (SQLAlchemy Core calls)."""
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, doing, fn, args)
+        return await self._thread.submit(lambda: self._run(doing, fn, args, self._connection_of))
 
-    def _run(self, doing: str, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+    async def _call_hot(self, doing: str, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(session, *args)` on the store thread (the hot calls, see `_sessions`)."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        return await self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
+
+    def _run(
+        self,
+        doing: str,
+        fn: Callable[..., T],
+        args: tuple[object, ...],
+        access: Callable[[Connection], object],
+    ) -> T:
         """On the store thread: connect if needed, run `fn`, translate driver errors."""
         try:
             connection = self._connection or self._connect()
-            return fn(connection, *args)
+            return fn(access(connection), *args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, doing) from exc
         except sa_exc.DBAPIError as exc:
             raise translate(exc, self._path, doing) from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
+
+    @staticmethod
+    def _connection_of(connection: Connection) -> Connection:
+        return connection
+
+    def _session_of(self, connection: Connection) -> Session:
+        """The raw session on the connection's sqlite3 connection, unless someone
+        listens to the engine's statements."""
+        if is_traced(self._engine):
+            return TracedSession(connection)
+        # The pysqlite dialect's DBAPI connection is a sqlite3.Connection.
+        raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+        if self._raw is None or raw is not self._raw_of:
+            self._raw, self._raw_of = RawSession(raw.cursor()), raw
+        return self._raw
 
     def _connect(self) -> Connection:
         connection = self._engine.connect()
@@ -240,6 +274,7 @@ class SQLiteStore:
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
+        self._raw = self._raw_of = None
         with contextlib.suppress(sa_exc.SQLAlchemyError):
             if connection is not None:
                 connection.close()

@@ -1,0 +1,47 @@
+"""SQL text of the hot statements (insert, claim, guarded update), built once at import.
+
+Plain `?` parameters, so the same text runs on the sqlite3 cursor or through
+SQLAlchemy's `exec_driver_sql` (see `_sessions`). Column order is `_rows.COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Final
+
+from jobs_core import MUTABLE_FIELDS, JobStatus
+from jobs_sqlite._rows import COLUMNS
+
+_ALL: Final = ", ".join(COLUMNS)
+_PENDING: Final = JobStatus.PENDING.value
+_PROCESSING: Final = JobStatus.PROCESSING.value
+
+#: A whole new job; parameters are `_rows.insert_values`.
+INSERT: Final = f"INSERT INTO jobs ({_ALL}) VALUES ({', '.join(['?'] * len(COLUMNS))})"  # noqa: S608
+
+#: Compare-and-set of one job; parameters are `_rows.guarded_values`.
+GUARDED_UPDATE: Final = (
+    f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in MUTABLE_FIELDS)}"  # noqa: S608
+    " WHERE id = ? AND status = ? AND lock_token IS ?"
+)
+
+
+@lru_cache(maxsize=64)
+def claim(topic_count: int) -> str:
+    """Lease the first due pending jobs of `topic_count` topics, returning them whole.
+
+    Parameters: locked_until, now (updated), now (due), the topics, limit. SQLite makes
+    the fresh fencing token inside the UPDATE. The outer `status = 'pending'` re-checks
+    each row it changes; `status || ''` keeps the planner on the primary key for
+    `id IN (...)` rather than scanning every pending row through the status index.
+    """
+    topics = ", ".join(["?"] * topic_count)
+    return (
+        f"UPDATE jobs SET status = '{_PROCESSING}', locked_until = ?,"  # noqa: S608
+        " lock_token = lower(hex(randomblob(16))), updated = ?"
+        " WHERE id IN ("
+        f"SELECT id FROM jobs WHERE status = '{_PENDING}' AND run_at <= ?"
+        f" AND topic IN ({topics}) ORDER BY run_at, id LIMIT ?"
+        f") AND status || '' = '{_PENDING}'"
+        f" RETURNING {_ALL}"
+    )
