@@ -4,7 +4,8 @@ A task sleeping per running job costs more CPU than a short job itself; here dea
 sit in a heap and a single task sleeps until the earliest one. Deadlines judged by
 `clock.now()` keep working with a `FakeClock`: the timer sleeps on the clock, so
 `advance` wakes it. The timer task exists only while some deadline is pending, so an
-idle worker leaves no sleeper behind.
+idle worker leaves no sleeper behind; it starts on the loop's next round, so a job that
+finishes without yielding costs no task at all.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class DeadlineTimer:
         self._task: asyncio.Task[None] | None = None
         #: When the sleeping timer task wakes; None while it is not sleeping.
         self._wakes_at: datetime | None = None
+        #: Whether `_arm` is scheduled to start the timer task.
+        self._arming = False
 
     def start(self, delay: timedelta, on_expire: Callable[[], object]) -> Deadline:
         """A deadline `delay` from now; `on_expire` runs on the event loop when it passes."""
@@ -68,9 +71,10 @@ class DeadlineTimer:
         heapq.heappush(self._heap, (when, next(self._order), deadline))
         self._live += 1
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="jobs-timeouts")
+            self._schedule_arm()
         elif self._wakes_at is not None and when < self._wakes_at:
-            self._restart()  # sleeping past the new, earlier deadline
+            self._stop_task()  # it sleeps past the new, earlier deadline
+            self._schedule_arm()
         return deadline
 
     def close(self) -> None:
@@ -93,9 +97,15 @@ class DeadlineTimer:
             self._task = None
             self._wakes_at = None
 
-    def _restart(self) -> None:
-        self._stop_task()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="jobs-timeouts")
+    def _schedule_arm(self) -> None:
+        if not self._arming:
+            self._arming = True
+            asyncio.get_running_loop().call_soon(self._arm)
+
+    def _arm(self) -> None:
+        self._arming = False
+        if self._live > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="jobs-timeouts")
 
     async def _run(self) -> None:
         heap = self._heap
