@@ -1,0 +1,146 @@
+"""The fast paths: guarded batches on the raw cursor and through SQLAlchemy listeners,
+and the store thread (cancelled calls never run, close finishes what was queued)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from sqlalchemy import event
+
+from jobs_core import Job, JobStatus, JobUpdate
+from jobs_core.testing.contract import LEASE, make_job
+from jobs_sqlite import SQLiteStore
+from jobs_sqlite._rows import format_time, from_row, insert_values, parse_time
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _traced(store: SQLiteStore) -> list[str]:
+    """Attach a statement listener (which routes the hot calls through SQLAlchemy)."""
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        seen.append(statement)
+
+    return seen
+
+
+def _finish(job: Job, token: str | None) -> JobUpdate:
+    done = attrs.evolve(job, status=JobStatus.COMPLETED, lock_token=None, locked_until=None)
+    return JobUpdate(job=done, expected_status=JobStatus.PROCESSING, expected_lock_token=token)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["raw", "traced"])
+async def test_a_batch_with_stale_writes_and_repeats_applies_in_order(
+    db_path: Path, traced: bool
+) -> None:
+    """A stale write in a batch is refused alone; two writes to one job apply in order,
+    the second guarded by what the first wrote."""
+    store = SQLiteStore(db_path)
+    seen = _traced(store) if traced else []
+    try:
+        await store.insert([make_job() for _ in range(3)])
+        a, b, c = await store.claim(topics=["t"], now=T0, lease=LEASE, limit=3)
+        assert a.lock_token is not None
+        retry = attrs.evolve(a, status=JobStatus.PENDING, lock_token=None, locked_until=None)
+        again = attrs.evolve(retry, status=JobStatus.FAILED, last_error="gave up")
+        flags = await store.update(
+            [
+                JobUpdate(
+                    job=retry,
+                    expected_status=JobStatus.PROCESSING,
+                    expected_lock_token=a.lock_token,
+                ),
+                _finish(b, "not-the-token"),  # stale: refused
+                JobUpdate(job=again, expected_status=JobStatus.PENDING, expected_lock_token=None),
+                _finish(c, c.lock_token),
+            ]
+        )
+        assert flags == [True, False, True, True]
+        assert (await store.get(a.id)).status is JobStatus.FAILED
+        assert await store.get(b.id) == b
+        assert (await store.get(c.id)).status is JobStatus.COMPLETED
+        assert await store.update([_finish(b, b.lock_token)]) == [True]
+    finally:
+        await store.close()
+    if traced:
+        assert any(s.startswith("UPDATE jobs SET status") for s in seen), seen
+
+
+async def test_an_all_applied_batch_is_one_statement_run(db_path: Path) -> None:
+    """The common case costs one executemany: SQLAlchemy sees a single UPDATE."""
+    store = SQLiteStore(db_path)
+    try:
+        await store.insert([make_job() for _ in range(5)])
+        claimed = await store.claim(topics=["t"], now=T0, lease=LEASE, limit=5)
+        seen = _traced(store)
+        flags = await store.update([_finish(job, job.lock_token) for job in claimed])
+        assert flags == [True] * 5
+        assert [s.split(None, 1)[0] for s in seen] == ["BEGIN", "UPDATE"]
+    finally:
+        await store.close()
+
+
+async def test_a_call_cancelled_before_its_turn_never_runs(db_path: Path) -> None:
+    """While another connection holds the write lock the store thread waits in an insert;
+    a claim queued behind it and cancelled meanwhile is skipped: no job is leased."""
+    store = SQLiteStore(db_path)
+    try:
+        job = make_job()
+        await store.insert([job])
+        holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            waiting = asyncio.create_task(store.insert([make_job()]))
+            claim = asyncio.create_task(store.claim(topics=["t"], now=T0, lease=LEASE, limit=5))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            claim.cancel()
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        await waiting
+        with pytest.raises(asyncio.CancelledError):
+            await claim
+        assert (await store.get(job.id)).status is JobStatus.PENDING
+        counts = await store.count_by_status()
+        assert counts[JobStatus.PENDING] == 2
+    finally:
+        await store.close()
+
+
+async def test_close_finishes_the_calls_already_made(db_path: Path) -> None:
+    """Calls queued before close() complete; calls after it are refused."""
+    store = SQLiteStore(db_path)
+    jobs = [make_job() for _ in range(20)]
+    inserts = [asyncio.create_task(store.insert([job])) for job in jobs]
+    await asyncio.sleep(0)
+    await store.close()
+    await asyncio.gather(*inserts)
+    reopened = SQLiteStore(db_path)
+    try:
+        assert (await reopened.count_by_status())[JobStatus.PENDING] == 20
+    finally:
+        await reopened.close()
+
+
+def test_rows_round_trip_exactly() -> None:
+    """Positional insert values read back as the same job, to the microsecond, in UTC."""
+    odd = datetime(2031, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+    job = attrs.evolve(
+        make_job(now=odd, run_at=odd + timedelta(seconds=1)),
+        status=JobStatus.PROCESSING,
+        lock_token="t0k",
+        locked_until=odd + timedelta(minutes=5, microseconds=1),
+    )
+    back = from_row(insert_values(job), "x.db")
+    assert back == job
+    assert back.run_at.tzinfo is UTC
+    assert parse_time(format_time(odd)) == odd
