@@ -37,12 +37,16 @@ class ResultWriter:
         self._attempts_after_close: int | None = None
 
     async def write(self, update: JobUpdate) -> bool:
-        """Apply `update` (in some group); True if the store accepted it."""
+        """Apply `update` (in some group); True if the store accepted it.
+
+        Cancelling the caller does not withdraw the write: it stays queued and is sent
+        (the flusher skips the answer nobody waits for).
+        """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((update, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="jobs-result-writer")
-        return await asyncio.shield(future)
+        return await future
 
     async def close(self, attempts: int = 3) -> None:
         """Flush what is queued; give each failing group `attempts` more tries."""
