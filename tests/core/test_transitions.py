@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from jobs_core import (
     LOCK_EXPIRED,
+    MUTABLE_FIELDS,
     CannotDelete,
     CannotRequeue,
     IllegalTransition,
@@ -193,6 +194,28 @@ def test_release_hands_the_job_back_without_counting_an_attempt() -> None:
         T0 + timedelta(seconds=1),
         None,
     )
+
+
+def test_moves_out_of_processing_copy_every_field_they_do_not_set() -> None:
+    """The transitions build jobs field by field: every field outside `MUTABLE_FIELDS` must
+    be one they copy, so a field added to `Job` is not silently reset."""
+    copied = {"id", "topic", "payload", "max_retries", "created"}
+    assert {field.name for field in attrs.fields(Job)} == copied | set(MUTABLE_FIELDS)
+    job = attrs.evolve(claimed(), retries=1, last_error="before")
+    now = T0 + timedelta(seconds=1)
+    assert tr.release(job, token="tok", now=now) == attrs.evolve(
+        job, status=JobStatus.PENDING, run_at=now, locked_until=None, lock_token=None, updated=now
+    )
+    assert tr.complete(job, token="tok", now=now) == attrs.evolve(
+        job, status=JobStatus.COMPLETED, locked_until=None, lock_token=None, updated=now
+    )
+
+
+def test_a_naive_time_is_still_refused_by_the_transitions() -> None:
+    """The field-by-field copies keep the `Job` validators: a naive `now` is an error."""
+    naive = T0.replace(tzinfo=None)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        tr.requeue(attrs.evolve(pending(), status=JobStatus.FAILED), now=naive)
 
 
 def test_requeue_resets_a_failed_job() -> None:

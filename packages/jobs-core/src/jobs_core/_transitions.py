@@ -107,8 +107,13 @@ def _check_lease(job: Job, token: str, now: datetime, event: str) -> None:
 def complete(job: Job, *, token: str, now: datetime) -> Job:
     """`processing` under `token`, lease still valid -> `completed`."""
     _check_lease(job, token, now, "complete")
-    return attrs.evolve(
-        job, status=_step(job, "complete"), locked_until=None, lock_token=None, updated=now
+    return _unlocked(
+        job,
+        status=_step(job, "complete"),
+        run_at=job.run_at,
+        retries=job.retries,
+        last_error=job.last_error,
+        now=now,
     )
 
 
@@ -128,49 +133,71 @@ def expire(job: Job, *, now: datetime, backoff: Backoff) -> Job:
 def _failed_attempt(job: Job, error: str, now: datetime, backoff: Backoff) -> Job:
     error = error if len(error) <= MAX_ERROR_LENGTH else error[:MAX_ERROR_LENGTH] + "…[truncated]"
     if job.retries < job.max_retries:
-        return attrs.evolve(
+        return _unlocked(
             job,
             status=_step(job, "retry"),
-            retries=job.retries + 1,
             run_at=now + backoff(job.retries),
-            locked_until=None,
-            lock_token=None,
+            retries=job.retries + 1,
             last_error=error,
-            updated=now,
+            now=now,
         )
-    return attrs.evolve(
+    return _unlocked(
         job,
         status=_step(job, "give_up"),
-        locked_until=None,
-        lock_token=None,
+        run_at=job.run_at,
+        retries=job.retries,
         last_error=error,
-        updated=now,
+        now=now,
     )
 
 
 def release(job: Job, *, token: str, now: datetime) -> Job:
     """Hand a claimed job back unrun (graceful stop): `pending`, due now, attempt not counted."""
     _check_lease(job, token, now, "release")
-    return attrs.evolve(
+    return _unlocked(
         job,
         status=_step(job, "release"),
         run_at=now,
-        locked_until=None,
-        lock_token=None,
-        updated=now,
+        retries=job.retries,
+        last_error=job.last_error,
+        now=now,
     )
 
 
 def requeue(job: Job, *, now: datetime) -> Job:
     """`failed` -> `pending`, due now, with retries, lock and last error cleared."""
-    return attrs.evolve(
-        job,
-        status=_step(job, "requeue"),
-        retries=0,
-        run_at=now,
+    return _unlocked(
+        job, status=_step(job, "requeue"), run_at=now, retries=0, last_error=None, now=now
+    )
+
+
+def _unlocked(
+    job: Job,
+    *,
+    status: JobStatus,
+    run_at: datetime,
+    retries: int,
+    last_error: str | None,
+    now: datetime,
+) -> Job:
+    """`job` moved to `status` with its lease cleared, as every move but `claim` leaves it.
+
+    Built field by field: `attrs.evolve` costs half as much again, on the worker's path
+    for every job. A test checks that this copies every field outside `MUTABLE_FIELDS`,
+    so a field added to `Job` cannot be silently dropped here.
+    """
+    return Job(
+        id=job.id,
+        topic=job.topic,
+        payload=job.payload,
+        status=status,
+        run_at=run_at,
         locked_until=None,
         lock_token=None,
-        last_error=None,
+        retries=retries,
+        max_retries=job.max_retries,
+        last_error=last_error,
+        created=job.created,
         updated=now,
     )
 
