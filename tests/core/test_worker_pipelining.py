@@ -4,8 +4,11 @@ the write backlog capped, and loses or doubles no result when it stops mid-write
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
+
+import pytest
 
 from jobs_core import Job, Jobs, JobsConfig, JobStatus, JobUpdate, MemoryStore
 from jobs_core.testing import FakeClock
@@ -85,3 +88,30 @@ async def test_stop_writes_results_still_queued_exactly_once(clock: FakeClock) -
     assert len(ran) == len(set(ran)) == 6
     for job in (await jobs.list(limit=10)).items:
         assert (job.status, job.retries, job.lock_token) == (JobStatus.COMPLETED, 0, None)
+
+
+class RefusingStore(MemoryStore):
+    """A store whose guarded writes all find the row changed (as if the lease was lost)."""
+
+    async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
+        return [False] * len(updates)
+
+
+async def test_a_refused_result_is_logged_once_per_job(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody awaits a single write any more: the writer reports each refusal, naming
+    the job and what it recorded."""
+    store = RefusingStore()
+    jobs = Jobs(store, clock=clock, config=_config(2))
+    jobs.register("t", lambda job: None)
+    queued = await jobs.enqueue_many("t", range(3))
+    with caplog.at_level(logging.WARNING, logger="jobs_core.worker"):
+        assert await jobs.run_once() == 2
+        assert await jobs.run_once() == 1  # run_once returns once its results settled
+    refused = [r.getMessage() for r in caplog.records if "refused by the store" in r.getMessage()]
+    assert sorted(refused) == sorted(
+        f"job {job.id}: completed result refused by the store: the lease was lost"
+        " (it expired and was rescued, or the job was changed)"
+        for job in queued
+    )

@@ -21,7 +21,7 @@ from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig
 from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core._errors import LockLost
-from jobs_core._model import Job
+from jobs_core._model import Job, JobUpdate
 from jobs_core._results import ResultWriter
 from jobs_core._threads import run_in_daemon_thread
 from jobs_core.clock import Clock
@@ -57,14 +57,13 @@ class Worker:
         self._clock = clock
         self._config = config
         self._handlers = handlers
-        self._writer = ResultWriter(store, clock)
+        self._writer = self._new_writer()
         #: Execution timeouts of running handlers, on one shared timer.
         self._deadlines = DeadlineTimer(clock)
         #: Per topic: the handler last seen and whether it is async (inspect is slow).
         self._kinds: dict[str, tuple[Handler, bool]] = {}
-        #: Claimed jobs not yet finished: handler running, or its result being written.
-        self._in_flight: set[asyncio.Task[None]] = set()
-        #: Of those, the ones whose handler has not returned yet: what the pool limits.
+        #: Claimed jobs whose handler has not returned yet: what the pool limits. (A
+        #: job's task ends once its result is handed to the writer.)
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,7 +91,8 @@ class Worker:
         claiming rather than running jobs whose outcomes it cannot record.
         """
         pool = self._config.worker_pool_size
-        return min(pool - len(self._running), 2 * pool - len(self._in_flight))
+        running = len(self._running)
+        return min(pool - running, 2 * pool - running - self._writer.pending)
 
     def wake(self) -> None:
         """Claim again now instead of at the next poll; safe from any thread."""
@@ -108,7 +108,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._wake = asyncio.Event()
-        self._writer = ResultWriter(self._store, self._clock)  # the last stop() closed it
+        self._writer = self._new_writer()  # the last stop() closed it
         started = asyncio.Event()
         self._main = asyncio.create_task(self._run(started), name="jobs-worker")
         self._watch = asyncio.create_task(self._watch_store(), name="jobs-watch")
@@ -125,12 +125,13 @@ class Worker:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        if self._in_flight:
-            await _wait_until(self._clock, grace, asyncio.wait(set(self._in_flight)))
-        for task in list(self._in_flight):
+        if self._running or self._writer.pending:
+            await _wait_until(self._clock, grace, self._settled())
+        for task in list(self._running):
             task.cancel()  # _execute releases the job's claim
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        self._running.clear()  # tasks cancelled before they ever ran
         self._deadlines.close()
         await self._writer.close()
         self._main = self._watch = None
@@ -143,7 +144,22 @@ class Worker:
         tasks = [self._spawn(job) for job in jobs]
         if tasks:
             await asyncio.gather(*tasks)
+        await self._writer.flushed()
         return len(jobs)
+
+    def _new_writer(self) -> ResultWriter:
+        return ResultWriter(
+            self._store, self._clock, on_refused=self._refused, on_settled=self._results_settled
+        )
+
+    async def _settled(self) -> None:
+        """Wait until every running job has finished and its result is written."""
+        if self._running:
+            await asyncio.wait(set(self._running))
+        await self._writer.flushed()
+
+    def _results_settled(self) -> None:
+        self._wake.set()  # the write-backlog cap may have held a claim back
 
     # -- the loop ---------------------------------------------------------------
 
@@ -231,15 +247,8 @@ class Worker:
 
     def _spawn(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
-        self._in_flight.add(task)
         self._running.add(task)
-        task.add_done_callback(self._finished)
         return task
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._running.discard(task)  # if it was cancelled before its handler ran
-        self._wake.set()  # the write-backlog cap may have held a claim back
 
     async def _execute(self, job: Job) -> None:
         assert job.lock_token is not None
@@ -257,12 +266,12 @@ class Worker:
                 self._running.discard(task)
                 self._wake.set()  # a slot is free
         except asyncio.CancelledError:
-            await self._record(job, transitions.release, "released at shutdown")
+            self._record(job, transitions.release, "released at shutdown")
             return
         if error is None:
-            await self._record(job, transitions.complete, "completed")
+            self._record(job, transitions.complete, "completed")
         else:
-            await self._record_failure(job, error)
+            self._record_failure(job, error)
 
     async def _call(self, handler: Handler, job: Job, deadline: Deadline) -> str | None:
         """Run the handler until it ends or `deadline` cancels it; the error text, or None."""
@@ -316,32 +325,34 @@ class Worker:
             return  # its failure was already recorded at the timeout
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            task = loop.create_task(self._record(job, transitions.complete, "late completion"))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self._record(job, transitions.complete, "late completion")
 
-    async def _record_failure(self, job: Job, error: str) -> None:
+    def _record_failure(self, job: Job, error: str) -> None:
         def fail(current: Job, *, token: str, now: datetime) -> Job:
             return transitions.fail(
                 current, token=token, error=error, now=now, backoff=self._config.backoff
             )
 
-        await self._record(job, fail, "failed")
+        self._record(job, fail, "failed")
 
-    async def _record(self, job: Job, transition: Callable[..., Job], what: str) -> None:
+    def _record(self, job: Job, transition: Callable[..., Job], what: str) -> None:
+        """Hand the job's guarded write to the result writer (which reports a refusal)."""
         assert job.lock_token is not None
         try:
             after = transition(job, token=job.lock_token, now=self._clock.now())
         except LockLost as exc:
             log.warning("job %s: %s result discarded: %s", job.id, what, exc)
             return
-        applied = await self._writer.write(transitions.update(job, after))
-        if not applied:
-            log.warning(
-                "job %s: %s result refused by the store: the lease was lost"
-                " (it expired and was rescued, or the job was changed)",
-                job.id,
-                what,
-            )
+        self._writer.submit(transitions.update(job, after), what)
+
+    @staticmethod
+    def _refused(update: JobUpdate, what: str) -> None:
+        log.warning(
+            "job %s: %s result refused by the store: the lease was lost"
+            " (it expired and was rescued, or the job was changed)",
+            update.job.id,
+            what,
+        )
 
 
 async def _wait_until(clock: Clock, delay: timedelta, awaitable: Awaitable[Any]) -> None:
