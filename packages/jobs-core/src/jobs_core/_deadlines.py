@@ -70,7 +70,8 @@ class DeadlineTimer:
         deadline = Deadline(when, on_expire, self)
         heapq.heappush(self._heap, (when, next(self._order), deadline))
         self._live += 1
-        if self._task is None:
+        if self._task is None or self._task.done():  # done: a broken clock's sleep raised
+            self._task = None
             self._schedule_arm()
         elif self._wakes_at is not None and when < self._wakes_at:
             self._stop_task()  # it sleeps past the new, earlier deadline
