@@ -11,13 +11,12 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg import errors
-from sqlalchemy import event
 
 from jobs_core import EnqueueOptions, Job, Jobs, JobsConfig, JobsError
 from jobs_postgres import PostgresStore
@@ -143,22 +142,17 @@ async def test_claim_query_uses_the_partial_index(db_url: str) -> None:
     async with store.engine.connect() as conn:
         await conn.execute(sa.text("COMMIT"))
         await conn.execute(sa.text("ANALYZE plan_check"))
-    captured: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if "SKIP LOCKED" in statement:
-            captured.append((statement, parameters))
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
-    claimed = await store.claim(
-        topics=["t"], now=jobs.clock.now(), lease=timedelta(seconds=60), limit=10
-    )
+    now = jobs.clock.now()
+    claimed = await store.claim(topics=["t"], now=now, lease=timedelta(seconds=60), limit=10)
     assert len(claimed) == 10
-    statement, parameters = captured[0]
-    async with store.engine.connect() as conn:
-        rows = await conn.exec_driver_sql("EXPLAIN " + statement, parameters)
-        plan = "\n".join(str(r[0]) for r in rows)
-        await conn.rollback()
+    conn = await asyncpg.connect(db_url)
+    try:  # the statement exactly as the store prepares it, with the same parameters
+        rows = await conn.fetch(
+            "EXPLAIN " + store._sql.claim, now, ["t"], 10, now + timedelta(seconds=60)
+        )
+    finally:
+        await conn.close()
+    plan = "\n".join(str(r[0]) for r in rows)
     await jobs.aclose()
     print("PostgreSQL claim plan:\n" + plan)
     assert "plan_check_pending_idx" in plan, plan

@@ -20,9 +20,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import event
 
 from jobs_core import Job, Jobs, JobsConfig
 from jobs_http import create_app
@@ -411,7 +411,10 @@ async def test_listen_connection_killed_ten_times(
 
 
 async def test_connection_killed_between_handler_return_and_completion_commit(
-    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    db_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The store's backends are terminated just as the completion UPDATE goes out: the
     write is retried, every job completes once, the worker lives on, nothing is stuck."""
@@ -427,11 +430,15 @@ async def test_connection_killed_between_handler_return_and_completion_commit(
     kills_left = [3]
     killed: list[float] = []
 
-    def before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM unnest" in statement and kills_left[0] > 0:
+    real_fetch = asyncpg.connection.Connection.fetch
+
+    async def fetch_after_kill(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        # The guarded update is the only statement that returns `v.ord`.
+        if "RETURNING v.ord" in query and kills_left[0] > 0:
             kills_left[0] -= 1
             _terminate(_backends(db_url, "jobs_postgres"))
             killed.append(time.time())
+        return await real_fetch(conn, query, *args, **kwargs)
 
     async def handler(job: Job) -> None:
         ledger.started(job)  # row id 1..n; finish stamped right away
@@ -439,7 +446,7 @@ async def test_connection_killed_between_handler_return_and_completion_commit(
 
     jobs.register(TOPIC, handler)
     ids = [j.id for j in await jobs.enqueue_many(TOPIC, [{"n": n} for n in range(20)])]
-    event.listen(store.engine.sync_engine, "before_cursor_execute", before_execute)
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch_after_kill)
     await jobs.start()
     try:
         await _drain(jobs, 60)

@@ -255,10 +255,9 @@ async def test_claim_plan_uses_the_pending_index(pg_store: PostgresStore, pg_url
     """
     await pg_store.count_by_status()
     name = pg_store.table.name
-    compiled = pg_store._claim_sql.compile(dialect=pg_store.engine.dialect)
-    order = compiled.positiontup or []
+    claim_sql = pg_store._sql.claim
     now = f"'{datetime.now(UTC).isoformat()}'"
-    literals = {"now": now, "until": now, "topics": "'{t}'", "limit": "10"}
+    args = ", ".join((now, "'{t}'", "10", now))  # $1 now, $2 topics, $3 limit, $4 until
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(
@@ -268,8 +267,7 @@ async def test_claim_plan_uses_the_pending_index(pg_store: PostgresStore, pg_url
         )
         await conn.execute(f"ANALYZE {name}")
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        await conn.execute(f"PREPARE claim AS {compiled}")
-        args = ", ".join(literals[key] for key in order)
+        await conn.execute(f"PREPARE claim AS {claim_sql}")
         rows = await conn.fetch(f"EXPLAIN EXECUTE claim({args})")
     finally:
         await conn.close()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from jobs_core import Job, JobStatus
 
@@ -16,19 +16,19 @@ def dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+#: The canonical form of a UUID, as the core issues ids: lower-case 8-4-4-4-12 hex.
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def canonical_id(job_id: object) -> str | None:
     """`job_id` if it is a canonical lower-case UUID string, else None.
 
     Only the exact form the core issues matches, so `get("A1B2...")` behaves as it
     does on every other store (not found) instead of PostgreSQL's lenient parsing.
     """
-    if not isinstance(job_id, str):
-        return None
-    try:
-        parsed = uuid.UUID(job_id)
-    except ValueError:
-        return None
-    return job_id if str(parsed) == job_id else None
+    if isinstance(job_id, str) and _CANONICAL_UUID.fullmatch(job_id):
+        return job_id
+    return None
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -16,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from jobs_core import MUTABLE_FIELDS, Job, JobNotFound, JobPage, JobQuery, JobStatus, JobUpdate
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
+from jobs_postgres._pool import create_pool
 from jobs_postgres._rows import canonical_id, dumps, to_job, to_row
 from jobs_postgres._schema import Schema
+from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, statements
 from jobs_postgres._url import StoreURL, check_name, parse_url
 
 log = logging.getLogger("jobs_postgres")
@@ -28,8 +31,7 @@ SKEW_WARNING: Final = timedelta(seconds=1)
 _MAX_TOPIC_NOTIFIES: Final = 8
 _TEXT_ARRAY: Final = pg.ARRAY(sa.Text)
 # Status constants are inlined as literals, not bound: only then can the planner match the
-# partial indexes (`WHERE status = 'pending'`) in the generic plans of prepared statements.
-_PENDING: Final = sa.literal_column("'pending'", sa.Text)
+# partial indexes (`WHERE status = 'processing'`) in the generic plans of prepared statements.
 _PROCESSING: Final = sa.literal_column("'processing'", sa.Text)
 
 
@@ -59,11 +61,10 @@ class PostgresStore:
         self._pool_size = parsed.pool_size if pool_size is None else pool_size
         self._max_overflow = parsed.max_overflow if max_overflow is None else max_overflow
         self._engine: AsyncEngine | None = None
+        self._pool: asyncpg.Pool | None = None
         self._ready = False
         self._ready_lock: asyncio.Lock | None = None
-        t = self._schema.jobs
-        self._claim_sql = _claim_statement(t)
-        self._update_sql = _update_statement(t)
+        self._sql = statements(self._schema)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -121,6 +122,17 @@ class PostgresStore:
                 self._ready = True
         return engine
 
+    async def _hot_pool(self) -> asyncpg.Pool:
+        """The asyncpg pool of the hot path, created (with the table) on first use."""
+        pool = self._pool
+        if pool is not None and self._ready:
+            return pool
+        await self._ensure_ready()
+        if self._pool is None:
+            with translated("connecting"):
+                self._pool = await create_pool(self._url.libpq_url, size=self._pool_size)
+        return self._pool
+
     async def _check_clock(self, engine: AsyncEngine) -> None:
         """Warn when the server's clock and ours differ by more than `SKEW_WARNING`.
 
@@ -143,7 +155,10 @@ class PostgresStore:
             )
 
     async def close(self) -> None:
-        """Dispose of the pool."""
+        """Close both pools."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -155,10 +170,17 @@ class PostgresStore:
         """Insert all jobs in one transaction and NOTIFY listeners when it commits."""
         if not jobs:
             return
-        engine = await self._ensure_ready()
+        pool = await self._hot_pool()
+        notify = _notify_payloads({job.topic for job in jobs})
         with translated("inserting jobs"):
-            async with engine.begin() as conn:
-                await self._insert(conn, jobs)
+            async with pool.acquire(timeout=self._url.pool_timeout) as conn:
+                if len(jobs) == 1:
+                    await conn.execute(
+                        self._sql.insert_one, *_values(jobs[0]), self._schema.channel, notify[0]
+                    )
+                else:
+                    columns = list(zip(*map(_values, jobs), strict=True))
+                    await conn.execute(self._sql.insert, *columns, self._schema.channel, notify)
 
     async def insert_with(self, connection: AsyncConnection, jobs: Sequence[Job]) -> None:
         """Insert jobs inside the caller's own transaction (transactional enqueue).
@@ -180,14 +202,11 @@ class PostgresStore:
 
     async def _notify(self, conn: AsyncConnection, topics: set[str]) -> None:
         """NOTIFY in the caller's transaction: delivered on commit, never the payload."""
-        payloads = sorted(topics) if len(topics) <= _MAX_TOPIC_NOTIFIES else [""]
-        # A topic is at most 255 characters; NOTIFY carries only short ones.
-        payloads = [p if len(p.encode()) <= 64 else "" for p in payloads]
         await conn.execute(
             sa.select(
                 sa.func.pg_notify(self._schema.channel, sa.column("topic", sa.Text))
             ).select_from(sa.func.unnest(sa.bindparam("topics", type_=_TEXT_ARRAY)).alias("topic")),
-            {"topics": sorted(set(payloads))},
+            {"topics": _notify_payloads(topics)},
         )
 
     async def claim(
@@ -197,14 +216,10 @@ class PostgresStore:
         wanted = sorted(set(topics))
         if not wanted or limit <= 0:
             return []
-        engine = await self._ensure_ready()
+        pool = await self._hot_pool()
         with translated("claiming jobs"):
-            async with engine.begin() as conn:
-                result = await conn.execute(
-                    self._claim_sql,
-                    {"topics": wanted, "now": now, "until": now + lease, "limit": limit},
-                )
-                rows = result.mappings().all()
+            async with pool.acquire(timeout=self._url.pool_timeout) as conn:
+                rows = await conn.fetch(self._sql.claim, now, wanted, limit, now + lease)
         jobs = [to_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))
         return jobs
@@ -213,33 +228,25 @@ class PostgresStore:
         """Compare-and-set every update in one transaction; rows locked in id order."""
         if not updates:
             return []
-        engine = await self._ensure_ready()
+        pool = await self._hot_pool()
         applied = [False] * len(updates)
-        woken: set[str] = set()
+        rounds = _rounds(updates)
         with translated("updating jobs"):
-            async with engine.begin() as conn:
-                for indexed in _rounds(updates):
-                    if len(indexed) > 1:
-                        await self._lock_in_order(conn, [u.job.id for _, u in indexed])
-                    result = await conn.execute(self._update_sql, _update_params(indexed))
-                    for position, topic, status in result.all():
-                        applied[position] = True
-                        if status == JobStatus.PENDING.value:
-                            woken.add(topic)
-                if woken:
-                    await self._notify(conn, woken)
+            async with pool.acquire(timeout=self._url.pool_timeout) as conn:
+                if len(rounds) == 1:
+                    rows = await conn.fetch(
+                        self._sql.update, *_update_arrays(rounds[0]), self._schema.channel
+                    )
+                else:  # one job named twice: one statement per round, one transaction
+                    rows = []
+                    async with conn.transaction():
+                        for indexed in rounds:
+                            rows += await conn.fetch(
+                                self._sql.update, *_update_arrays(indexed), self._schema.channel
+                            )
+        for row in rows:
+            applied[row["ord"]] = True
         return applied
-
-    async def _lock_in_order(self, conn: AsyncConnection, ids: list[str]) -> None:
-        """Lock the rows an update touches by ascending id, so writers never deadlock."""
-        t = self._schema.jobs
-        await conn.execute(
-            sa.select(t.c.id)
-            .where(t.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=False)))))
-            .order_by(t.c.id)
-            .with_for_update(),
-            {"ids": sorted(set(ids))},
-        )
 
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         """Delete the job if it is still in `expected_status`."""
@@ -339,74 +346,6 @@ class PostgresStore:
         await listen_forever(self._url.libpq_url, self._schema.channel, on_new_work)
 
 
-def _claim_statement(t: sa.Table) -> sa.Update:
-    """`UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`: pick and lease in one step."""
-    picked = (
-        sa.select(t.c.id)
-        .where(
-            t.c.status == _PENDING,
-            t.c.run_at <= sa.bindparam("now", type_=sa.DateTime(timezone=True)),
-            t.c.topic == sa.any_(sa.bindparam("topics", type_=_TEXT_ARRAY)),
-        )
-        .order_by(t.c.run_at, t.c.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
-        .with_for_update(skip_locked=True)
-        .cte("picked")
-    )
-    fresh_token = sa.func.replace(
-        sa.cast(sa.func.gen_random_uuid(), sa.Text),
-        sa.literal_column("'-'"),
-        sa.literal_column("''"),
-    )
-    return (
-        sa.update(t)
-        .where(t.c.id == picked.c.id)
-        .values(
-            status=_PROCESSING,
-            locked_until=sa.bindparam("until", type_=sa.DateTime(timezone=True)),
-            lock_token=fresh_token,
-            updated=sa.bindparam("now", type_=sa.DateTime(timezone=True)),
-        )
-        .returning(*t.c)
-    )
-
-
-_UPDATE_COLUMNS: Final = (
-    ("ord", "integer"),
-    ("id", "uuid"),
-    ("expected_status", "text"),
-    ("expected_token", "text"),
-    ("status", "text"),
-    ("run_at", "timestamptz"),
-    ("locked_until", "timestamptz"),
-    ("lock_token", "text"),
-    ("retries", "integer"),
-    ("last_error", "text"),
-    ("updated", "timestamptz"),
-)
-
-
-def _update_statement(t: sa.Table) -> sa.TextClause:
-    """One guarded UPDATE for a whole batch, fed by parallel arrays (one prepared plan).
-
-    Returns the input position of every row it changed; absent positions lost their
-    compare-and-set.
-    """
-    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _UPDATE_COLUMNS)
-    names = ", ".join(name for name, _ in _UPDATE_COLUMNS)
-    # Names were checked to be plain lower-case identifiers, so quoting them is exact.
-    target = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
-    sets = ", ".join(f"{col} = v.{col}" for col in MUTABLE_FIELDS)
-    sql = (
-        f"UPDATE {target} AS t SET {sets}"  # noqa: S608 - identifiers checked, values bound
-        f" FROM unnest({arrays}) AS v({names})"
-        " WHERE t.id = v.id AND t.status = v.expected_status"
-        " AND t.lock_token IS NOT DISTINCT FROM v.expected_token"
-        " RETURNING v.ord, t.topic, t.status"
-    )
-    return sa.text(sql)
-
-
 def _rounds(updates: Sequence[JobUpdate]) -> list[list[tuple[int, JobUpdate]]]:
     """Split updates into rounds with each job at most once, keeping per-job order.
 
@@ -426,20 +365,47 @@ def _rounds(updates: Sequence[JobUpdate]) -> list[list[tuple[int, JobUpdate]]]:
     return rounds
 
 
-def _update_params(indexed: Sequence[tuple[int, JobUpdate]]) -> dict[str, list[Any]]:
+def _values(job: Job) -> tuple[Any, ...]:
+    """A new job's column values, in `COLUMNS` order (payload as JSON text)."""
+    return (
+        job.id,
+        job.topic,
+        dumps(job.payload),
+        job.status.value,
+        job.run_at,
+        job.locked_until,
+        job.lock_token,
+        job.retries,
+        job.max_retries,
+        job.last_error,
+        job.created,
+        job.updated,
+    )
+
+
+def _notify_payloads(topics: set[str]) -> list[str]:
+    """What to NOTIFY for new work on `topics`: each short topic, or one empty payload.
+
+    A topic is at most 255 characters; NOTIFY carries only short ones, and a batch of
+    many topics sends one topic-less notification instead of one each.
+    """
+    if len(topics) > _MAX_TOPIC_NOTIFIES:
+        return [""]
+    return sorted({t if len(t.encode()) <= NOTIFY_TOPIC_BYTES else "" for t in topics})
+
+
+def _update_arrays(indexed: Sequence[tuple[int, JobUpdate]]) -> list[list[Any]]:
+    """The parallel arrays of `UPDATE_ARRAYS` for one round, in id order."""
     ordered = sorted(indexed, key=lambda item: item[1].job.id)
-    params: dict[str, list[Any]] = {name: [] for name, _ in _UPDATE_COLUMNS}
+    arrays: list[list[Any]] = [[] for _ in UPDATE_ARRAYS]
+    ords, ids, expected_statuses, expected_tokens, *fields = arrays
     for position, change in ordered:
         job = change.job
-        params["ord"].append(position)
-        params["id"].append(canonical_id(job.id) or "00000000-0000-0000-0000-000000000000")
-        params["expected_status"].append(JobStatus(change.expected_status).value)
-        params["expected_token"].append(change.expected_lock_token)
-        params["status"].append(job.status.value)
-        params["run_at"].append(job.run_at)
-        params["locked_until"].append(job.locked_until)
-        params["lock_token"].append(job.lock_token)
-        params["retries"].append(job.retries)
-        params["last_error"].append(job.last_error)
-        params["updated"].append(job.updated)
-    return params
+        ords.append(position)
+        ids.append(canonical_id(job.id) or "00000000-0000-0000-0000-000000000000")
+        expected_statuses.append(JobStatus(change.expected_status).value)
+        expected_tokens.append(change.expected_lock_token)
+        for name, values in zip(MUTABLE_FIELDS, fields, strict=True):
+            value = getattr(job, name)
+            values.append(value.value if name == "status" else value)
+    return arrays

@@ -1,0 +1,138 @@
+"""The SQL of the hot path (enqueue, claim, guarded update), as asyncpg runs it.
+
+Each is one statement, so it runs as one autocommitted round trip on a prepared plan:
+no BEGIN, no separate NOTIFY, no separate lock query. Arrays carry whole batches
+(`unnest`), so one prepared plan serves every batch size.
+
+Status constants are inlined as literals, not bound: only then can the planner match
+the partial indexes (`WHERE status = 'pending'`) in the generic plans of prepared
+statements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from jobs_core import MUTABLE_FIELDS
+from jobs_postgres._schema import Schema
+
+#: Every column, in the order rows are returned and `to_job` reads them.
+COLUMNS: Final = (
+    "id",
+    "topic",
+    "payload",
+    "status",
+    "run_at",
+    "locked_until",
+    "lock_token",
+    "retries",
+    "max_retries",
+    "last_error",
+    "created",
+    "updated",
+)
+_COLUMN_TYPES: Final = {
+    "id": "uuid",
+    "topic": "text",
+    "payload": "jsonb",
+    "status": "text",
+    "run_at": "timestamptz",
+    "locked_until": "timestamptz",
+    "lock_token": "text",
+    "retries": "integer",
+    "max_retries": "integer",
+    "last_error": "text",
+    "created": "timestamptz",
+    "updated": "timestamptz",
+}
+#: The arrays a guarded update takes, in parameter order ($1 ... $11).
+UPDATE_ARRAYS: Final = (
+    ("ord", "integer"),
+    ("id", "uuid"),
+    ("expected_status", "text"),
+    ("expected_token", "text"),
+    *((name, _COLUMN_TYPES[name]) for name in MUTABLE_FIELDS),
+)
+#: Longest NOTIFY payload we send; longer topics are announced with an empty payload.
+NOTIFY_TOPIC_BYTES: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The hot-path SQL for one jobs table."""
+
+    #: `COLUMNS` as $1 ... $12 (arrays, one element per job; payloads as JSON text),
+    #: $13 the channel, $14 the NOTIFY payloads.
+    insert: str
+    #: One job: `COLUMNS` as $1 ... $12 (payload as JSON text), $13 channel, $14 payload.
+    #: Cheaper than `insert` with one-element arrays, and enqueueing one job is the
+    #: common case.
+    insert_one: str
+    #: $1 now, $2 topics, $3 limit, $4 lease end. Returns the leased rows.
+    claim: str
+    #: `UPDATE_ARRAYS` as $1 ... $11, $12 channel. Returns (ord, topic, status) of
+    #: every row whose compare-and-set held.
+    update: str
+
+
+def statements(schema: Schema) -> Statements:
+    """Build the statements for `schema` (names were checked to be plain identifiers)."""
+    t = schema.jobs
+    table = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
+    columns = ", ".join(COLUMNS)
+    returned = ", ".join(f"t.{name}" for name in COLUMNS)
+    # Payloads travel as JSON text: a JSON null must not become an SQL NULL in an array.
+    insert_arrays = ", ".join(
+        f"${i}::{'text' if name == 'payload' else _COLUMN_TYPES[name]}[]"
+        for i, name in enumerate(COLUMNS, start=1)
+    )
+    selected = ", ".join(
+        "v.payload::jsonb" if name == "payload" else f"v.{name}" for name in COLUMNS
+    )
+    n = len(COLUMNS)
+    insert = (
+        f"WITH inserted AS (INSERT INTO {table} ({columns})"  # noqa: S608
+        f" SELECT {selected} FROM unnest({insert_arrays}) AS v({columns}) RETURNING 1)"
+        f" SELECT pg_notify(${n + 1}, p) FROM unnest(${n + 2}::text[]) AS p"
+    )
+    values = ", ".join(
+        f"${i}::text::jsonb" if name == "payload" else f"${i}::{_COLUMN_TYPES[name]}"
+        for i, name in enumerate(COLUMNS, start=1)
+    )
+    insert_one = (
+        f"WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING 1)"  # noqa: S608
+        f" SELECT pg_notify(${n + 1}, ${n + 2})"
+    )
+    claim = (
+        "WITH picked AS ("  # noqa: S608
+        f" SELECT id FROM {table}"
+        " WHERE status = 'pending' AND run_at <= $1 AND topic = ANY($2::text[])"
+        " ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        f" UPDATE {table} AS t SET status = 'processing', locked_until = $4,"
+        " lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1"
+        f" FROM picked WHERE t.id = picked.id RETURNING {returned}"
+    )
+    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(UPDATE_ARRAYS, start=1))
+    names = ", ".join(name for name, _ in UPDATE_ARRAYS)
+    sets = ", ".join(f"{name} = v.{name}" for name in MUTABLE_FIELDS)
+    channel = f"${len(UPDATE_ARRAYS) + 1}"
+    # Rows are locked by ascending id before any is changed (`locked` emits them in id
+    # order and the UPDATE only touches rows it has emitted), so two writers whose
+    # batches overlap never deadlock. Jobs put back to pending wake listeners; identical
+    # notifications in one transaction are delivered once.
+    update = (
+        f"WITH v AS (SELECT * FROM unnest({arrays}) AS v({names})),"  # noqa: S608
+        f" locked AS (SELECT t.id FROM {table} AS t WHERE t.id IN (SELECT id FROM v)"
+        " ORDER BY t.id FOR UPDATE),"
+        f" changed AS (UPDATE {table} AS t SET {sets}"
+        " FROM locked JOIN v ON v.id = locked.id"
+        " WHERE t.id = locked.id AND t.status = v.expected_status"
+        " AND t.lock_token IS NOT DISTINCT FROM v.expected_token"
+        " RETURNING v.ord, t.topic, t.status)"
+        " SELECT ord, topic, status,"
+        f" CASE WHEN status = 'pending' THEN pg_notify({channel},"
+        f" CASE WHEN octet_length(topic) <= {NOTIFY_TOPIC_BYTES} THEN topic ELSE '' END)"
+        " END AS notified FROM changed"
+    )
+    return Statements(insert=insert, insert_one=insert_one, claim=claim, update=update)
