@@ -136,9 +136,14 @@ def guarded_values(
         job.last_error,
         text(job.updated),
         job.id,
-        JobStatus(change.expected_status).value,
+        _status_text(change.expected_status),
         change.expected_lock_token,
     )
+
+
+def _status_text(status: JobStatus | str) -> str:
+    """`JobStatus(status).value` without the enum lookup when it is a member already."""
+    return status.value if type(status) is JobStatus else JobStatus(status).value
 
 
 def from_row(row: Sequence[Any], path: str) -> Job:
