@@ -329,3 +329,64 @@ async def test_a_job_named_twice_in_one_batch_is_applied_in_order(
     )
     assert list(await pg_store.update([write, write])) == [True, False]
     assert await pg_store.get(job.id) == done
+
+
+async def test_busy_hot_pool_times_out_as_store_unavailable(pg_url: str) -> None:
+    """With every hot-path connection taken, an enqueue waits `pool_timeout`, then fails
+    as `StoreUnavailable` (retry later) instead of waiting forever; it works once one is
+    free again."""
+    store = PostgresStore(f"{pg_url}?pool_size=1&pool_timeout=0.2", table=fresh_table())
+    jobs = Jobs(store)
+    await jobs.enqueue("t", {"n": 0})  # creates the table and the pool
+    hot = store._pool
+    assert hot is not None
+    try:
+        async with hot.acquire():
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(StoreUnavailable):
+                await jobs.enqueue("t", {"n": 1})
+            assert asyncio.get_running_loop().time() - began >= 0.2
+        await jobs.enqueue("t", {"n": 2})
+        assert (await jobs.stats()).pending == 2
+    finally:
+        await store.close()
+
+
+async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
+    """Enqueue, claim and the guarded update each reach the server as one statement:
+    no BEGIN, COMMIT, separate NOTIFY or lock query on the hot path."""
+    store = PostgresStore(f"{pg_url}?pool_size=1", table=fresh_table())
+    jobs = Jobs(store)
+    try:
+        await jobs.enqueue("t", {})  # creates the table and the pool's one connection
+        hot = store._pool
+        assert hot is not None
+        sent: list[str] = []
+        async with hot.acquire() as conn:
+            conn._con.add_query_logger(lambda record: sent.append(record.query))
+        job = await jobs.enqueue("t", {"n": 1})
+        await jobs.enqueue_many("t", [{"n": 2}, {"n": 3}])
+        now = datetime.now(UTC)
+        claimed = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=1), limit=2)
+        done = [
+            attrs.evolve(c, status=JobStatus.COMPLETED, locked_until=None, lock_token=None)
+            for c in claimed
+        ]
+        applied = await store.update(
+            [
+                JobUpdate(job=d, expected_status=c.status, expected_lock_token=c.lock_token)
+                for d, c in zip(done, claimed, strict=True)
+            ]
+        )
+        assert applied == [True, True]
+        # asyncpg looks up array types once per connection (its own catalog queries).
+        sent = [q for q in sent if "pg_catalog" not in q and "'jit'" not in q]
+        assert sent == [
+            store._sql.insert_one,
+            store._sql.insert,
+            store._sql.claim,
+            store._sql.update,
+        ]
+        assert job.id in {c.id for c in claimed}
+    finally:
+        await store.close()
