@@ -93,7 +93,11 @@ class SQLiteStore:
 
     @property
     def engine(self) -> Engine:
-        """The store's SQLAlchemy engine (set up with `BEGIN IMMEDIATE` and WAL)."""
+        """The store's SQLAlchemy engine (set up with `BEGIN IMMEDIATE` and WAL).
+
+        Statement or transaction listeners attached to it see every statement the store
+        runs: while any are attached, the hot calls go through SQLAlchemy too (slower).
+        """
         return self._engine
 
     # -- transactional enqueue ---------------------------------------------------
