@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core.testing import FakeClock
-from tests.core.conftest import settle
+from tests.core.conftest import T0, settle
 
 SECOND = timedelta(seconds=1)
 
@@ -117,3 +118,45 @@ async def test_close_drops_every_deadline(clock: FakeClock) -> None:
     clock.advance(SECOND)
     await settle()
     assert fired == ["b"]
+
+
+class SteppedClock:
+    """A clock whose time the test sets and whose `sleep` only yields (the timer polls):
+    unlike `FakeClock`, it holds no futures, so it survives its event loop."""
+
+    def __init__(self) -> None:
+        self.time = T0
+
+    def now(self) -> datetime:
+        return self.time
+
+    async def sleep(self, delay: timedelta) -> None:
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("cancel_tasks", [True, False], ids=["asyncio.run", "loop.close"])
+def test_a_timer_whose_loop_ended_works_on_the_next_loop(cancel_tasks: bool) -> None:
+    """A `Jobs` reused across event loops keeps its timeouts: a timer task left on a
+    finished loop (cancelled by `asyncio.run`, or just abandoned) is replaced."""
+    clock = SteppedClock()
+    timer = DeadlineTimer(clock)
+    fired: list[str] = []
+
+    async def first() -> None:
+        timer.start(SECOND, lambda: fired.append("old"))
+        await settle(5)  # the timer task runs on this loop, which then ends
+
+    async def second() -> None:
+        timer.start(SECOND, lambda: fired.append("new"))
+        await settle(5)
+        clock.time += SECOND
+        await settle(5)
+
+    if cancel_tasks:
+        asyncio.run(first())
+    else:
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(first())
+        loop.close()
+    asyncio.run(second())
+    assert fired == ["old", "new"]

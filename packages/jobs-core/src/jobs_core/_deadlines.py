@@ -61,8 +61,8 @@ class DeadlineTimer:
         self._task: asyncio.Task[None] | None = None
         #: When the sleeping timer task wakes; None while it is not sleeping.
         self._wakes_at: datetime | None = None
-        #: Whether `_arm` is scheduled to start the timer task.
-        self._arming = False
+        #: The loop on which `_arm` is scheduled to start the timer task, if any.
+        self._arming: asyncio.AbstractEventLoop | None = None
 
     def start(self, delay: timedelta, on_expire: Callable[[], object]) -> Deadline:
         """A deadline `delay` from now; `on_expire` runs on the event loop when it passes."""
@@ -70,12 +70,15 @@ class DeadlineTimer:
         deadline = Deadline(when, on_expire, self)
         heapq.heappush(self._heap, (when, next(self._order), deadline))
         self._live += 1
-        if self._task is None or self._task.done():  # done: a broken clock's sleep raised
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not loop:
+            # none yet, or it died (a clock whose sleep raised), or its loop is gone
             self._task = None
-            self._schedule_arm()
+            self._schedule_arm(loop)
         elif self._wakes_at is not None and when < self._wakes_at:
             self._stop_task()  # it sleeps past the new, earlier deadline
-            self._schedule_arm()
+            self._schedule_arm(loop)
         return deadline
 
     def close(self) -> None:
@@ -98,15 +101,15 @@ class DeadlineTimer:
             self._task = None
             self._wakes_at = None
 
-    def _schedule_arm(self) -> None:
-        if not self._arming:
-            self._arming = True
-            asyncio.get_running_loop().call_soon(self._arm)
+    def _schedule_arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._arming is not loop:
+            self._arming = loop
+            loop.call_soon(self._arm, loop)
 
-    def _arm(self) -> None:
-        self._arming = False
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._arming = None
         if self._live > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="jobs-timeouts")
+            self._task = loop.create_task(self._run(), name="jobs-timeouts")
 
     async def _run(self) -> None:
         heap = self._heap
