@@ -17,36 +17,41 @@ from sqlalchemy import event
 
 from jobs_core import Jobs, JobsConfig, JobStatus
 from jobs_sqlite import SQLiteStore, create_engine
+from jobs_sqlite._statements import claim as claim_statement
 from tests.faults.checks import graceful_stop, race_schema_creation
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 
 
 class TransactionLog:
-    """Records, per connection, each transaction's BEGIN and the statements inside it."""
+    """Records, per connection, each transaction's BEGIN and the statements inside it.
+
+    Traced by SQLite itself (`set_trace_callback` on every connection the engine opens),
+    so it sees what the store runs through SQLAlchemy and on the raw cursor alike.
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.open: dict[int, list[str]] = {}
         self.closed: list[list[str]] = []
         self.outside: list[str] = []
-        event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "commit", self._end)
-        event.listen(engine, "rollback", self._end)
+        event.listen(engine, "connect", self._traced)
 
-    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def _traced(self, dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        key = id(dbapi_connection)
+        dbapi_connection.set_trace_callback(lambda statement: self._statement(key, statement))
+
+    def _statement(self, key: int, statement: str) -> None:
         sql = " ".join(statement.split()).upper()
-        key = id(conn)
         if sql.startswith("BEGIN"):
             self.open[key] = [sql]
+        elif sql.startswith(("COMMIT", "ROLLBACK", "END")):
+            done = self.open.pop(key, None)
+            if done is not None:
+                self.closed.append(done)
         elif key in self.open:
             self.open[key].append(sql)
         else:
             self.outside.append(sql)
-
-    def _end(self, conn: Any) -> None:
-        done = self.open.pop(id(conn), None)
-        if done is not None:
-            self.closed.append(done)
 
     def deferred_writes(self) -> list[list[str]]:
         """Transactions that began without IMMEDIATE and then wrote: the F7 trap."""
@@ -151,22 +156,16 @@ async def test_claim_query_uses_its_index(tmp_path: Path) -> None:
             )
         )
         conn.execute(sa.text("ANALYZE"))
-    captured: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE") and "lock_token" in statement:
-            captured.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    claimed = await store.claim(
-        topics=["t"], now=jobs.clock.now(), lease=timedelta(seconds=60), limit=10
-    )
+    now = jobs.clock.now()
+    claimed = await store.claim(topics=["t"], now=now, lease=timedelta(seconds=60), limit=10)
     assert len(claimed) == 10
-    (statement, parameters) = captured[0]
+    # The statement exactly as the store runs it: lease end, now, now, the topic, limit.
+    parameters = ("2030-01-01T00:00:00.000000Z", "x", "2030-01-01T00:00:00.000000Z", "t", 10)
     with store.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        plan = [row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
+        rows = raw.execute("EXPLAIN QUERY PLAN " + claim_statement(1), parameters)
+        plan = [row[-1] for row in rows]
     await store.close()
     text = "\n".join(plan)
     print("SQLite claim plan:\n" + text)

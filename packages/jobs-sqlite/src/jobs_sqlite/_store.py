@@ -41,7 +41,7 @@ from jobs_sqlite._engine import (
 )
 from jobs_sqlite._errors import translate
 from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
-from jobs_sqlite._sessions import RawSession, Session, TracedSession, is_traced
+from jobs_sqlite._sessions import Session
 from jobs_sqlite._thread import StoreThread
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ class SQLiteStore:
         )
         self._thread = StoreThread("jobs-sqlite")
         self._connection: Connection | None = None
-        self._raw: RawSession | None = None
+        self._raw: Session | None = None
         self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
         self._watchers: set[Callable[[], None]] = set()
         self._watch_lock = threading.Lock()
@@ -95,8 +95,9 @@ class SQLiteStore:
     def engine(self) -> Engine:
         """The store's SQLAlchemy engine (set up with `BEGIN IMMEDIATE` and WAL).
 
-        Statement or transaction listeners attached to it see every statement the store
-        runs: while any are attached, the hot calls go through SQLAlchemy too (slower).
+        Insert, claim and update run their SQL on the sqlite3 connection directly, so
+        SQLAlchemy's statement events do not see them; trace with the sqlite3
+        connection's `set_trace_callback` (from the engine's `connect` event) instead.
         """
         return self._engine
 
@@ -240,14 +241,11 @@ class SQLiteStore:
         return connection
 
     def _session_of(self, connection: Connection) -> Session:
-        """The raw session on the connection's sqlite3 connection, unless someone
-        listens to the engine's statements."""
-        if is_traced(self._engine):
-            return TracedSession(connection)
+        """The session on the connection's own sqlite3 connection."""
         # The pysqlite dialect's DBAPI connection is a sqlite3.Connection.
         raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
         if self._raw is None or raw is not self._raw_of:
-            self._raw, self._raw_of = RawSession(raw.cursor()), raw
+            self._raw, self._raw_of = Session(raw.cursor()), raw
         return self._raw
 
     def _connect(self) -> Connection:
