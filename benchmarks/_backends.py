@@ -28,6 +28,7 @@ class Backend(Protocol):
     async def insert_single(self, table: str, n: int) -> float: ...
     async def insert_batch(self, table: str, n: int, chunk: int) -> float: ...
     async def fill_pending(self, table: str, n: int) -> None: ...
+    async def analyze(self, table: str) -> None: ...
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float: ...
     async def fill_finished(self, table: str, n: int) -> None: ...
     async def describe(self) -> str: ...
@@ -78,6 +79,9 @@ class SQLiteBackend:
     async def fill_pending(self, table: str, n: int) -> None:
         _sqlite_raw.fill_pending(self.path(table), n)
 
+    async def analyze(self, table: str) -> None:
+        return None  # the floors do not ANALYZE on SQLite either
+
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float:
         return _sqlite_raw.drain(self.path(table), n, batch)
 
@@ -122,6 +126,9 @@ class PostgresBackend:
 
     async def fill_pending(self, table: str, n: int) -> None:
         await _pg_raw.fill_pending(self._url, table, n)
+
+    async def analyze(self, table: str) -> None:
+        await _pg_raw.analyze(self._url, table)
 
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float:
         # One commit per job runs 10 connections (like a pool of 10); batched runs one

@@ -121,11 +121,20 @@ async def insert_batch(url: str, table: str, n: int, chunk: int) -> float:
 
 
 async def fill_pending(url: str, table: str, n: int) -> None:
-    """Queue `n` due jobs (setup, not timed)."""
+    """Queue `n` due jobs and ANALYZE (setup, not timed)."""
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction():
             await conn.executemany(_insert(table), [_row(i) for i in range(n)])
+    finally:
+        await conn.close()
+    await analyze(url, table)
+
+
+async def analyze(url: str, table: str) -> None:
+    """ANALYZE `table`, so the planner knows how many jobs are pending."""
+    conn = await asyncpg.connect(url)
+    try:
         await conn.execute(f"ANALYZE {table}")
     finally:
         await conn.close()
