@@ -29,6 +29,7 @@ from jobs_core import (
     Job,
     JobPage,
     JobQuery,
+    Jobs,
     JobStats,
     JobStatus,
     JobStore,
@@ -352,6 +353,17 @@ def check(
         "max_attempts": max((len(v) for v in runs.values()), default=0),
     }
     return Report(violations=bad, figures=figures)
+
+
+async def check_run(enqueued: Collection[str], jobs: Jobs, ledger: Ledger) -> Report:
+    """`check` a finished run: every job in the store, its counts, and the ledger."""
+    return check(
+        enqueued=enqueued,
+        jobs=await all_jobs(jobs.store),
+        stats=await jobs.stats(),
+        executions=ledger.executions(),
+        outcomes=ledger.outcomes(),
+    )
 
 
 def counters_consistent(jobs: Sequence[Job], stats: JobStats) -> list[str]:

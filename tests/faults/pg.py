@@ -7,7 +7,6 @@ maintenance database). Unreachable means the test fails, with a message; never a
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import time
@@ -15,30 +14,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
-ADMIN_URL = os.environ.get("JOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def with_database(url: str, database: str) -> str:
-    """`url` pointing at another database."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
-
-
-def admin_connect(url: str = ADMIN_URL) -> psycopg.Connection[tuple[object, ...]]:
-    """An autocommit connection, or a test failure naming the server."""
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {url} ({exc}). Start it (`.ci/run` does) or"
-            " set JOBS_TEST_PG; the PostgreSQL fault tests never skip.",
-            pytrace=False,
-        )
+from tests.pg_admin import ADMIN_URL, admin_connect, with_database
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from tests.faults import pg
 from tests.faults.checks import graceful_stop, race_schema_creation
 from tests.faults.fleet import publish, seed
 from tests.faults.ledger import all_jobs, counters_consistent
+from tests.pg_admin import admin_connect
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def db_url() -> Iterator[str]:
 
 def _deadlocks(url: str) -> int:
     database = url.rsplit("/", 1)[-1]
-    with pg.admin_connect() as conn:
+    with admin_connect() as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT deadlocks FROM pg_stat_database WHERE datname = %s", (database,)
@@ -164,7 +165,7 @@ async def test_claim_query_uses_the_partial_index(db_url: str) -> None:
 def test_eight_processes_create_the_schema_at_once(db_url: str) -> None:
     outputs = race_schema_creation(db_url)
     assert outputs == ["exit 0: ok"] * 8
-    with pg.admin_connect(db_url) as conn:
+    with admin_connect(db_url) as conn:
         row = conn.execute("SELECT count(*) FROM jobs_schema_version").fetchone()
     assert row == (1,)
 
@@ -178,7 +179,7 @@ async def test_graceful_stop_leaves_nothing_processing(db_url: str, tmp_path: Pa
 def test_the_deadlock_counter_sees_a_real_deadlock(db_url: str) -> None:
     """The measurement itself: two transactions locking two rows in opposite order make
     PostgreSQL detect a deadlock, and `pg_stat_database.deadlocks` moves by one."""
-    with pg.admin_connect(db_url) as setup:
+    with admin_connect(db_url) as setup:
         setup.execute("CREATE TABLE pair (id int PRIMARY KEY)")
         setup.execute("INSERT INTO pair VALUES (1), (2)")
     before = _deadlocks(db_url)

@@ -29,8 +29,9 @@ from jobs_http import create_app
 from jobs_postgres import PostgresStore
 from tests.faults import pg
 from tests.faults.fleet import Fleet, percentile, publish
-from tests.faults.ledger import Ledger, LedgerStore, all_jobs, check
+from tests.faults.ledger import Ledger, LedgerStore, check_run
 from tests.faults.proxy import proxy
+from tests.pg_admin import admin_connect
 
 TOKEN = "fault-tests-superuser-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -174,13 +175,7 @@ async def _outage_run(
         codes = fleet.stop()
     ledger = Ledger(ledger_path)
     try:
-        report = check(
-            enqueued=ids,
-            jobs=await all_jobs(jobs.store),
-            stats=await jobs.stats(),
-            executions=ledger.executions(),
-            outcomes=ledger.outcomes(),
-        )
+        report = await check_run(ids, jobs, ledger)
     finally:
         ledger.close()
         await jobs.aclose()
@@ -302,13 +297,7 @@ async def test_database_down_at_start(db_url: str, tmp_path: Path) -> None:
             codes = fleet.stop()
     ledger = Ledger(ledger_path)
     try:
-        report = check(
-            enqueued=ids,
-            jobs=await all_jobs(jobs.store),
-            stats=await jobs.stats(),
-            executions=ledger.executions(),
-            outcomes=ledger.outcomes(),
-        )
+        report = await check_run(ids, jobs, ledger)
     finally:
         ledger.close()
         await jobs.aclose()
@@ -334,7 +323,7 @@ async def test_database_down_at_start(db_url: str, tmp_path: Path) -> None:
 
 def _backends(url: str, application: str) -> list[int]:
     database = url.rsplit("/", 1)[-1]
-    with pg.admin_connect() as conn:
+    with admin_connect() as conn:
         rows = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
             (database, application),
@@ -343,7 +332,7 @@ def _backends(url: str, application: str) -> list[int]:
 
 
 def _terminate(pids: list[int]) -> None:
-    with pg.admin_connect() as conn:
+    with admin_connect() as conn:
         for pid in pids:
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
@@ -451,13 +440,7 @@ async def test_connection_killed_between_handler_return_and_completion_commit(
     try:
         await _drain(jobs, 60)
         assert jobs.running
-        report = check(
-            enqueued=ids,
-            jobs=await all_jobs(store),
-            stats=await jobs.stats(),
-            executions=ledger.executions(),
-            outcomes=ledger.outcomes(),
-        )
+        report = await check_run(ids, jobs, ledger)
     finally:
         await jobs.aclose()
         ledger.close()

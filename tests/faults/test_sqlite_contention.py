@@ -18,7 +18,7 @@ import pytest
 
 from jobs_core import Jobs, open_store
 from tests.faults.fleet import Fleet, percentile, publish, seed
-from tests.faults.ledger import Ledger, all_jobs, check
+from tests.faults.ledger import Ledger, check_run
 from tests.faults.proxy import free_port
 
 TOKEN = "fault-tests-superuser-token-0123456789abcdef"
@@ -144,13 +144,7 @@ async def test_four_processes_serving_and_working_on_one_file(tmp_path: Path) ->
         codes = fleet.stop()
     ledger = Ledger(ledger_path)
     try:
-        report = check(
-            enqueued=tally.ids,
-            jobs=await all_jobs(jobs.store),
-            stats=await jobs.stats(),
-            executions=ledger.executions(),
-            outcomes=ledger.outcomes(),
-        )
+        report = await check_run(tally.ids, jobs, ledger)
     finally:
         ledger.close()
         await jobs.aclose()

@@ -7,35 +7,14 @@ the tests fail with a message saying so; they never skip.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from jobs_postgres import PostgresStore
-
-ADMIN_URL = os.environ.get("JOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def with_database(url: str, database: str) -> str:
-    """`url` pointing at another database."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
-
-
-def admin_connect(url: str = ADMIN_URL) -> psycopg.Connection[tuple[object, ...]]:
-    """An autocommit connection, or a test failure naming the server."""
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {url} ({exc}). Start it (`.ci/run` does) or"
-            " set JOBS_TEST_PG; the PostgreSQL tests never skip.",
-            pytrace=False,
-        )
+from tests.pg_admin import ADMIN_URL, admin_connect, with_database
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +46,10 @@ async def pg_store(pg_url: str, table: str) -> AsyncIterator[PostgresStore]:
     store = PostgresStore(pg_url, table=table)
     yield store
     await store.close()
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit admin connection to the test run's database."""
+    with admin_connect(pg_url) as conn:
+        yield conn

@@ -128,3 +128,13 @@ def check_ledger(conn: psycopg.Connection[Any], table: str, ledger: str) -> dict
     runs = conn.execute(f"SELECT count(*) FROM {ledger}").fetchone()
     assert runs is not None
     return {"jobs": sum(statuses.values()), "runs": runs[0], "finished_twice": len(twice)}
+
+
+def worker_options(pg_url: str, table: str, **extra: Any) -> dict[str, Any]:
+    """Options of a worker process on `table`, its ledger in `<table>_ledger`."""
+    return {
+        "store_url": f"{pg_url}?table={table}",
+        "plain_url": pg_url,
+        "ledger": f"{table}_ledger",
+        **extra,
+    }

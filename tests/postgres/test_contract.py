@@ -15,8 +15,9 @@ from hypothesis import settings
 from jobs_core import JobStore
 from jobs_core.testing.contract import JobStoreContract, make_state_machine
 from jobs_postgres import PostgresStore
+from tests.pg_admin import ADMIN_URL, admin_connect, with_database
 
-from .conftest import ADMIN_URL, admin_connect, fresh_table, with_database
+from .conftest import fresh_table
 
 
 class TestPostgresStoreContract(JobStoreContract):

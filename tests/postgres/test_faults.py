@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -21,29 +20,17 @@ import pytest
 
 from jobs_core import LOCK_EXPIRED, Jobs
 from jobs_postgres import PostgresStore
+from tests.pg_admin import admin_connect
 
-from .conftest import admin_connect
-from .procs import check_ledger, spawn, stop, wait_for, wait_ready, workers
+from .procs import check_ledger, spawn, stop, wait_for, wait_ready, worker_options, workers
 
 PG_CLUSTER = ("15", "main")
 
 
-@pytest.fixture
-def db(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with admin_connect(pg_url) as conn:
-        yield conn
-
-
 def _options(pg_url: str, table: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "store_url": f"{pg_url}?table={table}",
-        "plain_url": pg_url,
-        "ledger": f"{table}_ledger",
-        "lock_duration": 2,
-        "poll_interval": 0.2,
-        "retry_delay": 0.1,
-        **extra,
-    }
+    """Short leases and polls, so rescue and recovery happen within the test."""
+    timing = {"lock_duration": 2, "poll_interval": 0.2, "retry_delay": 0.1}
+    return worker_options(pg_url, table, **(timing | extra))
 
 
 async def _enqueue(pg_url: str, table: str, payloads: list[Any]) -> list[str]:

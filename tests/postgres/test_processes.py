@@ -5,33 +5,15 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from jobs_core import Jobs
 from jobs_postgres import PostgresStore
 
-from .conftest import admin_connect
-from .procs import check_ledger, spawn, wait_for, workers
-
-
-@pytest.fixture
-def db(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with admin_connect(pg_url) as conn:
-        yield conn
-
-
-def _options(pg_url: str, table: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "store_url": f"{pg_url}?table={table}",
-        "plain_url": pg_url,
-        "ledger": f"{table}_ledger",
-        **extra,
-    }
+from .procs import check_ledger, spawn, wait_for, worker_options, workers
 
 
 def _deadlocks(db: psycopg.Connection[Any]) -> int:
@@ -50,7 +32,7 @@ async def test_four_processes_drain_ten_thousand_jobs_exactly_once(
     maker = Jobs(store)
     await store.insert([maker.prepare("t", {"i": i}) for i in range(10_000)])
     await store.close()
-    options = _options(pg_url, table, poll_interval=0.2, pool=50, batch=50)
+    options = worker_options(pg_url, table, poll_interval=0.2, pool=50, batch=50)
     deadlocks = _deadlocks(db)
     started = time.monotonic()
     with workers(4, options, log=tmp_path / "workers.log"):
@@ -74,7 +56,7 @@ async def test_enqueue_in_one_process_wakes_a_worker_in_another(
     pg_url: str, table: str, db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     """With a 1 s poll, LISTEN/NOTIFY starts the handler within 100 ms at the median."""
-    options = _options(pg_url, table, poll_interval=1.0, ledger_at_start=True)
+    options = worker_options(pg_url, table, poll_interval=1.0, ledger_at_start=True)
     store = PostgresStore(pg_url, table=table)
     maker = Jobs(store)
     await store.count_by_status()  # table exists before the worker starts

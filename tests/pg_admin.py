@@ -1,0 +1,34 @@
+"""The PostgreSQL server the tests use, and autocommit admin connections to it.
+
+The server is expected on 127.0.0.1:5432 (user `postgres`, trust auth), or wherever
+`JOBS_TEST_PG` points (a URL of the maintenance database). If it cannot be reached the
+tests fail with a message saying so; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+ADMIN_URL = os.environ.get("JOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def admin_connect(url: str = ADMIN_URL) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection, or a test failure naming the server."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {url} ({exc}). Start it (`.ci/run` does) or"
+            " set JOBS_TEST_PG; the PostgreSQL tests never skip.",
+            pytrace=False,
+        )
