@@ -20,7 +20,8 @@ def new_job_id() -> str:
     ms_part, rand = value >> 74, value & ((1 << 74) - 1)
     rand_a, rand_b = rand >> 62, rand & ((1 << 62) - 1)
     as_int = (ms_part << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=as_int))
+    h = f"{as_int:032x}"  # what str(uuid.UUID(int=as_int)) gives, at a fraction of the cost
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_lock_token() -> str:

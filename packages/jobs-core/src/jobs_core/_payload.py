@@ -17,6 +17,9 @@ T = TypeVar("T")
 MAX_DEPTH = 64
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+# Built once: `json.dumps`/`json.loads` with options build a new encoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 
 
 def serialize(payload: object, max_size: int) -> str:
@@ -28,7 +31,7 @@ def serialize(payload: object, max_size: int) -> str:
     """
     _check_value(payload)
     try:
-        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _encode(payload)
     except ValueError as exc:  # e.g. an int with more digits than int->str allows
         raise InvalidPayload(f"payload is not JSON-serializable: {exc}") from exc
     try:
@@ -44,7 +47,7 @@ def serialize(payload: object, max_size: int) -> str:
 
 def canonical(payload: object, max_size: int) -> Any:
     """Validate `payload` and return it as JSON would give it back (tuples become lists)."""
-    return json.loads(serialize(payload, max_size))
+    return _decode(serialize(payload, max_size))
 
 
 def _check_value(root: object) -> None:

@@ -83,6 +83,13 @@ class Jobs:
 
         For adapters' transactional enqueue: build here, insert in your own transaction.
         """
+        return self._prepare_all(topic, [payload], options)[0]
+
+    def _prepare_all(
+        self, topic: str, payloads: Iterable[object], options: EnqueueOptions | None
+    ) -> list[Job]:
+        """New `pending` jobs of one topic and options: those checked once, each payload
+        on its own."""
         options = options if options is not None else EnqueueOptions()
         if not isinstance(options, EnqueueOptions):
             raise TypeError(f"options must be EnqueueOptions, got {type(options).__name__}")
@@ -94,14 +101,18 @@ class Jobs:
             if options.max_retries is None
             else check_max_retries(options.max_retries)
         )
-        return transitions.new_job(
-            job_id=new_job_id(),
-            topic=topic,
-            payload=canonical(payload, self.config.max_payload_size),
-            run_at=run_at,
-            max_retries=max_retries,
-            now=now,
-        )
+        max_size = self.config.max_payload_size
+        return [
+            transitions.new_job(
+                job_id=new_job_id(),
+                topic=topic,
+                payload=canonical(payload, max_size),
+                run_at=run_at,
+                max_retries=max_retries,
+                now=now,
+            )
+            for payload in payloads
+        ]
 
     async def enqueue(self, topic: str, payload: object) -> Job:
         """Queue a job to run as soon as a worker is free."""
@@ -124,7 +135,7 @@ class Jobs:
         self, topic: str, payloads: Iterable[object], options: EnqueueOptions | None = None
     ) -> list[Job]:
         """Queue one job per payload in one transaction: all are stored or none."""
-        jobs = [self.prepare(topic, payload, options) for payload in payloads]
+        jobs = self._prepare_all(topic, payloads, options)
         if jobs:
             await self.store.insert(jobs)
             self._wake_if_due(jobs)
