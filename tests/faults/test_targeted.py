@@ -191,11 +191,11 @@ async def test_no_pooled_connection_is_held_while_handlers_run(pg_url: str) -> N
 
 
 def _connections_in_use(store: PostgresStore) -> int:
-    """Connections checked out of both of the store's pools (SQLAlchemy's and asyncpg's)."""
+    """Connections checked out of both of the store's pools (SQLAlchemy's and the hot one)."""
     in_use = store.engine.pool.checkedout()  # type: ignore[attr-defined]
     hot = store._pool
     if hot is not None:
-        in_use += hot.get_size() - hot.get_idle_size()
+        in_use += hot.in_use
     return int(in_use)
 
 

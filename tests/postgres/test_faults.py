@@ -129,11 +129,17 @@ async def test_workers_recover_from_a_server_restart(
     pg_url: str, table: str, tmp_path: Path
 ) -> None:
     """PostgreSQL restarted mid-run: no worker exits, claims resume, nothing is lost."""
-    await _enqueue(pg_url, table, [{"sleep": 0.02}] * 3000)
+    await _enqueue(pg_url, table, [{"sleep": 0.05}] * 3000)
     options = _options(pg_url, table, pool=10, batch=10)
     log = tmp_path / "workers.log"
     with workers(4, options, log=log) as procs:
-        time.sleep(2)
+        with admin_connect(pg_url) as db:  # restart mid-run: some done, most still queued
+            wait_for(
+                db,
+                f"SELECT count(*) >= 200 FROM {table} WHERE status = 'completed'",
+                True,
+                timeout=60,
+            )
         took = _restart_server()
         ready = time.monotonic()
         with admin_connect(pg_url) as db:

@@ -341,7 +341,7 @@ async def test_busy_hot_pool_times_out_as_store_unavailable(pg_url: str) -> None
     hot = store._pool
     assert hot is not None
     try:
-        async with hot.acquire():
+        async with hot.connection():
             began = asyncio.get_running_loop().time()
             with pytest.raises(StoreUnavailable):
                 await jobs.enqueue("t", {"n": 1})
@@ -362,8 +362,8 @@ async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
         hot = store._pool
         assert hot is not None
         sent: list[str] = []
-        async with hot.acquire() as conn:
-            conn._con.add_query_logger(lambda record: sent.append(record.query))
+        async with hot.connection() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
         job = await jobs.enqueue("t", {"n": 1})
         await jobs.enqueue_many("t", [{"n": 2}, {"n": 3}])
         now = datetime.now(UTC)
@@ -379,6 +379,7 @@ async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
             ]
         )
         assert applied == [True, True]
+        await asyncio.sleep(0)  # asyncpg hands records to query loggers via call_soon
         # asyncpg looks up array types once per connection (its own catalog queries).
         sent = [q for q in sent if "pg_catalog" not in q and "'jit'" not in q]
         assert sent == [

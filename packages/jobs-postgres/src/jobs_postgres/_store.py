@@ -9,7 +9,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from jobs_core import MUTABLE_FIELDS, Job, JobNotFound, JobPage, JobQuery, JobStatus, JobUpdate
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
-from jobs_postgres._pool import create_pool
+from jobs_postgres._pool import HotPool
 from jobs_postgres._rows import canonical_id, dumps, to_job, to_row
 from jobs_postgres._schema import Schema
 from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, statements
@@ -61,7 +60,7 @@ class PostgresStore:
         self._pool_size = parsed.pool_size if pool_size is None else pool_size
         self._max_overflow = parsed.max_overflow if max_overflow is None else max_overflow
         self._engine: AsyncEngine | None = None
-        self._pool: asyncpg.Pool | None = None
+        self._pool: HotPool | None = None
         self._ready = False
         self._ready_lock: asyncio.Lock | None = None
         self._sql = statements(self._schema)
@@ -122,15 +121,16 @@ class PostgresStore:
                 self._ready = True
         return engine
 
-    async def _hot_pool(self) -> asyncpg.Pool:
+    async def _hot_pool(self) -> HotPool:
         """The asyncpg pool of the hot path, created (with the table) on first use."""
         pool = self._pool
         if pool is not None and self._ready:
             return pool
         await self._ensure_ready()
         if self._pool is None:
-            with translated("connecting"):
-                self._pool = await create_pool(self._url.libpq_url, size=self._pool_size)
+            self._pool = HotPool(
+                self._url.libpq_url, size=self._pool_size, timeout=self._url.pool_timeout
+            )
         return self._pool
 
     async def _check_clock(self, engine: AsyncEngine) -> None:
@@ -173,7 +173,7 @@ class PostgresStore:
         pool = await self._hot_pool()
         notify = _notify_payloads({job.topic for job in jobs})
         with translated("inserting jobs"):
-            async with pool.acquire(timeout=self._url.pool_timeout) as conn:
+            async with pool.connection() as conn:
                 if len(jobs) == 1:
                     await conn.execute(
                         self._sql.insert_one, *_values(jobs[0]), self._schema.channel, notify[0]
@@ -218,7 +218,7 @@ class PostgresStore:
             return []
         pool = await self._hot_pool()
         with translated("claiming jobs"):
-            async with pool.acquire(timeout=self._url.pool_timeout) as conn:
+            async with pool.connection() as conn:
                 rows = await conn.fetch(self._sql.claim, now, wanted, limit, now + lease)
         jobs = [to_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))
@@ -232,7 +232,7 @@ class PostgresStore:
         applied = [False] * len(updates)
         rounds = _rounds(updates)
         with translated("updating jobs"):
-            async with pool.acquire(timeout=self._url.pool_timeout) as conn:
+            async with pool.connection() as conn:
                 if len(rounds) == 1:
                     rows = await conn.fetch(
                         self._sql.update, *_update_arrays(rounds[0]), self._schema.channel
