@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from sqlalchemy.dialects.postgresql.base import PGDialect
+
 from jobs_core import MUTABLE_FIELDS
 from jobs_postgres._schema import Schema
 
@@ -32,28 +34,10 @@ COLUMNS: Final = (
     "created",
     "updated",
 )
-_COLUMN_TYPES: Final = {
-    "id": "uuid",
-    "topic": "text",
-    "payload": "jsonb",
-    "status": "text",
-    "run_at": "timestamptz",
-    "locked_until": "timestamptz",
-    "lock_token": "text",
-    "retries": "integer",
-    "max_retries": "integer",
-    "last_error": "text",
-    "created": "timestamptz",
-    "updated": "timestamptz",
-}
-#: The arrays a guarded update takes, in parameter order ($1 ... $11).
-UPDATE_ARRAYS: Final = (
-    ("ord", "integer"),
-    ("id", "uuid"),
-    ("expected_status", "text"),
-    ("expected_token", "text"),
-    *((name, _COLUMN_TYPES[name]) for name in MUTABLE_FIELDS),
-)
+#: The arrays a guarded update takes, in parameter order ($1 ... $11): the input
+#: position, the guard, then the new values of `MUTABLE_FIELDS`.
+UPDATE_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token", *MUTABLE_FIELDS)
+_DIALECT: Final = PGDialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
 #: Longest NOTIFY payload we send; longer topics are announced with an empty payload.
 NOTIFY_TOPIC_BYTES: Final = 64
 
@@ -80,11 +64,18 @@ def statements(schema: Schema) -> Statements:
     """Build the statements for `schema` (names were checked to be plain identifiers)."""
     t = schema.jobs
     table = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
+    # Array casts in the columns' own types, as the table declares them.
+    types = {column.name: column.type.compile(dialect=_DIALECT) for column in t.c}
+    types |= {
+        "ord": "INTEGER",
+        "expected_status": types["status"],
+        "expected_token": types["lock_token"],
+    }
     columns = ", ".join(COLUMNS)
     returned = ", ".join(f"t.{name}" for name in COLUMNS)
     # Payloads travel as JSON text: a JSON null must not become an SQL NULL in an array.
     insert_arrays = ", ".join(
-        f"${i}::{'text' if name == 'payload' else _COLUMN_TYPES[name]}[]"
+        f"${i}::{'TEXT' if name == 'payload' else types[name]}[]"
         for i, name in enumerate(COLUMNS, start=1)
     )
     selected = ", ".join(
@@ -97,7 +88,7 @@ def statements(schema: Schema) -> Statements:
         f" SELECT pg_notify(${n + 1}, p) FROM unnest(${n + 2}::text[]) AS p"
     )
     values = ", ".join(
-        f"${i}::text::jsonb" if name == "payload" else f"${i}::{_COLUMN_TYPES[name]}"
+        f"${i}::TEXT::JSONB" if name == "payload" else f"${i}::{types[name]}"
         for i, name in enumerate(COLUMNS, start=1)
     )
     insert_one = (
@@ -113,8 +104,8 @@ def statements(schema: Schema) -> Statements:
         " lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1"
         f" FROM picked WHERE t.id = picked.id RETURNING {returned}"
     )
-    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(UPDATE_ARRAYS, start=1))
-    names = ", ".join(name for name, _ in UPDATE_ARRAYS)
+    arrays = ", ".join(f"${i}::{types[name]}[]" for i, name in enumerate(UPDATE_ARRAYS, start=1))
+    names = ", ".join(UPDATE_ARRAYS)
     sets = ", ".join(f"{name} = v.{name}" for name in MUTABLE_FIELDS)
     channel = f"${len(UPDATE_ARRAYS) + 1}"
     # Rows are locked by ascending id before any is changed (`locked` emits them in id
