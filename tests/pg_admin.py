@@ -8,6 +8,9 @@ tests fail with a message saying so; they never skip.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -32,3 +35,21 @@ def admin_connect(url: str = ADMIN_URL) -> psycopg.Connection[tuple[object, ...]
             " set JOBS_TEST_PG; the PostgreSQL tests never skip.",
             pytrace=False,
         )
+
+
+@contextmanager
+def throwaway_database(
+    prefix: str, *, before_drop: Callable[[], object] | None = None
+) -> Iterator[str]:
+    """URL of a new, empty database named `<prefix>_<random>`, dropped (sessions and all)
+    afterwards; `before_drop` runs first (say, to restart a server a test stopped)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(ADMIN_URL, name)
+    finally:
+        if before_drop is not None:
+            before_drop()
+        with admin_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,7 +10,6 @@ import contextlib
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,21 +17,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.pg_admin import ADMIN_URL, admin_connect, with_database
+from tests.pg_admin import ADMIN_URL, throwaway_database
 
 
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    """URL of a new, empty database, dropped afterwards."""
-    name = f"jobs_fault_{uuid.uuid4().hex[:12]}"
-    with admin_connect() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(ADMIN_URL, name)
-    finally:
-        ensure_running()
-        with admin_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """URL of a new, empty database, dropped afterwards (with the server up again)."""
+    with throwaway_database("jobs_fault", before_drop=ensure_running) as url:
+        yield url
 
 
 def is_ready() -> bool:

@@ -14,20 +14,14 @@ import psycopg
 import pytest
 
 from jobs_postgres import PostgresStore
-from tests.pg_admin import ADMIN_URL, admin_connect, with_database
+from tests.pg_admin import admin_connect, throwaway_database
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of a fresh database for this test run, dropped at the end."""
-    name = f"jobs_test_{uuid.uuid4().hex[:12]}"
-    with admin_connect() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(ADMIN_URL, name)
-    finally:
-        with admin_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("jobs_test") as url:
+        yield url
 
 
 def fresh_table() -> str:
