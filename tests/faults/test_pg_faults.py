@@ -29,7 +29,7 @@ from jobs_http import create_app
 from jobs_postgres import PostgresStore
 from tests.faults import pg
 from tests.faults.fleet import Fleet, percentile, publish
-from tests.faults.ledger import Ledger, LedgerStore, check_run
+from tests.faults.ledger import Ledger, LedgerStore, Report, check_run
 from tests.faults.proxy import proxy
 from tests.pg_admin import admin_connect
 
@@ -77,6 +77,21 @@ async def _api_while_down(url: str) -> dict[str, float]:
     finally:
         await jobs.aclose()
     return timings
+
+
+async def _check_and_close(
+    ids: list[str], jobs: Jobs, ledger_path: Path, fleet: Fleet
+) -> tuple[Report, list[float]]:
+    """Check the run against the ledger and close the producer; also the store-retry
+    backoffs the workers logged."""
+    ledger = Ledger(ledger_path)
+    try:
+        report = await check_run(ids, jobs, ledger)
+    finally:
+        ledger.close()
+        await jobs.aclose()
+    backoffs = [float(x) for x in re.findall(r"retrying in ([0-9.]+)s", fleet.log_text())]
+    return report, backoffs
 
 
 def _first_start_after(ledger_path: Path, when: float) -> float | None:
@@ -173,13 +188,7 @@ async def _outage_run(
         dead = fleet.dead()
     finally:
         codes = fleet.stop()
-    ledger = Ledger(ledger_path)
-    try:
-        report = await check_run(ids, jobs, ledger)
-    finally:
-        ledger.close()
-        await jobs.aclose()
-    backoffs = [float(x) for x in re.findall(r"retrying in ([0-9.]+)s", fleet.log_text())]
+    report, backoffs = await _check_and_close(ids, jobs, ledger_path, fleet)
     figures = {
         **report.figures,
         "outage_s": outage,
@@ -295,13 +304,7 @@ async def test_database_down_at_start(db_url: str, tmp_path: Path) -> None:
             dead = fleet.dead()
         finally:
             codes = fleet.stop()
-    ledger = Ledger(ledger_path)
-    try:
-        report = await check_run(ids, jobs, ledger)
-    finally:
-        ledger.close()
-        await jobs.aclose()
-    backoffs = [float(x) for x in re.findall(r"retrying in ([0-9.]+)s", fleet.log_text())]
+    report, backoffs = await _check_and_close(ids, jobs, ledger_path, fleet)
     publish(
         "pg-down-at-start",
         {
