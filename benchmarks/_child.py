@@ -24,10 +24,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def drain(url: str, n: int, pool: int) -> dict[str, float]:
-    """Start a worker on `n` queued jobs; time until all are `completed` in the store."""
-    config = JobsConfig(worker_pool_size=pool, batch_size=pool)
-    jobs = Jobs(open_store(url), config=config)
+def register_noop(jobs: Jobs, n: int) -> asyncio.Event:
+    """Handle `TOPIC` with a no-op; the event is set once it has run `n` times."""
     handled = asyncio.Event()
     count = [0]
 
@@ -37,6 +35,14 @@ async def drain(url: str, n: int, pool: int) -> dict[str, float]:
             handled.set()
 
     jobs.register(TOPIC, noop)
+    return handled
+
+
+async def drain(url: str, n: int, pool: int) -> dict[str, float]:
+    """Start a worker on `n` queued jobs; time until all are `completed` in the store."""
+    config = JobsConfig(worker_pool_size=pool, batch_size=pool)
+    jobs = Jobs(open_store(url), config=config)
+    handled = register_noop(jobs, n)
     try:
         before = await jobs.stats()  # connects; the clock starts with a warm store
         if before.pending != n:

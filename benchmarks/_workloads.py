@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 
 from benchmarks._backends import Backend
+from benchmarks._child import register_noop
 from benchmarks._null_store import NullStore
 from benchmarks._report import Figure, at_least
 from jobs_core import Job, Jobs, JobsConfig, JobStatus, JobUpdate, open_store
@@ -155,15 +156,7 @@ async def core_ceiling(sizes: Sizes) -> list[Figure]:
     n = sizes.jobs
     store = NullStore()
     jobs = Jobs(store, config=JobsConfig(worker_pool_size=sizes.pool, batch_size=sizes.pool))
-    handled = asyncio.Event()
-    count = [0]
-
-    async def noop(job: Job) -> None:
-        count[0] += 1
-        if count[0] >= n:
-            handled.set()
-
-    jobs.register(TOPIC, noop)
+    handled = register_noop(jobs, n)
     for first in range(0, n, 5000):
         await jobs.enqueue_many(TOPIC, [{"i": i} for i in range(first, min(first + 5000, n))])
     started, cpu = time.perf_counter(), time.process_time()
