@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import event
 from jobs_core import Job, JobStatus, JobUpdate
 from jobs_core.testing.contract import LEASE, make_job
 from jobs_sqlite import SQLiteStore
-from jobs_sqlite._rows import format_time, from_row, insert_values, parse_time
+from jobs_sqlite._rows import TimeTexts, format_time, from_row, insert_values, parse_time
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -145,3 +145,17 @@ def test_rows_round_trip_exactly() -> None:
     assert back == job
     assert back.run_at.tzinfo is UTC
     assert parse_time(format_time(odd)) == odd
+
+
+def test_time_texts_agree_with_format_and_parse_and_stay_bounded() -> None:
+    """The remembered conversions give what formatting and parsing give, both ways, and
+    the memory forgets everything once it reaches its limit."""
+    texts = TimeTexts(limit=3)
+    moments = [T0 + timedelta(microseconds=i) for i in range(10)]
+    for moment in moments:
+        assert texts.text(moment) == format_time(moment)
+        assert texts.time(format_time(moment)) == moment
+        assert texts.text(moment) == format_time(moment)  # remembered
+        assert len(texts) <= 3
+    other_zone = moments[0].astimezone(timezone(timedelta(hours=5)))
+    assert texts.text(other_zone) == format_time(moments[0])

@@ -20,11 +20,12 @@ from jobs_sqlite import _statements as sql
 from jobs_sqlite._engine import read_transaction, write_transaction
 from jobs_sqlite._rows import (
     COLUMNS,
+    TimeTexts,
     format_time,
     from_row,
+    from_rows,
     guarded_values,
     insert_values,
-    time_texts,
     to_row,
 )
 from jobs_sqlite._schema import jobs_table
@@ -41,9 +42,9 @@ def insert_jobs(connection: Connection, jobs: Sequence[Job]) -> None:
         connection.execute(insert(jobs_table), [to_row(job) for job in jobs])
 
 
-def insert_all(session: Session, jobs: Sequence[Job]) -> None:
+def insert_all(session: Session, texts: TimeTexts, jobs: Sequence[Job]) -> None:
     """Store new jobs in one transaction: all or none."""
-    text = time_texts()
+    text = texts.text
     rows = [insert_values(job, text) for job in jobs]
     with session.write():
         session.change_many(sql.INSERT, rows)
@@ -74,7 +75,7 @@ def list_jobs(connection: Connection, path: str, query: JobQuery) -> JobPage:
     with read_transaction(connection):
         total = connection.scalar(select(func.count()).select_from(jobs_table).where(where))
         rows = connection.execute(page).all()
-    items = [from_row(row, path) for row in rows]
+    items = from_rows(rows, path)
     return JobPage(items=items, total=int(total or 0), limit=query.limit, offset=query.offset)
 
 
@@ -91,6 +92,7 @@ def count_by_status(connection: Connection) -> Mapping[JobStatus, int]:
 def claim(
     session: Session,
     path: str,
+    texts: TimeTexts,
     *,
     topics: Collection[str],
     now: datetime,
@@ -109,7 +111,7 @@ def claim(
     params = [format_time(now + lease), stamp, stamp, *wanted, limit]
     with session.write():
         rows = session.fetch(sql.claim(len(wanted)), params)
-    jobs = [from_row(row, path) for row in rows]
+    jobs = from_rows(rows, path, texts)
     jobs.sort(key=_claim_order)
     return jobs
 
@@ -130,14 +132,14 @@ def expired(connection: Connection, path: str, *, now: datetime, limit: int) -> 
     )
     with read_transaction(connection):
         rows = connection.execute(statement).all()
-    return [from_row(row, path) for row in rows]
+    return from_rows(rows, path)
 
 
 class _NotAllApplied(Exception):
     """Some guarded write of a batch was refused: roll back, redo it row by row."""
 
 
-def apply_updates(session: Session, updates: Sequence[JobUpdate]) -> list[bool]:
+def apply_updates(session: Session, texts: TimeTexts, updates: Sequence[JobUpdate]) -> list[bool]:
     """Compare-and-set each update in one transaction; a flag per update, in order.
 
     The common case (every guard holds) is one `executemany`, which reports only the
@@ -148,7 +150,7 @@ def apply_updates(session: Session, updates: Sequence[JobUpdate]) -> list[bool]:
     """
     if not updates:
         return []
-    text = time_texts()
+    text = texts.text
     rows = [guarded_values(change, text) for change in updates]
     try:
         with session.write():

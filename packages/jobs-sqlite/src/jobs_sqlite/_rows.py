@@ -87,18 +87,47 @@ def to_row(job: Job) -> dict[str, Any]:
     }
 
 
-def time_texts() -> Callable[[datetime], str]:
-    """A `format_time` that remembers its answers, for one batch of rows: a new job's
-    times are mostly one instant, and a batch of jobs mostly shares a few."""
-    memo: dict[datetime, str] = {}
+class TimeTexts:
+    """Times and their stored text, both ways, remembered across a store's calls.
 
-    def text(value: datetime) -> str:
-        found = memo.get(value)
+    Formatting and parsing a time cost more than the rest of a row: a claimed job's
+    times come back in its result write, the rows of one claim share their lease and
+    update times, and a new job's times are one instant. Bounded: forgets everything
+    past `limit` entries. Not thread-safe; one store's calls run one at a time.
+    """
+
+    __slots__ = ("_limit", "_text_of", "_time_of")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._text_of: dict[datetime, str] = {}
+        self._time_of: dict[str, datetime] = {}
+
+    def __len__(self) -> int:
+        return len(self._time_of)
+
+    def text(self, value: datetime) -> str:
+        """`format_time(value)`."""
+        found = self._text_of.get(value)
         if found is None:
-            found = memo[value] = format_time(value)
+            found = format_time(value)
+            self._remember(value, found)
         return found
 
-    return text
+    def time(self, text: str) -> datetime:
+        """`parse_time(text)`."""
+        found = self._time_of.get(text)
+        if found is None:
+            found = parse_time(text)
+            self._remember(found, text)
+        return found
+
+    def _remember(self, value: datetime, text: str) -> None:
+        if len(self._time_of) >= self._limit:
+            self._text_of.clear()
+            self._time_of.clear()
+        self._text_of[value] = text
+        self._time_of[text] = value
 
 
 def insert_values(job: Job, text: Callable[[datetime], str] = format_time) -> tuple[Any, ...]:
@@ -146,7 +175,17 @@ def _status_text(status: JobStatus | str) -> str:
     return status.value if type(status) is JobStatus else JobStatus(status).value
 
 
-def from_row(row: Sequence[Any], path: str) -> Job:
+def from_rows(
+    rows: Sequence[Sequence[Any]], path: str, texts: TimeTexts | None = None
+) -> list[Job]:
+    """`from_row` of each row, each distinct time text read once (see `TimeTexts`)."""
+    read_time = (texts or TimeTexts()).time
+    return [from_row(row, path, read_time) for row in rows]
+
+
+def from_row(
+    row: Sequence[Any], path: str, read_time: Callable[[str], datetime] = parse_time
+) -> Job:
     """The `Job` stored in `row` (columns in `COLUMNS` order), or `StoreError` if corrupt.
 
     The fast path checks nothing twice; only a row that fails is looked at again, column
@@ -174,14 +213,14 @@ def from_row(row: Sequence[Any], path: str) -> Job:
             topic=topic,
             payload=_loads(payload),
             status=_STATUSES[status],
-            run_at=parse_time(run_at),
-            locked_until=None if locked_until is None else parse_time(locked_until),
+            run_at=read_time(run_at),
+            locked_until=None if locked_until is None else read_time(locked_until),
             lock_token=lock_token,
             retries=retries,
             max_retries=max_retries,
             last_error=last_error,
-            created=parse_time(created),
-            updated=parse_time(updated),
+            created=read_time(created),
+            updated=read_time(updated),
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise _corrupt(row, path, exc) from exc

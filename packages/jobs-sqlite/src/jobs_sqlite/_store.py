@@ -40,6 +40,7 @@ from jobs_sqlite._engine import (
     write_transaction,
 )
 from jobs_sqlite._errors import translate
+from jobs_sqlite._rows import TimeTexts
 from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
 from jobs_sqlite._sessions import Session
 from jobs_sqlite._thread import StoreThread
@@ -72,6 +73,7 @@ class SQLiteStore:
         self._connection: Connection | None = None
         self._raw: Session | None = None
         self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
+        self._texts = TimeTexts()  # used by the hot calls only, which run one at a time
         self._watchers: set[Callable[[], None]] = set()
         self._watch_lock = threading.Lock()
         self._closed = False
@@ -128,7 +130,7 @@ class SQLiteStore:
         """Store new jobs in one transaction; an id already stored fails the whole batch."""
         if not jobs:
             return
-        await self._call_hot("inserting jobs", ops.insert_all, list(jobs))
+        await self._call_hot("inserting jobs", ops.insert_all, self._texts, list(jobs))
         self._notify()
 
     async def get(self, job_id: str) -> Job:
@@ -155,7 +157,9 @@ class SQLiteStore:
             return []
         return await self._call_hot(
             "claiming jobs",
-            lambda s: ops.claim(s, self._path, topics=topics, now=now, lease=lease, limit=limit),
+            lambda s: ops.claim(
+                s, self._path, self._texts, topics=topics, now=now, lease=lease, limit=limit
+            ),
         )
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
@@ -168,7 +172,9 @@ class SQLiteStore:
         """Guarded writes in one transaction; one flag per update."""
         if not updates:
             return []
-        flags: list[bool] = await self._call_hot("updating jobs", ops.apply_updates, list(updates))
+        flags: list[bool] = await self._call_hot(
+            "updating jobs", ops.apply_updates, self._texts, list(updates)
+        )
         if any(
             ok and change.job.status is JobStatus.PENDING
             for ok, change in zip(flags, updates, strict=True)
