@@ -5,10 +5,11 @@
 
 from jobs_sqlite._engine import DEFAULT_BUSY_TIMEOUT, configure_engine, create_engine
 from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, jobs_table, metadata, schema_table
-from jobs_sqlite._store import SQLiteStore
+from jobs_sqlite._store import LOOP_ROWS, SQLiteStore
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "LOOP_ROWS",
     "SCHEMA_VERSION",
     "SQLiteStore",
     "configure_engine",

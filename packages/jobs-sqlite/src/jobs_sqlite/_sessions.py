@@ -20,12 +20,39 @@ Params = Sequence[Any]
 
 class Session:
     """One store call's statements on the sqlite3 connection itself (its own
-    transaction control is off): write transactions and plain SQL."""
+    transaction control is off): write transactions and plain SQL.
 
-    __slots__ = ("_cursor",)
+    The connection has two ways of meeting a busy file. On the store thread it waits
+    (the busy timeout) and checkpoints the WAL itself when it grows (SQLite's
+    auto-checkpoint). Borrowed by an event loop's thread it must never block: it fails
+    at once when another connection holds the lock, and leaves checkpoints (which
+    flush the disk) to `checkpoint` on the store thread.
+    """
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    __slots__ = ("_auto_checkpoint", "_busy_timeout_ms", "_cursor", "_waits")
+
+    def __init__(self, cursor: sqlite3.Cursor, busy_timeout_ms: int) -> None:
         self._cursor = cursor
+        self._waits = True
+        self._busy_timeout_ms = busy_timeout_ms
+        self._auto_checkpoint = int(cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    def wait_when_busy(self, waits: bool) -> None:
+        """Switch between waiting (store thread) and failing at once (event loop)."""
+        if waits is self._waits:
+            return
+        cursor = self._cursor
+        if waits:
+            cursor.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {self._auto_checkpoint}")
+        else:
+            cursor.execute("PRAGMA busy_timeout = 0")
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+        self._waits = waits
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database as far as other connections' readers allow."""
+        self._cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:

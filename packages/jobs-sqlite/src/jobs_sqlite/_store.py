@@ -5,6 +5,13 @@ one connection that thread owns: one thread hop per call, however many statement
 runs, and never two transactions of this store at once. Other processes coordinate
 through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy timeout). The hot calls
 (insert, claim, update) run their SQL on the sqlite3 connection itself (`_sessions`).
+
+The hop costs more than a small write itself (a commit without a disk flush is tens of
+microseconds; waking the thread and then the loop is 60-180). So a small hot call made
+while the thread is idle runs on the caller's thread instead, with the connection set
+never to wait: if another process holds the write lock it fails at once, rolls back,
+and goes to the thread, which waits as usual. WAL checkpoints (which do flush) stay on
+the thread, and so does everything under `synchronous=FULL`, where each commit flushes.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Final, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
@@ -39,7 +46,7 @@ from jobs_sqlite._engine import (
     read_transaction,
     write_transaction,
 )
-from jobs_sqlite._errors import translate
+from jobs_sqlite._errors import is_busy, translate
 from jobs_sqlite._rows import TimeTexts
 from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
 from jobs_sqlite._sessions import Session
@@ -47,13 +54,27 @@ from jobs_sqlite._thread import StoreThread
 
 T = TypeVar("T")
 
+#: The most rows a hot call may touch on the event loop's thread (enqueue_many of
+#: thousands, or a claim of hundreds, would hold the loop for milliseconds).
+LOOP_ROWS: Final = 100
+#: Calls on the loop skip SQLite's auto-checkpoint; the thread checkpoints after this many.
+_CHECKPOINT_AFTER: Final = 200
+_FLUSHING: Final = frozenset({"FULL", "EXTRA"})
+
+
+class _FileBusy(Exception):
+    """Another connection holds the file's write lock; this call must wait for it."""
+
 
 class SQLiteStore:
     """Jobs in one SQLite file (or `:memory:` for a single store).
 
     Connects, switches the file to WAL and creates the schema lazily on first use.
     `watch` reports this store's own writes only; other processes' jobs are found by
-    the worker's polling.
+    the worker's polling. With `inline_writes` (the default), enqueues, claims and
+    results of up to `LOOP_ROWS` rows run on the calling thread when the store thread
+    is idle and no other process holds the write lock (never under
+    `synchronous="FULL"`); pass False to run every call on the store thread.
     """
 
     def __init__(
@@ -63,17 +84,27 @@ class SQLiteStore:
         read_only: bool = False,
         busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
         synchronous: str = "NORMAL",
+        inline_writes: bool = True,
     ) -> None:
         self._path = str(path)
         self._read_only = read_only
         self._engine = create_engine(
-            self._path, read_only=read_only, busy_timeout=busy_timeout, synchronous=synchronous
+            self._path,
+            read_only=read_only,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            # The connection is opened on the store thread and borrowed by the loop's.
+            connect_args={"check_same_thread": False},
         )
+        self._busy_timeout_ms = int(busy_timeout.total_seconds() * 1000)
+        self._inline = inline_writes and synchronous.upper() not in _FLUSHING
+        self._writes_since_checkpoint = 0
+        self._wal = not read_only and self._path not in ("", ":memory:")
+        self._texts = TimeTexts()  # used by the hot calls only, which run one at a time
         self._thread = StoreThread("jobs-sqlite")
         self._connection: Connection | None = None
         self._raw: Session | None = None
         self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
-        self._texts = TimeTexts()  # used by the hot calls only, which run one at a time
         self._watchers: set[Callable[[], None]] = set()
         self._watch_lock = threading.Lock()
         self._closed = False
@@ -130,7 +161,7 @@ class SQLiteStore:
         """Store new jobs in one transaction; an id already stored fails the whole batch."""
         if not jobs:
             return
-        await self._call_hot("inserting jobs", ops.insert_all, self._texts, list(jobs))
+        await self._call_hot("inserting jobs", len(jobs), ops.insert_all, self._texts, list(jobs))
         self._notify()
 
     async def get(self, job_id: str) -> Job:
@@ -157,6 +188,7 @@ class SQLiteStore:
             return []
         return await self._call_hot(
             "claiming jobs",
+            limit,
             lambda s: ops.claim(
                 s, self._path, self._texts, topics=topics, now=now, lease=lease, limit=limit
             ),
@@ -173,7 +205,7 @@ class SQLiteStore:
         if not updates:
             return []
         flags: list[bool] = await self._call_hot(
-            "updating jobs", ops.apply_updates, self._texts, list(updates)
+            "updating jobs", len(updates), ops.apply_updates, self._texts, list(updates)
         )
         if any(
             ok and change.job.status is JobStatus.PENDING
@@ -218,11 +250,48 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self._path} is closed")
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._connection_of))
 
-    async def _call_hot(self, doing: str, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn(session, *args)` on the store thread (the hot calls, see `_sessions`)."""
+    async def _call_hot(self, doing: str, rows: int, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(session, *args)` (the hot calls, see `_sessions`), touching about
+        `rows` rows: here if it can be done without waiting, else on the store thread."""
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
+        if self._inline and rows <= LOOP_ROWS:
+            with self._thread.borrow() as idle:
+                if idle and self._connection is not None:
+                    with contextlib.suppress(_FileBusy):
+                        return self._run_here(doing, fn, args, self._connection)
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
+
+    def _run_here(
+        self, doing: str, fn: Callable[..., T], args: tuple[object, ...], connection: Connection
+    ) -> T:
+        """`fn` on the caller's thread, never waiting for a lock: `_FileBusy` when
+        another connection held it (the transaction rolled back; the thread retries)."""
+        session = self._session_of(connection)
+        try:
+            session.wait_when_busy(False)
+            result = fn(session, *args)
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                raise _FileBusy from exc
+            raise translate(exc, self._path, doing) from exc
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= _CHECKPOINT_AFTER:
+            self._writes_since_checkpoint = 0
+            if self._wal:
+                self._thread.submit(self._checkpoint)
+        return result
+
+    def _checkpoint(self) -> None:
+        """On the store thread: the WAL checkpoint the calls on the loop skipped. It has
+        the connection to itself, so it can finish and the next write rewinds the WAL
+        (one racing with our own writes never would). A failure is harmless: the WAL
+        only grows until a later checkpoint succeeds."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._connection is not None:
+                session = self._session_of(self._connection)
+                session.wait_when_busy(True)
+                session.checkpoint()
 
     def _run(
         self,
@@ -234,6 +303,8 @@ class SQLiteStore:
         """On the store thread: connect if needed, run `fn`, translate driver errors."""
         try:
             connection = self._connection or self._connect()
+            if self._inline:
+                self._session_of(connection).wait_when_busy(True)
             return fn(access(connection), *args)
         except sqlite3.Error as exc:
             raise translate(exc, self._path, doing) from exc
@@ -251,7 +322,7 @@ class SQLiteStore:
         # The pysqlite dialect's DBAPI connection is a sqlite3.Connection.
         raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
         if self._raw is None or raw is not self._raw_of:
-            self._raw, self._raw_of = Session(raw.cursor()), raw
+            self._raw, self._raw_of = Session(raw.cursor(), self._busy_timeout_ms), raw
         return self._raw
 
     def _connect(self) -> Connection:

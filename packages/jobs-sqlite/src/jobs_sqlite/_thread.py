@@ -5,6 +5,10 @@ and one asyncio future. The thread runs every call already queued before it wake
 event loop, and then wakes each waiting loop once for the whole lot, so a burst of calls
 (a worker pool claiming and writing results) costs one loop wake-up, not one per call.
 A call whose future was cancelled before its turn is skipped, never run.
+
+Between calls, `borrow` lets the caller's own thread use what the calls use (the
+store's connection) directly, skipping the hop; the thread holds the same lock while it
+runs a call, so the two never overlap.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
@@ -32,6 +36,11 @@ class StoreThread:
         self._queue: SimpleQueue[_Call | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        #: Held while a call runs, on the thread or borrowed by a caller.
+        self._busy = threading.Lock()
+        #: Calls submitted and not yet finished; callers borrow only when there are none,
+        #: so the thread's calls are never starved by callers borrowing back to back.
+        self._pending = _Counter()
         # A store dropped without `close()` must not leave its thread waiting forever.
         weakref.finalize(self, self._queue.put, _STOP)
 
@@ -41,8 +50,21 @@ class StoreThread:
             self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        self._pending.add(1)
         self._queue.put((fn, future, loop))
         return future
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[bool]:
+        """Yields whether the caller may do a call's work itself, right now, on its own
+        thread: only while no call is queued or runs there; the thread waits meanwhile."""
+        if self._pending.value or not self._busy.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._busy.release()
 
     def stop(self) -> None:
         """Let the thread end once it has run everything queued before this."""
@@ -52,13 +74,16 @@ class StoreThread:
         with self._start_lock:
             if self._thread is None:
                 thread = threading.Thread(
-                    target=_serve, args=(self._queue,), name=self._name, daemon=True
+                    target=_serve,
+                    args=(self._queue, self._busy, self._pending),
+                    name=self._name,
+                    daemon=True,
                 )
                 thread.start()
                 self._thread = thread
 
 
-def _serve(queue: SimpleQueue[_Call | None]) -> None:
+def _serve(queue: SimpleQueue[_Call | None], busy: threading.Lock, pending: _Counter) -> None:
     """The thread's loop: run calls in order; settle futures when the queue runs dry."""
     finished: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
     while True:
@@ -68,16 +93,36 @@ def _serve(queue: SimpleQueue[_Call | None]) -> None:
             return
         fn, future, loop = call
         if not future.cancelled():
-            try:
-                outcome: _Outcome = (future, True, fn())
-            except StopIteration as exc:  # a future refuses StopIteration
-                outcome = (future, False, RuntimeError(f"store call raised {exc!r}"))
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-                outcome = (future, False, exc)
+            with busy:
+                outcome = _outcome(fn, future)
             finished.setdefault(loop, []).append(outcome)
+        pending.add(-1)
         if queue.empty():
             _deliver(finished)
             finished = {}
+
+
+class _Counter:
+    """An int two threads change; reading it needs no lock."""
+
+    __slots__ = ("_lock", "value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self.value += delta
+
+
+def _outcome(fn: Callable[[], Any], future: asyncio.Future[Any]) -> _Outcome:
+    try:
+        return (future, True, fn())
+    except StopIteration as exc:  # a future refuses StopIteration
+        return (future, False, RuntimeError(f"store call raised {exc!r}"))
+    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+        return (future, False, exc)
 
 
 def _deliver(finished: dict[asyncio.AbstractEventLoop, list[_Outcome]]) -> None:
