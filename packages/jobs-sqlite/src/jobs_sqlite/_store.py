@@ -255,11 +255,14 @@ class SQLiteStore:
         `rows` rows: here if it can be done without waiting, else on the store thread."""
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
-        if self._inline and rows <= LOOP_ROWS:
-            with self._thread.borrow() as idle:
-                if idle and self._connection is not None:
-                    with contextlib.suppress(_FileBusy):
-                        return self._run_here(doing, fn, args, self._connection)
+        if self._inline and rows <= LOOP_ROWS and self._thread.try_borrow():
+            try:
+                if self._connection is not None:
+                    return self._run_here(doing, fn, args, self._connection)
+            except _FileBusy:
+                pass  # the store thread waits for the lock instead
+            finally:
+                self._thread.give_back()
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
 
     def _run_here(
