@@ -179,7 +179,7 @@ def from_rows(
     rows: Sequence[Sequence[Any]], path: str, texts: TimeTexts | None = None
 ) -> list[Job]:
     """`from_row` of each row, each distinct time text read once (see `TimeTexts`)."""
-    read_time = (texts or TimeTexts()).time
+    read_time = (texts if texts is not None else TimeTexts()).time
     return [from_row(row, path, read_time) for row in rows]
 
 
