@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs_core import (
+    JOB_FIELDS,
     InvalidOptions,
     JobNotFound,
     Jobs,
@@ -26,6 +27,7 @@ from jobs_core import (
 )
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from jobs_postgres import _store as store_module
+from jobs_postgres._schema import Schema
 from jobs_postgres._url import parse_url
 
 from .conftest import fresh_table
@@ -391,3 +393,10 @@ async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
         assert job.id in {c.id for c in claimed}
     finally:
         await store.close()
+
+
+def test_the_table_has_one_column_per_job_field_in_order() -> None:
+    """The hot statements return rows positionally in `JOB_FIELDS` order and name the
+    columns after the fields; the table declares exactly those, in that order."""
+    table = Schema("jobs").jobs
+    assert tuple(column.name for column in table.columns) == JOB_FIELDS

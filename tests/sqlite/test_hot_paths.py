@@ -13,9 +13,9 @@ import attrs
 import pytest
 from sqlalchemy import event
 
-from jobs_core import Job, JobStatus, JobUpdate
+from jobs_core import JOB_FIELDS, Job, JobStatus, JobUpdate
 from jobs_core.testing.contract import LEASE, make_job
-from jobs_sqlite import SQLiteStore
+from jobs_sqlite import SQLiteStore, jobs_table
 from jobs_sqlite._rows import TimeTexts, format_time, from_row, insert_values, parse_time
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -159,3 +159,8 @@ def test_time_texts_agree_with_format_and_parse_and_stay_bounded() -> None:
         assert len(texts) <= 3
     other_zone = moments[0].astimezone(timezone(timedelta(hours=5)))
     assert texts.text(other_zone) == format_time(moments[0])
+
+
+def test_the_table_has_one_column_per_job_field_in_order() -> None:
+    """Rows are read back positionally in `JOB_FIELDS` order; the table declares that."""
+    assert tuple(column.name for column in jobs_table.columns) == JOB_FIELDS

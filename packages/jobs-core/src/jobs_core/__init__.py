@@ -23,6 +23,7 @@ from jobs_core._errors import (
 )
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
+    JOB_FIELDS,
     MUTABLE_FIELDS,
     EnqueueOptions,
     Job,
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRIES_LIMIT",
     "MAX_TOPIC_LENGTH",
+    "JOB_FIELDS",
     "MUTABLE_FIELDS",
     "CannotDelete",
     "CannotRequeue",

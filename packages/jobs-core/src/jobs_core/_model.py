@@ -127,6 +127,10 @@ class JobStats:
         )
 
 
+#: Every field of `Job`, in declaration order: stores name their columns after these and
+#: read rows back in this order.
+JOB_FIELDS: tuple[str, ...] = tuple(field.name for field in attrs.fields(Job))
+
 #: The fields a guarded write may change; a job's other fields never change once stored.
 MUTABLE_FIELDS: tuple[str, ...] = (
     "status",

@@ -16,24 +16,12 @@ from typing import Final
 
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from jobs_core import MUTABLE_FIELDS
+from jobs_core import JOB_FIELDS, MUTABLE_FIELDS
 from jobs_postgres._schema import Schema
 
-#: Every column, in the order rows are returned and `to_job` reads them.
-COLUMNS: Final = (
-    "id",
-    "topic",
-    "payload",
-    "status",
-    "run_at",
-    "locked_until",
-    "lock_token",
-    "retries",
-    "max_retries",
-    "last_error",
-    "created",
-    "updated",
-)
+#: Every column (one per `Job` field, same name), in the order rows are returned and
+#: `to_job` reads them.
+COLUMNS: Final = JOB_FIELDS
 #: The arrays a guarded update takes, in parameter order ($1 ... $11): the input
 #: position, the guard, then the new values of `MUTABLE_FIELDS`.
 UPDATE_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token", *MUTABLE_FIELDS)

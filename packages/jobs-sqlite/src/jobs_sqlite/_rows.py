@@ -13,23 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jobs_core import InvalidPayload, Job, JobStatus, JobUpdate, StoreError
+from jobs_core import JOB_FIELDS, InvalidPayload, Job, JobStatus, JobUpdate, StoreError
 
-#: Column order of every `SELECT` of whole jobs (the order of `_schema.jobs_table`).
-COLUMNS: Final = (
-    "id",
-    "topic",
-    "payload",
-    "status",
-    "run_at",
-    "locked_until",
-    "lock_token",
-    "retries",
-    "max_retries",
-    "last_error",
-    "created",
-    "updated",
-)
+#: Column order of every `SELECT` of whole jobs (one column per `Job` field, same name;
+#: the order of `_schema.jobs_table`).
+COLUMNS: Final = JOB_FIELDS
 _TIME_WIDTH: Final = len("2030-01-01T00:00:00.000000Z")
 _LOCAL_WIDTH: Final = _TIME_WIDTH - 1
 _JSON: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
