@@ -15,6 +15,14 @@ from benchmarks import _pg_raw, _sqlite_raw
 from jobs_core import open_store
 
 
+class Inserter(Protocol):
+    """A raw-driver insert floor on one table; each call returns the seconds it took."""
+
+    async def one_by_one(self, first: int, count: int) -> float: ...
+    async def in_batches(self, first: int, count: int, chunk: int) -> float: ...
+    async def close(self) -> None: ...
+
+
 class Backend(Protocol):
     """One store under benchmark."""
 
@@ -25,8 +33,7 @@ class Backend(Protocol):
     async def setup(self) -> None: ...
     def url(self, table: str) -> str: ...
     async def create(self, table: str) -> None: ...
-    async def insert_single(self, table: str, n: int) -> float: ...
-    async def insert_batch(self, table: str, n: int, chunk: int) -> float: ...
+    async def inserter(self, table: str) -> Inserter: ...
     async def fill_pending(self, table: str, n: int) -> None: ...
     async def analyze(self, table: str) -> None: ...
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float: ...
@@ -70,11 +77,8 @@ class SQLiteBackend:
         Path(self.path(table)).unlink(missing_ok=True)
         await _create(self.url(table))
 
-    async def insert_single(self, table: str, n: int) -> float:
-        return _sqlite_raw.insert_single(self.path(table), n)
-
-    async def insert_batch(self, table: str, n: int, chunk: int) -> float:
-        return _sqlite_raw.insert_batch(self.path(table), n, chunk)
+    async def inserter(self, table: str) -> Inserter:
+        return _SQLiteInserter(_sqlite_raw.RawInserter(self.path(table)))
 
     async def fill_pending(self, table: str, n: int) -> None:
         _sqlite_raw.fill_pending(self.path(table), n)
@@ -98,6 +102,23 @@ class SQLiteBackend:
             self._tmp.cleanup()
 
 
+class _SQLiteInserter:
+    """sqlite3's blocking floor behind the async `Inserter` face (run on the loop's
+    thread, as the store's uncontended writes are)."""
+
+    def __init__(self, raw: _sqlite_raw.RawInserter) -> None:
+        self._raw = raw
+
+    async def one_by_one(self, first: int, count: int) -> float:
+        return self._raw.one_by_one(first, count)
+
+    async def in_batches(self, first: int, count: int, chunk: int) -> float:
+        return self._raw.in_batches(first, count, chunk)
+
+    async def close(self) -> None:
+        self._raw.close()
+
+
 class PostgresBackend:
     """One table per workload in a database dropped and recreated for the run."""
 
@@ -118,11 +139,8 @@ class PostgresBackend:
     async def create(self, table: str) -> None:
         await _create(self.url(table))
 
-    async def insert_single(self, table: str, n: int) -> float:
-        return await _pg_raw.insert_single(self._url, table, n)
-
-    async def insert_batch(self, table: str, n: int, chunk: int) -> float:
-        return await _pg_raw.insert_batch(self._url, table, n, chunk)
+    async def inserter(self, table: str) -> Inserter:
+        return await _pg_raw.RawInserter.connect(self._url, table)
 
     async def fill_pending(self, table: str, n: int) -> None:
         await _pg_raw.fill_pending(self._url, table, n)

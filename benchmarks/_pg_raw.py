@@ -91,33 +91,43 @@ def _row(i: int, now: datetime | None = None) -> tuple[Any, ...]:
     return (uuid.uuid4(), TOPIC, json.dumps({"i": i}, separators=(",", ":")), now)
 
 
-async def insert_single(url: str, table: str, n: int) -> float:
-    """Jobs/s inserting `n` jobs, one autocommitted INSERT each, on one connection."""
-    conn = await asyncpg.connect(url)
-    try:
-        statement = await conn.prepare(_insert(table))
+class RawInserter:
+    """One asyncpg connection inserting raw rows into `table`; each call says how long it took.
+
+    W1 alternates calls of this with the store's own enqueues, so the floor and the store
+    see the same machine (disk flushes, checkpoints, neighbours) instead of one after
+    the other.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, table: str) -> None:
+        self._conn = conn
+        self._sql = _insert(table)
+
+    @classmethod
+    async def connect(cls, url: str, table: str) -> RawInserter:
+        return cls(await asyncpg.connect(url), table)
+
+    async def one_by_one(self, first: int, count: int) -> float:
+        """Seconds to insert jobs `first`... one autocommitted prepared INSERT each."""
+        statement = await self._conn.prepare(self._sql)
         started = time.perf_counter()
-        for i in range(n):
+        for i in range(first, first + count):
             await statement.fetch(*_row(i))
-        return n / (time.perf_counter() - started)
-    finally:
-        await conn.close()
+        return time.perf_counter() - started
 
-
-async def insert_batch(url: str, table: str, n: int, chunk: int) -> float:
-    """Jobs/s inserting `n` jobs in transactions of `chunk` rows (one executemany each)."""
-    conn = await asyncpg.connect(url)
-    try:
-        sql = _insert(table)
+    async def in_batches(self, first: int, count: int, chunk: int) -> float:
+        """Seconds to insert jobs `first`... in transactions of `chunk` (one executemany each)."""
+        end = first + count
         started = time.perf_counter()
-        for first in range(0, n, chunk):
+        for start in range(first, end, chunk):
             now = datetime.now(UTC)
-            rows = [_row(i, now) for i in range(first, min(first + chunk, n))]
-            async with conn.transaction():
-                await conn.executemany(sql, rows)
-        return n / (time.perf_counter() - started)
-    finally:
-        await conn.close()
+            rows = [_row(i, now) for i in range(start, min(start + chunk, end))]
+            async with self._conn.transaction():
+                await self._conn.executemany(self._sql, rows)
+        return time.perf_counter() - started
+
+    async def close(self) -> None:
+        await self._conn.close()
 
 
 async def fill_pending(url: str, table: str, n: int) -> None:

@@ -57,34 +57,40 @@ def _row(i: int, now: str | None = None) -> tuple[str, str, str, str, str, str]:
     return (str(uuid.uuid4()), TOPIC, json.dumps({"i": i}, separators=(",", ":")), now, now, now)
 
 
-def insert_single(path: str, n: int) -> float:
-    """Jobs/s inserting `n` jobs, one transaction each."""
-    conn = connect(path)
-    try:
+class RawInserter:
+    """One sqlite3 connection inserting raw rows; each call says how long it took.
+
+    W1 alternates calls of this with the store's own enqueues, so the floor and the store
+    see the same machine instead of one after the other.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._conn = connect(path)
+
+    def one_by_one(self, first: int, count: int) -> float:
+        """Seconds to insert jobs `first`... one transaction each."""
+        conn = self._conn
         started = time.perf_counter()
-        for i in range(n):
+        for i in range(first, first + count):
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_INSERT, _row(i))
             conn.execute("COMMIT")
-        return n / (time.perf_counter() - started)
-    finally:
-        conn.close()
+        return time.perf_counter() - started
 
-
-def insert_batch(path: str, n: int, chunk: int) -> float:
-    """Jobs/s inserting `n` jobs in transactions of `chunk` rows (one executemany each)."""
-    conn = connect(path)
-    try:
+    def in_batches(self, first: int, count: int, chunk: int) -> float:
+        """Seconds to insert jobs `first`... in transactions of `chunk` (one executemany each)."""
+        conn, end = self._conn, first + count
         started = time.perf_counter()
-        for first in range(0, n, chunk):
+        for start in range(first, end, chunk):
             now = stamp(datetime.now(UTC))
-            rows = [_row(i, now) for i in range(first, min(first + chunk, n))]
+            rows = [_row(i, now) for i in range(start, min(start + chunk, end))]
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
-        return n / (time.perf_counter() - started)
-    finally:
-        conn.close()
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def fill_pending(path: str, n: int) -> None:
