@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from benchmarks._backends import Backend
+from benchmarks._backends import Backend, Inserter
 from benchmarks._child import register_noop
 from benchmarks._null_store import NullStore
 from benchmarks._report import Figure, at_least
@@ -58,43 +58,13 @@ async def w1_enqueue(backend: Backend, sizes: Sizes) -> list[Figure]:
     for table in ("w1_floor_single", "w1_floor_batch", "w1_single", "w1_batch"):
         await backend.create(table)
     _log(f"{name} W1 one by one, floor and store in turns")
-    floor = await backend.inserter("w1_floor_single")
-    try:
-        async with Jobs(open_store(backend.url("w1_single"))) as jobs:
-            await jobs.stats()
-
-            async def enqueue_one_by_one(first: int, count: int) -> float:
-                started = time.perf_counter()
-                for i in range(first, first + count):
-                    await jobs.enqueue(TOPIC, {"i": i})
-                return time.perf_counter() - started
-
-            floor_s, ours_s = await _in_turns(single_n, floor.one_by_one, enqueue_one_by_one)
-    finally:
-        await floor.close()
-    floor_single, single = single_n / floor_s, single_n / ours_s
-
+    floor_single, single = await _w1_in_turns(
+        backend, "single", single_n, 1, raw=_raw_one_by_one, ours=_enqueue_one_by_one
+    )
     _log(f"{name} W1 in batches, floor and store in turns")
-    floor = await backend.inserter("w1_floor_batch")
-    try:
-        async with Jobs(open_store(backend.url("w1_batch"))) as jobs:
-            await jobs.stats()
-
-            async def enqueue_in_batches(first: int, count: int) -> float:
-                end = first + count
-                started = time.perf_counter()
-                for start in range(first, end, chunk):
-                    payloads = [{"i": i} for i in range(start, min(start + chunk, end))]
-                    await jobs.enqueue_many(TOPIC, payloads)
-                return time.perf_counter() - started
-
-            async def floor_in_batches(first: int, count: int) -> float:
-                return await floor.in_batches(first, count, chunk)
-
-            floor_s, ours_s = await _in_turns(n, floor_in_batches, enqueue_in_batches, unit=chunk)
-    finally:
-        await floor.close()
-    floor_batch, batch = n / floor_s, n / ours_s
+    floor_batch, batch = await _w1_in_turns(
+        backend, "batch", n, chunk, raw=_raw_in_batches, ours=_enqueue_in_batches
+    )
     one = Figure(
         name,
         f"W1 enqueue {single_n:,} one by one",
@@ -114,6 +84,55 @@ async def w1_enqueue(backend: Backend, sizes: Sizes) -> list[Figure]:
         ">= 0.5x floor",
     )
     return [_judge(one, 0.7), _judge(many, 0.5)]
+
+
+async def _w1_in_turns(
+    backend: Backend,
+    kind: str,
+    n: int,
+    chunk: int,
+    *,
+    raw: Callable[[Inserter, int, int, int], Awaitable[float]],
+    ours: Callable[[Jobs, int, int, int], Awaitable[float]],
+) -> tuple[float, float]:
+    """Jobs/s of the raw floor (table `w1_floor_<kind>`) and of the store (`w1_<kind>`)
+    inserting `n` jobs `chunk` at a time, the two taking turns."""
+    floor = await backend.inserter(f"w1_floor_{kind}")
+    try:
+        async with Jobs(open_store(backend.url(f"w1_{kind}"))) as jobs:
+            await jobs.stats()
+            floor_s, ours_s = await _in_turns(
+                n,
+                lambda first, count: raw(floor, first, count, chunk),
+                lambda first, count: ours(jobs, first, count, chunk),
+                unit=chunk,
+            )
+    finally:
+        await floor.close()
+    return n / floor_s, n / ours_s
+
+
+async def _raw_one_by_one(floor: Inserter, first: int, count: int, chunk: int) -> float:
+    return await floor.one_by_one(first, count)
+
+
+async def _raw_in_batches(floor: Inserter, first: int, count: int, chunk: int) -> float:
+    return await floor.in_batches(first, count, chunk)
+
+
+async def _enqueue_one_by_one(jobs: Jobs, first: int, count: int, chunk: int) -> float:
+    started = time.perf_counter()
+    for i in range(first, first + count):
+        await jobs.enqueue(TOPIC, {"i": i})
+    return time.perf_counter() - started
+
+
+async def _enqueue_in_batches(jobs: Jobs, first: int, count: int, chunk: int) -> float:
+    end = first + count
+    started = time.perf_counter()
+    for start in range(first, end, chunk):
+        await jobs.enqueue_many(TOPIC, [{"i": i} for i in range(start, min(start + chunk, end))])
+    return time.perf_counter() - started
 
 
 async def _in_turns(
