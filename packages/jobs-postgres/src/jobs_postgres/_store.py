@@ -236,7 +236,7 @@ class PostgresStore:
         these jobs (every field fixed at insert matches), fail otherwise.
 
         The statement is atomic, so the first attempt stored all of them or none; ids are
-        random UUIDs made by the client, so rows with these ids and these topics,
+        UUIDs the client made for these jobs, so rows with these ids and these topics,
         payloads and creation times are the jobs themselves.
         """
         found = {job.id: job for job in await self._read_many([job.id for job in jobs])}
