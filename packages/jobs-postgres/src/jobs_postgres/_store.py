@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -35,6 +36,7 @@ from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, stateme
 from jobs_postgres._url import StoreURL, check_name, parse_url
 
 log = logging.getLogger("jobs_postgres")
+T = TypeVar("T")
 
 #: Largest clock difference between this host and the server before we warn.
 SKEW_WARNING: Final = timedelta(seconds=1)
@@ -250,13 +252,13 @@ class PostgresStore:
                 )
 
     async def _read_many(self, job_ids: Sequence[str]) -> list[Job]:
-        engine = await self._ensure_ready()
         t = self._schema.jobs
         ids = [canonical for job_id in job_ids if (canonical := canonical_id(job_id))]
-        with translated("reading jobs back"):
-            async with engine.connect() as conn:
-                rows = (await conn.execute(sa.select(t).where(t.c.id.in_(ids)))).mappings()
-                return [to_job(row) for row in rows.all()]
+
+        async def read(conn: AsyncConnection) -> Sequence[Any]:
+            return (await conn.execute(sa.select(t).where(t.c.id.in_(ids)))).mappings().all()
+
+        return [to_job(row) for row in await self._read("reading jobs back", read)]
 
     async def insert_with(self, connection: AsyncConnection, jobs: Sequence[Job]) -> None:
         """Insert jobs inside the caller's own transaction (transactional enqueue).
@@ -376,24 +378,42 @@ class PostgresStore:
 
     # -- reads ------------------------------------------------------------------------
 
+    async def _read(self, action: str, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run a read on a pooled connection, and once more if that connection died under it.
+
+        Reads change nothing, so a repeat is always safe. SQLAlchemy's pool checks a
+        connection before handing it out (`pool_pre_ping`), so this covers a connection
+        that dies during the read: SQLAlchemy marks that error `connection_invalidated`
+        and has already discarded the connection.
+        """
+        engine = await self._ensure_ready()
+        with translated(action):
+            try:
+                async with engine.connect() as conn:
+                    return await read(conn)
+            except sa_exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            async with engine.connect() as conn:
+                return await read(conn)
+
     async def get(self, job_id: str) -> Job:
         """The job with this id, or `JobNotFound` (also for ids that are not UUIDs)."""
         canonical = canonical_id(job_id)
         if canonical is None:
             raise JobNotFound(str(job_id))
-        engine = await self._ensure_ready()
         t = self._schema.jobs
-        with translated("reading a job"):
-            async with engine.connect() as conn:
-                row = (await conn.execute(sa.select(t).where(t.c.id == canonical))).mappings()
-                found = row.first()
+
+        async def read(conn: AsyncConnection) -> Any:
+            return (await conn.execute(sa.select(t).where(t.c.id == canonical))).mappings().first()
+
+        found = await self._read("reading a job", read)
         if found is None:
             raise JobNotFound(job_id)
         return to_job(found)
 
     async def list(self, query: JobQuery) -> JobPage:
         """A page newest first (`created`, `id` descending) and the total of matches."""
-        engine = await self._ensure_ready()
         t = self._schema.jobs
         where: list[sa.ColumnElement[bool]] = []
         if query.topic is not None:
@@ -407,10 +427,13 @@ class PostgresStore:
             .limit(query.limit)
             .offset(query.offset)
         )
-        with translated("listing jobs"):
-            async with engine.connect() as conn:
-                rows = (await conn.execute(page)).mappings().all()
-                total = await conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where))
+
+        async def read(conn: AsyncConnection) -> tuple[Sequence[Any], Any]:
+            rows = (await conn.execute(page)).mappings().all()
+            total = await conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where))
+            return rows, total
+
+        rows, total = await self._read("listing jobs", read)
         return JobPage(
             items=[to_job(row) for row in rows],
             total=int(total or 0),
@@ -420,16 +443,15 @@ class PostgresStore:
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:
         """How many jobs are in each status."""
-        engine = await self._ensure_ready()
         t = self._schema.jobs
+
+        async def read(conn: AsyncConnection) -> Sequence[Any]:
+            result = await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))
+            return result.all()
+
         counts = dict.fromkeys(JobStatus, 0)
-        with translated("counting jobs"):
-            async with engine.connect() as conn:
-                result = await conn.execute(
-                    sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
-                )
-                for status, count in result.all():
-                    counts[JobStatus(status)] = int(count)
+        for status, count in await self._read("counting jobs", read):
+            counts[JobStatus(status)] = int(count)
         return counts
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
