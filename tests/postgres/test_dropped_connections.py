@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 from attrs import evolve
 from litestar.testing import AsyncTestClient
 
-from jobs_core import Job, Jobs, JobStatus, JobUpdate, StoreError, StoreUnavailable
+from jobs_core import Job, JobQuery, Jobs, JobStatus, JobUpdate, StoreError, StoreUnavailable
 from jobs_http import create_app
 from jobs_postgres import PostgresStore
-from jobs_postgres._pool import HotPool, Retry
 from tests.pg_admin import admin_connect, throwaway_database
+
+T = TypeVar("T")
 
 #: What the store's connections call themselves in `pg_stat_activity`.
 APPLICATION_NAME = "jobs_postgres"
@@ -199,93 +200,75 @@ async def test_http_answers_503_with_retry_after_when_postgres_is_unreachable() 
     assert [r.headers.get("retry-after") for r in responses] == ["1", "1", "1"]
 
 
-# -- a repeat after an unknown outcome: the first attempt committed, its answer was lost ----
+# -- a connection killed mid-statement (outcome unknown to the client) ------------------------
 
 
-class AnswerLostPool(HotPool):
-    """Runs each statement twice, as `run` does when the first attempt committed but its
-    connection died before the answer came back (`repeat` only on the second)."""
-
-    async def run(self, statement: Any, retry: Retry) -> Any:
-        assert retry.unknown, "this statement must not be repeated after an unknown outcome"
-        async with self.connection() as conn:
-            await statement(conn, False)
-        async with self.connection(fresh=True) as conn:
-            return await statement(conn, True)
-
-
-class RepeatOnlyPool(HotPool):
-    """Runs each statement once, as its repeat (the first attempt's fate unknown)."""
-
-    async def run(self, statement: Any, retry: Retry) -> Any:
-        async with self.connection() as conn:
-            return await statement(conn, True)
-
-
-async def _store_with(pool_class: type[HotPool], url: str) -> PostgresStore:
-    store = PostgresStore(url, table="jobs")
-    await store.count_by_status()  # creates the table
-    store._pool = pool_class(url, size=2, timeout=5.0)
-    return store
+async def _killed_while_blocked(url: str, table: str, call: Awaitable[T]) -> T:
+    """Run `call` while an admin transaction holds `table` locked, terminate the store
+    backend that waits on the lock, then release it; return what `call` gives."""
+    waiting = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        f" AND application_name = '{APPLICATION_NAME}' AND wait_event_type = 'Lock'"
+    )
+    # Two connections: inside the locking transaction pg_stat_activity would not change.
+    with admin_connect(url) as locker, admin_connect(url) as watcher:
+        with locker.transaction():
+            locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.ensure_future(call)
+            deadline = time.monotonic() + 10
+            while not (pids := [row[0] for row in watcher.execute(waiting)]):
+                assert time.monotonic() < deadline, "the call never waited on the lock"
+                await asyncio.sleep(0.01)
+            for pid in pids:
+                watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return await task
 
 
-async def test_a_repeated_insert_of_the_same_jobs_succeeds_once(own_db: str) -> None:
-    store = await _store_with(AnswerLostPool, own_db)
-    jobs = Jobs(store)
-    try:
-        one = jobs.prepare("t", {"n": 1})
-        batch = [jobs.prepare("t", {"n": i}) for i in range(3)]
-        await store.insert([one])
-        await store.insert(batch)
-        with admin_connect(own_db) as admin:
-            assert _rows(admin, "jobs") == {one.id, *(job.id for job in batch)}
-    finally:
-        await store.close()
-
-
-async def test_a_repeated_insert_that_finds_another_job_under_its_id_fails(own_db: str) -> None:
-    store = await _store_with(RepeatOnlyPool, own_db)
-    jobs = Jobs(store)
-    try:
-        job = jobs.prepare("t", {"mine": True})
-        other = evolve(job, payload={"mine": False})
-        async with store.engine.begin() as conn:
-            await store.insert_with(conn, [other])
-        with pytest.raises(StoreError) as raised:
-            await store.insert([job])
-        assert not isinstance(raised.value, StoreUnavailable)
-        assert (await store.get(job.id)).payload == {"mine": False}
-    finally:
-        await store.close()
-
-
-async def test_a_repeated_update_reports_the_change_the_first_attempt_made(own_db: str) -> None:
+async def test_an_insert_killed_mid_statement_is_repeated_and_stored_once(own_db: str) -> None:
     store = PostgresStore(own_db, table="jobs")
     jobs = Jobs(store)
     try:
-        await store.insert([jobs.prepare("t", {})])
-        (claimed,) = await store.claim(
+        await store.count_by_status()
+        job = jobs.prepare("t", {})
+        await _killed_while_blocked(own_db, "jobs", store.insert([job]))
+        with admin_connect(own_db) as admin:
+            assert _rows(admin, "jobs") == {job.id}
+    finally:
+        await store.close()
+
+
+async def test_a_claim_killed_mid_statement_is_not_repeated(own_db: str) -> None:
+    """Its outcome is unknown to the client, so it answers `StoreUnavailable`; here the
+    server rolled it back, and the job is still there to claim."""
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        job = jobs.prepare("t", {})
+        await store.insert([job])
+        claim = store.claim(
             topics=["t"], now=datetime.now(UTC), lease=timedelta(minutes=5), limit=1
         )
-        store._pool = AnswerLostPool(own_db, size=2, timeout=5.0)
-        done = JobUpdate(
-            job=evolve(
-                claimed,
-                status=JobStatus.COMPLETED,
-                lock_token=None,
-                locked_until=None,
-                updated=datetime.now(UTC),
-            ),
-            expected_status=JobStatus.PROCESSING,
-            expected_lock_token=claimed.lock_token,
+        with pytest.raises(StoreUnavailable):
+            await _killed_while_blocked(own_db, "jobs", claim)
+        again = await store.claim(
+            topics=["t"], now=datetime.now(UTC), lease=timedelta(minutes=5), limit=1
         )
-        stale = JobUpdate(
-            job=evolve(claimed, status=JobStatus.FAILED, lock_token=None, locked_until=None),
-            expected_status=JobStatus.PROCESSING,
-            expected_lock_token="someone-else",
-        )
-        assert list(await store.update([done])) == [True]
-        assert list(await store.update([stale])) == [False]  # never applied: still refused
-        assert (await store.get(claimed.id)).status is JobStatus.COMPLETED
+        assert [j.id for j in again] == [job.id]
+    finally:
+        await store.close()
+
+
+async def test_reads_killed_mid_statement_are_repeated(own_db: str) -> None:
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        job = jobs.prepare("t", {})
+        await store.insert([job])
+        counts = await _killed_while_blocked(own_db, "jobs", store.count_by_status())
+        assert counts[JobStatus.PENDING] == 1
+        found = await _killed_while_blocked(own_db, "jobs", store.get(job.id))
+        assert found.id == job.id
+        page = await _killed_while_blocked(own_db, "jobs", store.list(JobQuery()))
+        assert [j.id for j in page.items] == [job.id]
     finally:
         await store.close()

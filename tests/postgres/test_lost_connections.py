@@ -3,12 +3,31 @@ and the hot pool's one retry on a fresh connection (probe D2)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import asyncpg
 import pytest
+from attrs import evolve
 
-from jobs_core import StoreError, StoreUnavailable
+from jobs_core import Jobs, JobStatus, JobUpdate, StoreError, StoreUnavailable
+from jobs_postgres import PostgresStore
 from jobs_postgres._errors import Delivery, is_unavailable, lost_connection, translated
 from jobs_postgres._pool import HotPool, Retry
+from tests.pg_admin import admin_connect, throwaway_database
+
+
+@pytest.fixture
+def own_db() -> Iterator[str]:
+    with throwaway_database("jobs_lost") as url:
+        yield url
+
+
+def _rows(url: str, table: str) -> set[str]:
+    with admin_connect(url) as admin:
+        return {str(row[0]) for row in admin.execute(f"SELECT id FROM {table}")}
+
 
 # -- classification -------------------------------------------------------------------
 
@@ -118,3 +137,94 @@ async def test_a_second_failure_is_not_retried_again(pg_url: str) -> None:
         assert calls == 2
     finally:
         await pool.close()
+
+
+# -- a repeat after an unknown outcome: the first attempt committed, its answer was lost ----
+
+
+class AnswerLostPool(HotPool):
+    """Runs each statement twice, as `run` does when the first attempt committed but its
+    connection died before the answer came back (`repeat` only on the second)."""
+
+    async def run(self, statement: Any, retry: Retry) -> Any:
+        assert retry.unknown, "this statement must not be repeated after an unknown outcome"
+        async with self.connection() as conn:
+            await statement(conn, False)
+        async with self.connection(fresh=True) as conn:
+            return await statement(conn, True)
+
+
+class RepeatOnlyPool(HotPool):
+    """Runs each statement once, as its repeat (the first attempt's fate unknown)."""
+
+    async def run(self, statement: Any, retry: Retry) -> Any:
+        async with self.connection() as conn:
+            return await statement(conn, True)
+
+
+async def _store_with(pool_class: type[HotPool], url: str) -> PostgresStore:
+    store = PostgresStore(url, table="jobs")
+    await store.count_by_status()  # creates the table
+    store._pool = pool_class(url, size=2, timeout=5.0)
+    return store
+
+
+async def test_a_repeated_insert_of_the_same_jobs_succeeds_once(own_db: str) -> None:
+    store = await _store_with(AnswerLostPool, own_db)
+    jobs = Jobs(store)
+    try:
+        one = jobs.prepare("t", {"n": 1})
+        batch = [jobs.prepare("t", {"n": i}) for i in range(3)]
+        await store.insert([one])
+        await store.insert(batch)
+        assert _rows(own_db, "jobs") == {one.id, *(job.id for job in batch)}
+    finally:
+        await store.close()
+
+
+async def test_a_repeated_insert_that_finds_another_job_under_its_id_fails(own_db: str) -> None:
+    store = await _store_with(RepeatOnlyPool, own_db)
+    jobs = Jobs(store)
+    try:
+        job = jobs.prepare("t", {"mine": True})
+        other = evolve(job, payload={"mine": False})
+        async with store.engine.begin() as conn:
+            await store.insert_with(conn, [other])
+        with pytest.raises(StoreError) as raised:
+            await store.insert([job])
+        assert not isinstance(raised.value, StoreUnavailable)
+        assert (await store.get(job.id)).payload == {"mine": False}
+    finally:
+        await store.close()
+
+
+async def test_a_repeated_update_reports_the_change_the_first_attempt_made(own_db: str) -> None:
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        await store.insert([jobs.prepare("t", {})])
+        (claimed,) = await store.claim(
+            topics=["t"], now=datetime.now(UTC), lease=timedelta(minutes=5), limit=1
+        )
+        store._pool = AnswerLostPool(own_db, size=2, timeout=5.0)
+        done = JobUpdate(
+            job=evolve(
+                claimed,
+                status=JobStatus.COMPLETED,
+                lock_token=None,
+                locked_until=None,
+                updated=datetime.now(UTC),
+            ),
+            expected_status=JobStatus.PROCESSING,
+            expected_lock_token=claimed.lock_token,
+        )
+        stale = JobUpdate(
+            job=evolve(claimed, status=JobStatus.FAILED, lock_token=None, locked_until=None),
+            expected_status=JobStatus.PROCESSING,
+            expected_lock_token="someone-else",
+        )
+        assert list(await store.update([done])) == [True]
+        assert list(await store.update([stale])) == [False]  # never applied: still refused
+        assert (await store.get(claimed.id)).status is JobStatus.COMPLETED
+    finally:
+        await store.close()
