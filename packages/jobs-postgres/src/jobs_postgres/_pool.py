@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,6 +36,7 @@ from jobs_postgres._errors import Delivery, lost_connection
 from jobs_postgres._rows import dumps
 
 T = TypeVar("T")
+log = logging.getLogger("jobs_postgres")
 
 _CONNECT_TIMEOUT: Final = 10.0
 
@@ -98,6 +100,7 @@ class HotPool:
                 if delivery is None or not retry.allows(delivery):
                     raise
                 conn.terminate()  # dead: the lease sees it closed and drops it
+                log.debug("connection dead (%s: %s); retrying once", delivery.value, exc)
         async with self.connection(fresh=True) as conn:
             return await statement(conn, True)
 
