@@ -61,6 +61,7 @@ async def test_store_unavailable_is_503() -> None:
         assert_error(response, 503)
         assert "hunter2" not in response.text
         assert "retry" in response.json()["message"]
+        assert response.headers["retry-after"] == "1"
 
 
 async def test_no_token_or_payload_in_logs(caplog: pytest.LogCaptureFixture) -> None:

@@ -47,6 +47,9 @@ _FIELD_OF: tuple[tuple[type[JobsError], str], ...] = (
 
 #: Every API error is marked uncacheable, like every API success.
 _NO_STORE = {"Cache-Control": "no-store"}
+#: Seconds a client should wait before retrying after a 503 (the store comes back, or a
+#: dropped connection is replaced, within about that).
+RETRY_AFTER_SECONDS = 1
 
 
 def error_response(
@@ -71,7 +74,11 @@ def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[d
                 logger.warning(
                     "store unavailable on %s %s: %s", request.method, request.url.path, exc
                 )
-                return error_response(503, "The job store is unavailable; retry later.")
+                return error_response(
+                    503,
+                    "The job store is unavailable; retry later.",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
             return error_response(status, str(exc), _field_data(exc))
     return _unexpected(request, exc)
 

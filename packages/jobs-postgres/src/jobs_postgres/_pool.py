@@ -12,25 +12,58 @@ enqueue here. This one hands out the most recently used idle connection without
 suspending, arms a timer only when it has to wait for one, and never reuses a
 connection whose call ended in an error (a dropped link, a cancelled statement): it is
 closed, and the next caller opens a fresh one.
+
+A connection can also be dead while it waits idle (its backend was terminated, the
+server restarted) without the pool being able to tell. `run` gives a statement that
+failed for that reason one more attempt on a fresh connection, when its `Retry` says
+that is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 import asyncpg
 
 from jobs_core import StoreError
+from jobs_postgres._errors import Delivery, lost_connection
 from jobs_postgres._rows import dumps
+
+T = TypeVar("T")
+log = logging.getLogger("jobs_postgres")
 
 _CONNECT_TIMEOUT: Final = 10.0
 
 
 class PoolClosed(StoreError):
     """The store was closed while a call waited for a connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """When a statement may run once more, on a fresh connection, after its connection died."""
+
+    #: The connection was found dead before the statement was written (the server never
+    #: saw it): safe for any statement.
+    unsent: bool
+    #: The connection died after the statement was written, so it may have committed:
+    #: safe only for a statement whose repetition is harmless and whose second answer
+    #: the caller can trust (or check).
+    unknown: bool
+
+    def allows(self, delivery: Delivery) -> bool:
+        """Whether a statement that failed this way may run again."""
+        return self.unsent if delivery is Delivery.UNSENT else self.unknown
+
+
+#: A statement on a connection; `repeat` is true on the second attempt.
+Statement = Callable[[asyncpg.Connection, bool], Awaitable[T]]
 
 
 class HotPool:
@@ -44,9 +77,32 @@ class HotPool:
         self._in_use = 0
         self._closed = False
 
-    def connection(self) -> _Lease:
-        """`async with pool.connection() as conn:`; waits up to the pool timeout."""
-        return _Lease(self)
+    def connection(self, *, fresh: bool = False) -> _Lease:
+        """`async with pool.connection() as conn:`; waits up to the pool timeout.
+
+        `fresh` opens a new connection even when idle ones wait: after one connection
+        was found dead, the others that idled beside it may be dead too.
+        """
+        return _Lease(self, fresh=fresh)
+
+    async def run(self, statement: Statement[T], retry: Retry) -> T:
+        """Run `statement` on a pooled connection, once more on a fresh one if `retry` allows.
+
+        Only a failure of the statement itself counts, and only when it says the
+        connection is dead (`lost_connection`); failing to open a connection is the
+        server being unreachable, which a second attempt right away would not change.
+        """
+        async with self.connection() as conn:
+            try:
+                return await statement(conn, False)
+            except Exception as exc:
+                delivery = lost_connection(exc)
+                if delivery is None or not retry.allows(delivery):
+                    raise
+                conn.terminate()  # dead: the lease sees it closed and drops it
+                log.debug("connection dead (%s: %s); retrying once", delivery.value, exc)
+        async with self.connection(fresh=True) as conn:
+            return await statement(conn, True)
 
     @property
     def in_use(self) -> int:
@@ -68,7 +124,7 @@ class HotPool:
             except Exception:  # noqa: BLE001 - closing anyway
                 conn.terminate()
 
-    async def _take(self) -> asyncpg.Connection:
+    async def _take(self, *, fresh: bool) -> asyncpg.Connection:
         if self._closed:
             raise PoolClosed("the store is closed")
         if self._slots.locked():
@@ -78,7 +134,7 @@ class HotPool:
             await self._slots.acquire()  # free: returns without suspending
         self._in_use += 1
         try:
-            while self._idle:
+            while self._idle and not fresh:
                 conn = self._idle.pop()
                 if not conn.is_closed():
                     return conn
@@ -102,14 +158,15 @@ class HotPool:
 class _Lease:
     """One checkout: the connection while the block runs, back (or closed) after."""
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_fresh", "_pool")
 
-    def __init__(self, pool: HotPool) -> None:
+    def __init__(self, pool: HotPool, *, fresh: bool) -> None:
         self._pool = pool
+        self._fresh = fresh
         self._conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await self._pool._take()
+        self._conn = await self._pool._take(fresh=self._fresh)
         return self._conn
 
     async def __aexit__(
@@ -120,7 +177,8 @@ class _Lease:
     ) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._pool._put(conn, healthy=exc_type is None and not conn.is_in_transaction())
+            healthy = exc_type is None and not conn.is_closed() and not conn.is_in_transaction()
+            self._pool._put(conn, healthy=healthy)
 
 
 async def _connect(url: str) -> asyncpg.Connection:

@@ -5,24 +5,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from jobs_core import MUTABLE_FIELDS, Job, JobNotFound, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core import (
+    JOB_FIELDS,
+    MUTABLE_FIELDS,
+    Job,
+    JobNotFound,
+    JobPage,
+    JobQuery,
+    JobStatus,
+    JobUpdate,
+    StoreError,
+)
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
-from jobs_postgres._pool import HotPool
+from jobs_postgres._pool import HotPool, Retry
 from jobs_postgres._rows import canonical_id, dumps, to_job, to_row
 from jobs_postgres._schema import Schema
 from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, statements
 from jobs_postgres._url import StoreURL, check_name, parse_url
 
 log = logging.getLogger("jobs_postgres")
+T = TypeVar("T")
 
 #: Largest clock difference between this host and the server before we warn.
 SKEW_WARNING: Final = timedelta(seconds=1)
@@ -32,6 +46,31 @@ _TEXT_ARRAY: Final = pg.ARRAY(sa.Text)
 # Status constants are inlined as literals, not bound: only then can the planner match the
 # partial indexes (`WHERE status = 'processing'`) in the generic plans of prepared statements.
 _PROCESSING: Final = sa.literal_column("'processing'", sa.Text)
+#: The fields a job keeps from its insert on (a repeated insert is checked against them).
+_FIXED_FIELDS: Final = tuple(name for name in JOB_FIELDS if name not in MUTABLE_FIELDS)
+
+#: Which hot statements run a second time, on a fresh connection, when their pooled
+#: connection turns out to be dead (see `Retry`; README "Dropped connections").
+RETRY_POLICY: Final[Mapping[str, Retry]] = MappingProxyType(
+    {
+        # Ids are the client's: a repeat either inserts the jobs or hits the primary key
+        # because the first attempt committed; then the rows must be these very jobs
+        # (`_check_inserted`), or the insert fails.
+        "insert": Retry(unsent=True, unknown=True),
+        # Compare-and-set on status + lock token: a repeat never applies a change twice.
+        # A change the repeat finds already made is reported applied only if the row
+        # holds every value it writes (`_check_updated`).
+        "update": Retry(unsent=True, unknown=True),
+        # A batch naming one job twice runs rounds that build on each other; a repeat
+        # after an unknown outcome could not tell which rounds the first one applied.
+        "update_rounds": Retry(unsent=True, unknown=False),
+        # A claim that committed but whose answer was lost leaves its jobs leased to
+        # nobody until the lease runs out (then they are rescued and rerun); a repeat
+        # would lease more jobs without freeing those. Only a claim that never left runs
+        # again.
+        "claim": Retry(unsent=True, unknown=False),
+    }
+)
 
 
 class PostgresStore:
@@ -172,8 +211,10 @@ class PostgresStore:
             return
         pool = await self._hot_pool()
         notify = _notify_payloads({job.topic for job in jobs})
-        with translated("inserting jobs"):
-            async with pool.connection() as conn:
+
+        async def insert(conn: asyncpg.Connection, repeat: bool) -> bool:
+            """True once stored; False when a repeat found the ids taken."""
+            try:
                 if len(jobs) == 1:
                     await conn.execute(
                         self._sql.insert_one, *_values(jobs[0]), self._schema.channel, notify[0]
@@ -181,6 +222,43 @@ class PostgresStore:
                 else:
                     columns = list(zip(*map(_values, jobs), strict=True))
                     await conn.execute(self._sql.insert, *columns, self._schema.channel, notify)
+            except asyncpg.UniqueViolationError:
+                if not repeat:
+                    raise
+                return False
+            return True
+
+        with translated("inserting jobs"):
+            stored = await pool.run(insert, RETRY_POLICY["insert"])
+        if not stored:
+            await self._check_inserted(jobs)
+
+    async def _check_inserted(self, jobs: Sequence[Job]) -> None:
+        """After a repeated insert hit the primary key: succeed if the first attempt stored
+        these jobs (every field fixed at insert matches), fail otherwise.
+
+        The statement is atomic, so the first attempt stored all of them or none; ids are
+        UUIDs the client made for these jobs, so rows with these ids and these topics,
+        payloads and creation times are the jobs themselves.
+        """
+        found = {job.id: job for job in await self._read_many([job.id for job in jobs])}
+        for job in jobs:
+            stored = found.get(job.id)
+            if stored is None or any(
+                getattr(stored, name) != getattr(job, name) for name in _FIXED_FIELDS
+            ):
+                raise StoreError(
+                    f"PostgreSQL failed while inserting jobs: job {job.id} already exists"
+                )
+
+    async def _read_many(self, job_ids: Sequence[str]) -> list[Job]:
+        t = self._schema.jobs
+        ids = [canonical for job_id in job_ids if (canonical := canonical_id(job_id))]
+
+        async def read(conn: AsyncConnection) -> Sequence[Any]:
+            return (await conn.execute(sa.select(t).where(t.c.id.in_(ids)))).mappings().all()
+
+        return [to_job(row) for row in await self._read("reading jobs back", read)]
 
     async def insert_with(self, connection: AsyncConnection, jobs: Sequence[Job]) -> None:
         """Insert jobs inside the caller's own transaction (transactional enqueue).
@@ -217,9 +295,15 @@ class PostgresStore:
         if not wanted or limit <= 0:
             return []
         pool = await self._hot_pool()
+
+        async def claim(conn: asyncpg.Connection, repeat: bool) -> list[asyncpg.Record]:
+            leased: list[asyncpg.Record] = await conn.fetch(
+                self._sql.claim, now, wanted, limit, now + lease
+            )
+            return leased
+
         with translated("claiming jobs"):
-            async with pool.connection() as conn:
-                rows = await conn.fetch(self._sql.claim, now, wanted, limit, now + lease)
+            rows = await pool.run(claim, RETRY_POLICY["claim"])
         jobs = [to_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))
         return jobs
@@ -231,22 +315,50 @@ class PostgresStore:
         pool = await self._hot_pool()
         applied = [False] * len(updates)
         rounds = _rounds(updates)
-        with translated("updating jobs"):
-            async with pool.connection() as conn:
-                if len(rounds) == 1:
-                    rows = await conn.fetch(
-                        self._sql.update, *_update_arrays(rounds[0]), self._schema.channel
+
+        async def update(
+            conn: asyncpg.Connection, repeat: bool
+        ) -> tuple[list[asyncpg.Record], bool]:
+            if len(rounds) == 1:
+                rows = await conn.fetch(
+                    self._sql.update, *_update_arrays(rounds[0]), self._schema.channel
+                )
+                return rows, repeat
+            rows = []  # one job named twice: one statement per round, one transaction
+            async with conn.transaction():
+                for indexed in rounds:
+                    rows += await conn.fetch(
+                        self._sql.update, *_update_arrays(indexed), self._schema.channel
                     )
-                else:  # one job named twice: one statement per round, one transaction
-                    rows = []
-                    async with conn.transaction():
-                        for indexed in rounds:
-                            rows += await conn.fetch(
-                                self._sql.update, *_update_arrays(indexed), self._schema.channel
-                            )
+            return rows, repeat
+
+        policy = RETRY_POLICY["update" if len(rounds) == 1 else "update_rounds"]
+        with translated("updating jobs"):
+            rows, repeated = await pool.run(update, policy)
         for row in rows:
             applied[row["ord"]] = True
+        if repeated and not all(applied):
+            await self._check_updated(updates, applied)
         return applied
+
+    async def _check_updated(self, updates: Sequence[JobUpdate], applied: list[bool]) -> None:
+        """After a repeated update: mark applied the changes the first attempt made.
+
+        A change the repeat's compare-and-set refused may have been made by the first
+        attempt (its commit reached the server, its answer did not). It was if the row
+        holds every value the change writes, `updated` (this process's timestamp) and
+        the lock token included. A row someone changed again in between reads as not
+        applied, as a lost race would.
+        """
+        missing = [i for i, done in enumerate(applied) if not done]
+        found = {job.id: job for job in await self._read_many([updates[i].job.id for i in missing])}
+        for i in missing:
+            wanted = updates[i].job
+            row = found.get(wanted.id)
+            if row is not None and all(
+                getattr(row, name) == getattr(wanted, name) for name in MUTABLE_FIELDS
+            ):
+                applied[i] = True
 
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         """Delete the job if it is still in `expected_status`."""
@@ -266,24 +378,42 @@ class PostgresStore:
 
     # -- reads ------------------------------------------------------------------------
 
+    async def _read(self, action: str, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run a read on a pooled connection, and once more if that connection died under it.
+
+        Reads change nothing, so a repeat is always safe. SQLAlchemy's pool checks a
+        connection before handing it out (`pool_pre_ping`), so this covers a connection
+        that dies during the read: SQLAlchemy marks that error `connection_invalidated`
+        and has already discarded the connection.
+        """
+        engine = await self._ensure_ready()
+        with translated(action):
+            try:
+                async with engine.connect() as conn:
+                    return await read(conn)
+            except sa_exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            async with engine.connect() as conn:
+                return await read(conn)
+
     async def get(self, job_id: str) -> Job:
         """The job with this id, or `JobNotFound` (also for ids that are not UUIDs)."""
         canonical = canonical_id(job_id)
         if canonical is None:
             raise JobNotFound(str(job_id))
-        engine = await self._ensure_ready()
         t = self._schema.jobs
-        with translated("reading a job"):
-            async with engine.connect() as conn:
-                row = (await conn.execute(sa.select(t).where(t.c.id == canonical))).mappings()
-                found = row.first()
+
+        async def read(conn: AsyncConnection) -> Any:
+            return (await conn.execute(sa.select(t).where(t.c.id == canonical))).mappings().first()
+
+        found = await self._read("reading a job", read)
         if found is None:
             raise JobNotFound(job_id)
         return to_job(found)
 
     async def list(self, query: JobQuery) -> JobPage:
         """A page newest first (`created`, `id` descending) and the total of matches."""
-        engine = await self._ensure_ready()
         t = self._schema.jobs
         where: list[sa.ColumnElement[bool]] = []
         if query.topic is not None:
@@ -297,10 +427,13 @@ class PostgresStore:
             .limit(query.limit)
             .offset(query.offset)
         )
-        with translated("listing jobs"):
-            async with engine.connect() as conn:
-                rows = (await conn.execute(page)).mappings().all()
-                total = await conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where))
+
+        async def read(conn: AsyncConnection) -> tuple[Sequence[Any], Any]:
+            rows = (await conn.execute(page)).mappings().all()
+            total = await conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where))
+            return rows, total
+
+        rows, total = await self._read("listing jobs", read)
         return JobPage(
             items=[to_job(row) for row in rows],
             total=int(total or 0),
@@ -310,16 +443,15 @@ class PostgresStore:
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:
         """How many jobs are in each status."""
-        engine = await self._ensure_ready()
         t = self._schema.jobs
+
+        async def read(conn: AsyncConnection) -> Sequence[Any]:
+            result = await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))
+            return result.all()
+
         counts = dict.fromkeys(JobStatus, 0)
-        with translated("counting jobs"):
-            async with engine.connect() as conn:
-                result = await conn.execute(
-                    sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
-                )
-                for status, count in result.all():
-                    counts[JobStatus(status)] = int(count)
+        for status, count in await self._read("counting jobs", read):
+            counts[JobStatus(status)] = int(count)
         return counts
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
