@@ -192,9 +192,7 @@ def test_bad_configuration_is_refused(kwargs: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("field", ["lock_duration", "poll_interval", "shutdown_grace"])
-@pytest.mark.parametrize(
-    ("value", "shown"), [(0.2, "float 0.2"), (5, "int 5"), ("1s", "str '1s'")]
-)
+@pytest.mark.parametrize(("value", "shown"), [(0.2, "float 0.2"), (5, "int 5"), ("1s", "str '1s'")])
 def test_a_duration_that_is_not_a_timedelta_says_so(field: str, value: object, shown: str) -> None:
     """A bare number has no unit: the error names the type, not the sign."""
     message = f"{field} must be a timedelta (e.g. timedelta(seconds=1)), got {shown}"
