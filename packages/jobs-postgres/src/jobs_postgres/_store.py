@@ -128,16 +128,17 @@ class PostgresStore:
             self._ready_lock = asyncio.Lock()
         async with self._ready_lock:
             if not self._ready:
+                schema_action = (
+                    "creating the jobs table"
+                    if self._create_schema
+                    else "looking for the jobs table"
+                )
+                # The inner block names schema failures; the outer one, the connection's.
                 with translated("connecting to the database"):
-                    conn = await engine.connect()
-                try:
-                    with translated(
-                        "creating the jobs table" if self._create_schema else "reading the schema"
-                    ):
-                        async with conn.begin():
-                            await self._open_schema(conn)
-                finally:
-                    await conn.close()
+                    async with engine.connect() as conn:
+                        with translated(schema_action):
+                            async with conn.begin():
+                                await self._open_schema(conn)
                 with translated("checking the server clock"):
                     await self._check_clock(engine)
                 self._ready = True
