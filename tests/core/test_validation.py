@@ -189,3 +189,35 @@ def test_bad_configuration_is_refused(kwargs: dict[str, object]) -> None:
     """Config values are checked when the config is built."""
     with pytest.raises(InvalidOptions):
         JobsConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["lock_duration", "poll_interval", "shutdown_grace"])
+@pytest.mark.parametrize(("value", "shown"), [(0.2, "float 0.2"), (5, "int 5"), ("1s", "str '1s'")])
+def test_a_duration_that_is_not_a_timedelta_says_so(field: str, value: object, shown: str) -> None:
+    """A bare number has no unit: the error names the type, not the sign."""
+    message = f"{field} must be a timedelta (e.g. timedelta(seconds=1)), got {shown}"
+    with pytest.raises(InvalidOptions) as caught:
+        JobsConfig(**{field: value})  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("field", ["max_payload_size", "worker_pool_size", "batch_size"])
+@pytest.mark.parametrize(("value", "shown"), [(True, "bool True"), (2.0, "float 2.0")])
+def test_a_count_that_is_not_an_int_says_so(field: str, value: object, shown: str) -> None:
+    with pytest.raises(InvalidOptions) as caught:
+        JobsConfig(**{field: value})  # type: ignore[arg-type]
+    assert str(caught.value) == f"{field} must be an integer, got {shown}"
+
+
+def test_zero_shutdown_grace_is_allowed_and_negative_is_not() -> None:
+    assert JobsConfig(shutdown_grace=timedelta(0)).shutdown_grace == timedelta(0)
+    with pytest.raises(InvalidOptions, match="must not be negative"):
+        JobsConfig(shutdown_grace=timedelta(seconds=-1))
+
+
+@pytest.mark.parametrize("grace", [5, 0.5])
+async def test_stop_grace_must_be_a_timedelta_like_the_config(grace: object) -> None:
+    """`stop(grace=)` takes the same type as `JobsConfig.shutdown_grace`."""
+    jobs = Jobs(MemoryStore())
+    with pytest.raises(InvalidOptions, match="grace must be a timedelta"):
+        await jobs.stop(grace=grace)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,23 @@ async def test_root_redirects_to_the_ui(anon: Client) -> None:
     response = await anon.get("/", follow_redirects=False)
     assert response.status_code in {301, 302, 303, 307, 308}
     assert response.headers["location"] == "/_/"
+
+
+async def test_requeue_and_delete_that_lose_every_write_are_409(
+    client: Client, jobs: Jobs, make_job: MakeJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`JobBusy` (the job changed under every guarded write) is a conflict, not 404/500."""
+    job = await make_job("failed")
+
+    async def lose_update(updates: Any) -> list[bool]:
+        return [False] * len(updates)
+
+    async def lose_delete(job_id: str, *, expected_status: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(jobs.store, "update", lose_update)
+    monkeypatch.setattr(jobs.store, "delete", lose_delete)
+    body = assert_error(await client.post(f"/api/jobs/{job['id']}/requeue"), 409)
+    assert "retry later" in body["message"]
+    assert_error(await client.delete(f"/api/jobs/{job['id']}"), 409)
+    assert (await client.get(f"/api/jobs/{job['id']}")).json() == job

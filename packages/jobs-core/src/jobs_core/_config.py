@@ -35,13 +35,41 @@ def exponential_backoff(
 default_backoff: Backoff = exponential_backoff()
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, timedelta):
-        ok = value > timedelta(0)
-    else:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    if not ok:
+def _unitless(name: str, value: object) -> InvalidOptions:
+    return InvalidOptions(
+        f"{name} must be a timedelta (e.g. timedelta(seconds=1)),"
+        f" got {type(value).__name__} {value!r}"
+    )
+
+
+def _positive_duration(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A duration must be a `timedelta`: a bare number has no unit, so say so."""
+    if not isinstance(value, timedelta):
+        raise _unitless(attribute.name, value)
+    if value <= timedelta(0):
         raise InvalidOptions(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptions(
+            f"{attribute.name} must be an integer, got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
+        raise InvalidOptions(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _grace(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_grace(value, attribute.name)
+
+
+def check_grace(value: object, name: str = "grace") -> timedelta:
+    """Return `value` if it is a valid shutdown grace (a `timedelta`, zero or more)."""
+    if not isinstance(value, timedelta):
+        raise _unitless(name, value)
+    if value < timedelta(0):
+        raise InvalidOptions(f"{name} must not be negative, got {value!r}")
+    return value
 
 
 def _retries(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -62,21 +90,25 @@ class JobsConfig:
     """Limits and timings of a `Jobs` instance and its worker."""
 
     #: Largest payload, in bytes of serialized JSON (1 MiB).
-    max_payload_size: int = attrs.field(default=1024 * 1024, validator=_positive)
+    max_payload_size: int = attrs.field(default=1024 * 1024, validator=_positive_int)
     #: Retries after the first attempt when a job does not say (so 4 runs at most).
     max_retries: int = attrs.field(default=3, validator=_retries)
     #: Execution timeout of one attempt; the stored lease lasts `lock_margin` longer.
-    lock_duration: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    lock_duration: timedelta = attrs.field(
+        default=timedelta(minutes=5), validator=_positive_duration
+    )
     #: How long an idle worker waits between claims when nothing wakes it.
-    poll_interval: timedelta = attrs.field(default=timedelta(seconds=1), validator=_positive)
+    poll_interval: timedelta = attrs.field(
+        default=timedelta(seconds=1), validator=_positive_duration
+    )
     #: Most jobs one worker runs at once.
-    worker_pool_size: int = attrs.field(default=10, validator=_positive)
+    worker_pool_size: int = attrs.field(default=10, validator=_positive_int)
     #: Most jobs claimed in one store call.
-    batch_size: int = attrs.field(default=10, validator=_positive)
+    batch_size: int = attrs.field(default=10, validator=_positive_int)
     #: Delay before retry `n` (0-based); the default doubles from 1 s, ±10 %, capped at 1 h.
     backoff: Backoff = attrs.field(default=default_backoff, repr=False)
     #: How long `stop()` waits for in-flight jobs before cancelling and releasing them.
-    shutdown_grace: timedelta = attrs.field(default=timedelta(seconds=30))
+    shutdown_grace: timedelta = attrs.field(default=timedelta(seconds=30), validator=_grace)
 
     @property
     def lock_margin(self) -> timedelta:

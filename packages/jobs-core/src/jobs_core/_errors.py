@@ -50,6 +50,23 @@ class LockLost(JobsError):
         self.reason = reason
 
 
+class JobBusy(JobsError):
+    """A job changed under every one of a command's compare-and-set rounds; retry later.
+
+    Nothing was written: a `requeue` or `delete` that cannot win its guarded write
+    says so, rather than return a job it never stored or claim the job does not exist.
+    """
+
+    def __init__(self, job_id: str, event: str, rounds: int) -> None:
+        super().__init__(
+            f"job {job_id!r} changed under each of {rounds} {event} attempts; nothing was"
+            " written, retry later"
+        )
+        self.job_id = job_id
+        self.event = event
+        self.rounds = rounds
+
+
 class InvalidInput(JobsError, ValueError):
     """Base of the errors caused by a caller's bad input; nothing was stored."""
 
@@ -89,6 +106,14 @@ class StoreError(JobsError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now; retrying later may succeed."""
+
+
+class SchemaMissing(StoreError):
+    """The database has no jobs table, and the store was opened without creating one."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no jobs table at {url}")
+        self.url = url
 
 
 class UnknownStoreScheme(JobsError, ValueError):

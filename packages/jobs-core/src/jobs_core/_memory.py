@@ -26,8 +26,10 @@ class MemoryStore:
         self._watchers: set[Callable[[], None]] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStore:
-        """Build from `memory://` (the entry point of the `jobs_core.stores` group)."""
+    def from_url(cls, url: str, *, create_schema: bool = True) -> MemoryStore:
+        """Build from `memory://` (the entry point of the `jobs_core.stores` group).
+
+        `create_schema` is accepted like every adapter's and ignored: there is no schema."""
         if url.rstrip("/") != "memory:":
             raise InvalidOptions(f"a memory store URL is just 'memory://', got {url!r}")
         return cls()

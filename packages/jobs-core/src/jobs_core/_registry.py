@@ -1,7 +1,9 @@
 """Find a store adapter by URL scheme through the `jobs_core.stores` entry-point group.
 
 An adapter package declares e.g. `sqlite = "jobs_sqlite:SQLiteStore.from_url"`; the
-callable takes the whole URL and returns a `JobStore`. This is how `jobs_http` gets a
+callable takes the whole URL and returns a `JobStore`. To be opened by read-only tools
+it also takes `create_schema=False`: create nothing, raise `SchemaMissing` if the jobs
+table is not there. This is how `jobs_http` gets a
 store without importing any adapter.
 """
 
@@ -31,8 +33,13 @@ def available_schemes() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
-def open_store(url: str) -> JobStore:
-    """The store for `url`, built by whichever installed adapter claims its scheme."""
+def open_store(url: str, *, create_schema: bool = True) -> JobStore:
+    """The store for `url`, built by whichever installed adapter claims its scheme.
+
+    With `create_schema=False` the store creates nothing (no file, no table) and raises
+    `SchemaMissing` on first use if there is no jobs table; the factory is then called
+    with that keyword, so an adapter that does not take it cannot be opened this way.
+    """
     scheme = _scheme(url)
     found: list[EntryPoint] = [ep for ep in entry_points(group=GROUP) if ep.name == scheme]
     if not found:
@@ -41,5 +48,7 @@ def open_store(url: str) -> JobStore:
             f"no installed store handles {scheme!r} URLs (installed: {known});"
             f" install the adapter package, e.g. jobs-{scheme}"
         )
-    factory = cast(Callable[[str], JobStore], found[0].load())
-    return factory(url)
+    factory = cast(Callable[..., JobStore], found[0].load())
+    if create_schema:
+        return factory(url)  # adapters written before `create_schema` keep working
+    return factory(url, create_schema=False)

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from jobs_core import _transitions as transitions
-from jobs_core._config import JobsConfig, check_max_retries
-from jobs_core._errors import JobNotFound, TopicAlreadyRegistered
+from jobs_core._config import JobsConfig, check_grace, check_max_retries
+from jobs_core._errors import JobBusy, JobNotFound, TopicAlreadyRegistered
 from jobs_core._ids import new_job_id
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
@@ -176,7 +176,9 @@ class Jobs:
     # -- manage -------------------------------------------------------------------
 
     async def requeue(self, job_id: str) -> Job:
-        """Give a `failed` job a fresh start: `pending`, due now, retries reset."""
+        """Give a `failed` job a fresh start: `pending`, due now, retries reset.
+
+        Raises `JobBusy` if the job changed under every compare-and-set round."""
         for _ in range(_CAS_ATTEMPTS):
             job = await self.get(job_id)
             after = transitions.requeue(job, now=self.clock.now())
@@ -184,17 +186,21 @@ class Jobs:
             if applied:
                 self._wake_if_due([after])
                 return after
-        return transitions.requeue(await self.get(job_id), now=self.clock.now())  # raises
+        # Every round lost: raise why if the job is now gone or not failed, else say busy.
+        transitions.requeue(await self.get(job_id), now=self.clock.now())
+        raise JobBusy(job_id, "requeue", _CAS_ATTEMPTS)
 
     async def delete(self, job_id: str) -> None:
-        """Delete a `pending` or `failed` job; others raise `CannotDelete`."""
+        """Delete a `pending` or `failed` job; others raise `CannotDelete`.
+
+        Raises `JobBusy` if the job changed under every compare-and-set round."""
         for _ in range(_CAS_ATTEMPTS):
             job = await self.get(job_id)
             transitions.check_delete(job)
             if await self.store.delete(job.id, expected_status=job.status):
                 return
         transitions.check_delete(await self.get(job_id))
-        raise JobNotFound(job_id)  # pragma: no cover - changed on every attempt
+        raise JobBusy(job_id, "delete", _CAS_ATTEMPTS)
 
     # -- run ----------------------------------------------------------------------
 
@@ -205,7 +211,7 @@ class Jobs:
     async def stop(self, grace: timedelta | None = None) -> None:
         """Stop claiming; wait up to `grace` (default `shutdown_grace`) for running jobs,
         then cancel the rest and hand their claims back as `pending`."""
-        await self._worker.stop(grace)
+        await self._worker.stop(None if grace is None else check_grace(grace))
 
     async def run_once(self) -> int:
         """Rescue expired leases, claim one batch, run it to the end; how many jobs ran."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs_core import Jobs, JobsError, open_store
-from jobs_http._cli import DATA_DIR, build_parser, fail, run, run_admin
+from jobs_http._cli import DATA_DIR, READ_ONLY_COMMANDS, build_parser, fail, run, run_admin
 from jobs_http._serve import serve
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
 
@@ -48,8 +48,11 @@ def load_app(spec: str) -> object:
     return target
 
 
-def build_jobs(db_url: str, app_spec: str | None) -> Jobs:
-    """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`."""
+def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True) -> Jobs:
+    """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`.
+
+    With `create_schema=False` (read-only commands) nothing is created: no folder, no
+    file, no table; the store raises `SchemaMissing` instead."""
     target = load_app(app_spec) if app_spec else None
     if isinstance(target, Jobs):
         return target
@@ -58,10 +61,11 @@ def build_jobs(db_url: str, app_spec: str | None) -> Jobs:
             f"--app {app_spec} is a {type(target).__name__};"
             " it must be a function setup(jobs) or a Jobs instance"
         )
-    if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
+    relative_sqlite = db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////")
+    if create_schema and relative_sqlite:
         # A relative SQLite path: make its folder (./jobs_data by default) exist.
         Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    jobs = Jobs(open_store(db_url))
+    jobs = Jobs(open_store(db_url, create_schema=create_schema))
     if target is not None:
         target(jobs)
     return jobs
@@ -95,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    jobs = build_jobs(args.db, None)
+    jobs = build_jobs(args.db, None, create_schema=args.command not in READ_ONLY_COMMANDS)
 
     async def go() -> None:
         try:

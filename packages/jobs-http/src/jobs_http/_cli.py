@@ -27,6 +27,9 @@ DB_ENV_VAR = "JOBS_DB_URL"
 DEFAULT_DB = "sqlite:///jobs_data/jobs.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
+#: Commands that only read: they open the store without creating its file or table,
+#: so a mistyped `--db` fails ("no jobs table at ...") instead of showing an empty queue.
+READ_ONLY_COMMANDS = frozenset({"stats", "list", "get"})
 
 
 def build_parser() -> argparse.ArgumentParser:

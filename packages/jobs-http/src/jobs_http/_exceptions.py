@@ -21,6 +21,7 @@ from jobs_core import (
     InvalidInput,
     InvalidPayload,
     InvalidTopic,
+    JobBusy,
     JobNotFound,
     JobsError,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
     (InvalidInput, 400),
     (JobNotFound, 404),
     (IllegalTransition, 409),
+    (JobBusy, 409),
     (StoreUnavailable, 503),
 )
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    SchemaMissing,
     StoreError,
 )
 from jobs_postgres._errors import translated
@@ -76,9 +78,10 @@ RETRY_POLICY: Final[Mapping[str, Retry]] = MappingProxyType(
 class PostgresStore:
     """Jobs in one PostgreSQL table, claimed with `FOR UPDATE SKIP LOCKED`.
 
-    Connects lazily on first use, creating the table if needed. Every method is one
-    short transaction on a pooled connection; no connection is held while a handler
-    runs. `watch` holds one extra, dedicated connection for LISTEN.
+    Connects lazily on first use, creating the table if needed (with
+    `create_schema=False` nothing is created: a missing table raises `SchemaMissing`).
+    Every method is one short transaction on a pooled connection; no connection is held
+    while a handler runs. `watch` holds one extra, dedicated connection for LISTEN.
     """
 
     def __init__(
@@ -89,9 +92,12 @@ class PostgresStore:
         schema: str | None = None,
         pool_size: int | None = None,
         max_overflow: int | None = None,
+        create_schema: bool = True,
     ) -> None:
         parsed = parse_url(url)
         self._url: StoreURL = parsed
+        self._shown_url = _without_password(url)
+        self._create_schema = create_schema
         self._schema = Schema(
             check_name(table, "table") if table is not None else parsed.table,
             check_name(schema, "schema") if schema is not None else parsed.schema,
@@ -105,9 +111,9 @@ class PostgresStore:
         self._sql = statements(self._schema)
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, create_schema: bool = True) -> PostgresStore:
         """Build from `postgresql://user@host:port/db?table=jobs&schema=...` (entry point)."""
-        return cls(url)
+        return cls(url, create_schema=create_schema)
 
     def __repr__(self) -> str:
         return f"PostgresStore(<{self._url.driver}>, table={self._schema.qualified!r})"
@@ -153,12 +159,27 @@ class PostgresStore:
             self._ready_lock = asyncio.Lock()
         async with self._ready_lock:
             if not self._ready:
-                with translated("creating the jobs table"):
-                    async with engine.begin() as conn:
-                        await self._schema.create(conn)
+                schema_action = (
+                    "creating the jobs table"
+                    if self._create_schema
+                    else "looking for the jobs table"
+                )
+                # The inner block names schema failures; the outer one, the connection's.
+                with translated("connecting to the database"):
+                    async with engine.connect() as conn:
+                        with translated(schema_action):
+                            async with conn.begin():
+                                await self._open_schema(conn)
+                with translated("checking the server clock"):
                     await self._check_clock(engine)
                 self._ready = True
         return engine
+
+    async def _open_schema(self, conn: AsyncConnection) -> None:
+        if self._create_schema:
+            await self._schema.create(conn)
+        elif await self._schema.installed_version(conn) is None:
+            raise SchemaMissing(self._shown_url)
 
     async def _hot_pool(self) -> HotPool:
         """The asyncpg pool of the hot path, created (with the table) on first use."""
@@ -541,3 +562,14 @@ def _update_arrays(indexed: Sequence[tuple[int, JobUpdate]]) -> list[list[Any]]:
             value = getattr(job, name)
             values.append(value.value if name == "status" else value)
     return arrays
+
+
+def _without_password(url: str) -> str:
+    """`url` fit for an error message: the password, if any, left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}@" if parts.username else ""
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}{host or ''}{port}", parts.path, parts.query, ""))

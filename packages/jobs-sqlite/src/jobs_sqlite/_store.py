@@ -36,6 +36,7 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    SchemaMissing,
     StoreError,
 )
 from jobs_sqlite import _operations as ops
@@ -74,7 +75,9 @@ class SQLiteStore:
     the worker's polling. With `inline_writes` (the default), enqueues, claims and
     results of up to `LOOP_ROWS` rows run on the calling thread when the store thread
     is idle and no other process holds the write lock (never under
-    `synchronous="FULL"`); pass False to run every call on the store thread.
+    `synchronous="FULL"`); pass False to run every call on the store thread. With
+    `create_schema=False` nothing is created: a missing file or table raises
+    `SchemaMissing` on first use (for read-only tools like `jobs stats`).
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class SQLiteStore:
         busy_timeout: timedelta = DEFAULT_BUSY_TIMEOUT,
         synchronous: str = "NORMAL",
         inline_writes: bool = True,
+        create_schema: bool = True,
     ) -> None:
         self._path = str(path)
         self._read_only = read_only
+        self._create_schema = create_schema
         self._engine = create_engine(
             self._path,
             read_only=read_only,
@@ -110,10 +115,10 @@ class SQLiteStore:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, create_schema: bool = True) -> SQLiteStore:
         """Build from `sqlite:///relative.db`, `sqlite:////absolute.db` (`?mode=ro`)."""
         path, read_only = parse_url(url)
-        return cls(path, read_only=read_only)
+        return cls(path, read_only=read_only, create_schema=create_schema)
 
     def __repr__(self) -> str:
         mode = ", read-only" if self._read_only else ""
@@ -329,6 +334,8 @@ class SQLiteStore:
         return self._raw
 
     def _connect(self) -> Connection:
+        if not self._create_schema and not _exists(self._path):
+            raise SchemaMissing(self._path)  # connecting would create the file
         connection = self._engine.connect()
         try:
             self._ensure_schema(connection)
@@ -343,6 +350,8 @@ class SQLiteStore:
             version = stored_version(connection)
         if version == SCHEMA_VERSION:
             return
+        if version is None and not self._create_schema:
+            raise SchemaMissing(self._path)
         if self._read_only:
             raise StoreError(
                 f"SQLite store {self._path}: the file has no jobs schema (version"
@@ -367,6 +376,10 @@ class SQLiteStore:
             watchers = list(self._watchers)
         for watcher in watchers:
             watcher()
+
+
+def _exists(path: str) -> bool:
+    return path in ("", ":memory:") or Path(path).is_file()
 
 
 def _explain_missing_schema(error: StoreError) -> StoreError:

@@ -2,19 +2,23 @@
 
 Two parts, both run against a fresh, empty store per test or example:
 
-- `JobStoreContract`: example tests. Subclass it in a pytest module and provide an
-  async `store` fixture yielding a fresh, empty store (needs pytest-asyncio).
+- `JobStoreContract`: example tests. Subclass it in a pytest module and provide a
+  `store` fixture yielding a fresh, empty store. Its tests are `async def` and carry
+  `pytest.mark.asyncio` themselves, so they run under pytest-asyncio in strict mode (the
+  default) as well as auto; an `async` `store` fixture must then be declared with
+  `@pytest_asyncio.fixture` (a plain `@pytest.fixture` only works in auto mode).
 - `make_state_machine(open_store)`: a Hypothesis `RuleBasedStateMachine` that drives
   the store through random enqueue / claim / complete / fail / advance-clock / expire /
   requeue / delete / list / stats sequences and checks every answer, and the whole
   table after every step, against a model made of `jobs_core`'s pure transitions.
 
-Needs the `jobs-core[testing]` extra (Hypothesis).
+Needs the `jobs-core[testing]` extra: Hypothesis, pytest and pytest-asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import attrs
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -71,6 +76,9 @@ def make_job(
 
 class JobStoreContract:
     """Example tests of the `JobStore` port. Subclass and provide a `store` fixture."""
+
+    # Explicit, so the async tests run whatever `asyncio_mode` the user's project has.
+    pytestmark: ClassVar = [pytest.mark.asyncio]
 
     async def test_get_returns_what_insert_stored(self, store: JobStore) -> None:
         """Every field round-trips exactly, microseconds and unicode included."""
@@ -258,14 +266,15 @@ _PAYLOADS = st.recursive(
 
 
 def make_state_machine(
-    open_store: Callable[[], Awaitable[JobStore]],
+    open_store: Callable[[], Awaitable[JobStore] | JobStore],
     *,
     budget: settings | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A model-checking state machine over stores made by `open_store` (fresh and empty).
 
-    `open_store` is awaited inside the machine's own event loop at the start of every
-    example, and the store is closed at its end. Use `.TestCase` as a pytest test class.
+    `open_store` (a plain or an `async def` function) is called, and awaited if it
+    returns an awaitable, inside the machine's own event loop at the start of every
+    example; the store is closed at its end. Use `.TestCase` as a pytest test class.
     """
 
     class StoreMachine(RuleBasedStateMachine):
@@ -275,10 +284,15 @@ def make_state_machine(
         def __init__(self) -> None:
             super().__init__()
             self.runner = asyncio.Runner()
-            self.store: JobStore = self.run(self.open())
+            self.store: JobStore = self.run(self._open())
             self.now = _T0
             self.model: dict[str, Job] = {}
             self.old_tokens: list[str] = []
+
+        async def _open(self) -> JobStore:
+            made = self.open()
+            store: JobStore = await made if inspect.isawaitable(made) else made
+            return store
 
         def run(self, awaitable: Awaitable[Any]) -> Any:
             async def call() -> Any:
