@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jobs_core import Jobs, JobsError, open_store
 from jobs_http._cli import DATA_DIR, build_parser, fail, run, run_admin
+from jobs_http._limits import ConnectionLimits
 from jobs_http._serve import serve
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
 
@@ -90,7 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir if args.data_dir is not None else DATA_DIR
     token = resolve_token(args.token_file or data_dir / TOKEN_FILE_NAME)
     jobs = build_jobs(args.db, args.app)
-    run(serve(jobs, host=args.host, port=args.port, token=token))
+    limits = ConnectionLimits(
+        keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        **({"max_connections": args.max_connections} if args.max_connections else {}),
+    )
+    run(serve(jobs, host=args.host, port=args.port, token=token, limits=limits))
     return 0
 
 

@@ -71,6 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="superuser token file (default <data dir>/superuser_token)",
     )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a connection idle this long after a response (default 5)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request line and headers take longer (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="close a connection whose request body takes longer in all (default 60)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="N",
+        help="open connections at most; beyond, the longest-idle one is closed"
+        " (default 1000, or a third of the open-file limit if lower)",
+    )
 
     enqueue = commands.add_parser("enqueue", parents=[db_parent, out_parent], help="queue a job")
     enqueue.add_argument("topic")
@@ -97,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("id")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 # -- admin commands -----------------------------------------------------------------
