@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs_core import Jobs, JobsError, open_store
-from jobs_http._cli import DATA_DIR, build_parser, fail, run, run_admin
+from jobs_http._cli import DATA_DIR, build_parser, fail, prepare_sqlite_file, run, run_admin
 from jobs_http._limits import ConnectionLimits
 from jobs_http._serve import serve
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
@@ -59,9 +59,7 @@ def build_jobs(db_url: str, app_spec: str | None) -> Jobs:
             f"--app {app_spec} is a {type(target).__name__};"
             " it must be a function setup(jobs) or a Jobs instance"
         )
-    if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
-        # A relative SQLite path: make its folder (./jobs_data by default) exist.
-        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(db_url)  # ./jobs_data (0700) and jobs.db (0600) by default
     jobs = Jobs(open_store(db_url))
     if target is not None:
         target(jobs)

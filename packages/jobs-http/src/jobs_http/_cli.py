@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -125,6 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("id")
     return parser
+
+
+def prepare_sqlite_file(db_url: str) -> None:
+    """Create a missing SQLite database file 0600, in folders created 0700.
+
+    The database holds every payload, so it is private to its owner whatever the umask;
+    SQLite gives its `-wal` and `-shm` files the database file's permissions. Existing
+    files and folders, read-only URLs (`?mode=ro`) and other stores are left alone.
+    """
+    if not db_url.startswith("sqlite:///"):
+        return
+    location, _, query = db_url.removeprefix("sqlite:///").partition("?")
+    if not location or location == ":memory:" or "mode=ro" in query.split("&"):
+        return
+    path = Path(location)
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # an existing database keeps its mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _seconds(text: str) -> float:
