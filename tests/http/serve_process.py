@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,23 @@ def free_port() -> int:
 class ServeProcess:
     """`python -m jobs_http serve ...` with its stdout lines collected by a thread."""
 
-    def __init__(self, db: str, data_dir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        db: str,
+        data_dir: Path,
+        *extra: str,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / "serve.log"
         data_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "JOBS_SUPERUSER_TOKEN"}
+        base_env = {k: v for k, v in os.environ.items() if k != "JOBS_SUPERUSER_TOKEN"}
         self._log_file = self.log.open("ab")
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "jobs_http",
@@ -52,7 +61,7 @@ class ServeProcess:
                 *extra,
             ],
             cwd=REPO,
-            env=env,
+            env={**base_env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             text=True,

@@ -16,7 +16,7 @@ class JobNotFound(JobsError, LookupError):
     """No job has this id."""
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} not found")
+        super().__init__(f"job {job_id[:64]!r}{'...' if len(job_id) > 64 else ''} not found")
         self.job_id = job_id
 
 

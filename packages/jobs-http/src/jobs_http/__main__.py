@@ -19,7 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs_core import Jobs, JobsError, open_store
-from jobs_http._cli import DATA_DIR, READ_ONLY_COMMANDS, build_parser, fail, run, run_admin
+from jobs_http._cli import (
+    DATA_DIR,
+    READ_ONLY_COMMANDS,
+    build_parser,
+    fail,
+    prepare_sqlite_file,
+    run,
+    run_admin,
+)
+from jobs_http._limits import ConnectionLimits
 from jobs_http._serve import serve
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
 
@@ -61,10 +70,8 @@ def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True)
             f"--app {app_spec} is a {type(target).__name__};"
             " it must be a function setup(jobs) or a Jobs instance"
         )
-    relative_sqlite = db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////")
-    if create_schema and relative_sqlite:
-        # A relative SQLite path: make its folder (./jobs_data by default) exist.
-        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if create_schema:
+        prepare_sqlite_file(db_url)  # ./jobs_data (0700) and jobs.db (0600) by default
     jobs = Jobs(open_store(db_url, create_schema=create_schema))
     if target is not None:
         target(jobs)
@@ -94,7 +101,13 @@ def _serve(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir if args.data_dir is not None else DATA_DIR
     token = resolve_token(args.token_file or data_dir / TOKEN_FILE_NAME)
     jobs = build_jobs(args.db, args.app)
-    run(serve(jobs, host=args.host, port=args.port, token=token))
+    limits = ConnectionLimits(
+        keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        **({"max_connections": args.max_connections} if args.max_connections else {}),
+    )
+    run(serve(jobs, host=args.host, port=args.port, token=token, limits=limits))
     return 0
 
 

@@ -21,6 +21,7 @@ from litestar.router import Router
 
 from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, Jobs, JobStatus
 from jobs_http._auth import Authenticate, superuser_guard
+from jobs_http._query import single_valued_query
 from jobs_http._wire import ErrorOut, JobOut, JobPageOut, StatsOut, parse_enqueue
 
 #: Largest `offset` accepted (fits every database's 64-bit integers with room to spare).
@@ -185,7 +186,7 @@ def api_router(jobs: Jobs, authenticate: Authenticate) -> Router:
     return Router(
         path="/api/jobs",
         route_handlers=[enqueue, list_jobs, stats, get_job, requeue, delete_job],
-        guards=[superuser_guard(authenticate)],
+        guards=[superuser_guard(authenticate), single_valued_query],
         dependencies={"jobs": Provide(provide_jobs, sync_to_thread=False)},
         cache_control=CacheControlHeader(no_store=True),
         tags=["jobs"],

@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
+from litestar.router import Router
 
 from jobs_core import Jobs
 from jobs_http._api import api_router
+from jobs_http._asgi import JobsApp
 from jobs_http._auth import Authenticate, token_checker
-from jobs_http._exceptions import EXCEPTION_HANDLERS
+from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
 from jobs_http._ui import ui_routes
 
 logger = logging.getLogger("jobs_http")
@@ -31,6 +34,14 @@ PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH + "/")
 @get("/", include_in_schema=False)
 async def _root() -> Redirect:
     return Redirect(path="/_/")
+
+
+async def _schema_not_found_as_json(response: Response[Any]) -> Response[Any]:
+    """Litestar answers unknown `/schema/...` paths (`/schema/swagger`...) with an HTML page;
+    give them the one JSON error shape instead."""
+    if response.status_code == 404:
+        return error_response(404, "Not Found")
+    return response
 
 
 def create_app(
@@ -67,7 +78,7 @@ def create_app(
                 logger.info("worker stopped")
 
     max_body = jobs.config.max_payload_size + BODY_ENVELOPE
-    app = Litestar(
+    app = JobsApp(
         route_handlers=[api_router(jobs, check), _root, *(ui_routes() if ui else [])],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
@@ -81,6 +92,12 @@ def create_app(
                 ' always {"status", "message", "data"}.'
             ),
             path=OPENAPI_PATH,
+            openapi_router=Router(
+                OPENAPI_PATH,
+                route_handlers=[],
+                include_in_schema=False,
+                after_request=_schema_not_found_as_json,
+            ),
             render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],  # no CDN-hosted viewer
             components=Components(
                 security_schemes={

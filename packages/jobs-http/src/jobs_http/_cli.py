@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -74,6 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="superuser token file (default <data dir>/superuser_token)",
     )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a connection idle this long after a response (default 5)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request line and headers take longer (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="close a connection whose request body takes longer in all (default 60)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="N",
+        help="open connections at most; beyond, the longest-idle one is closed"
+        " (default 1000, or a third of the open-file limit if lower)",
+    )
 
     enqueue = commands.add_parser("enqueue", parents=[db_parent, out_parent], help="queue a job")
     enqueue.add_argument("topic")
@@ -100,6 +129,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("id")
     return parser
+
+
+def prepare_sqlite_file(db_url: str) -> None:
+    """Create a missing SQLite database file 0600, in folders created 0700.
+
+    The database holds every payload, so it is private to its owner whatever the umask;
+    SQLite gives its `-wal` and `-shm` files the database file's permissions. Existing
+    files and folders, read-only URLs (`?mode=ro`) and other stores are left alone.
+    """
+    if not db_url.startswith("sqlite:///"):
+        return
+    location, _, query = db_url.removeprefix("sqlite:///").partition("?")
+    if not location or location == ":memory:" or "mode=ro" in query.split("&"):
+        return
+    path = Path(location)
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # an existing database keeps its mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 # -- admin commands -----------------------------------------------------------------

@@ -4,12 +4,18 @@ Uvicorn turns SIGINT/SIGTERM into a graceful shutdown: it stops accepting connec
 finishes the requests in flight, then runs the app's lifespan shutdown, which stops the
 worker (waiting `shutdown_grace` for running jobs, handing the rest back as `pending`).
 Only then is the store closed, so no job is lost.
+
+The listening socket is bound before anything else starts, so a taken port fails at
+once, before the worker has claimed a single job. Connections are kept in bounds by
+`_limits` (deadlines for request heads and bodies, a connection cap), and the access log
+shows paths without their query strings, so a token sent as `?token=` is never written.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -20,6 +26,7 @@ import uvicorn
 
 from jobs_core import Jobs
 from jobs_http._app import create_app
+from jobs_http._limits import ConnectionLimits, guarded_protocol
 from jobs_http._token import SuperuserToken
 
 logger = logging.getLogger("jobs_http")
@@ -69,28 +76,63 @@ def banner(host: str, port: int, token: SuperuserToken) -> str:
     return "\n".join(lines) + "\n"
 
 
+class PortUnavailable(OSError):
+    """The address `jobs serve` should listen on cannot be bound (taken, or not local)."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (not yet listening), or `PortUnavailable`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+class PathOnlyAccessLog(logging.Filter):
+    """Drops the query string from uvicorn's access lines: it may hold a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].partition("?")[0], args[3], args[4])
+        return True
+
+
 async def serve(
     jobs: Jobs,
     *,
     host: str,
     port: int,
     token: SuperuserToken,
+    limits: ConnectionLimits | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then stop the worker and close the store."""
-    app = create_app(jobs, token=token.value)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        lifespan="on",
-        log_level="info",
-        server_header=False,
-        proxy_headers=False,
-    )
-    server = _Server(config, banner(host, port, token), out)
+    limits = limits if limits is not None else ConnectionLimits()
     try:
-        await server.serve()
+        listener = bind_listener(host, port)  # before the lifespan starts the worker
+        app = create_app(jobs, token=token.value)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level="info",
+            server_header=False,
+            proxy_headers=False,
+            http=guarded_protocol(limits),
+            backlog=min(2048, limits.max_connections),
+        )
+        access = logging.getLogger("uvicorn.access")
+        if not any(isinstance(known, PathOnlyAccessLog) for known in access.filters):
+            access.addFilter(PathOnlyAccessLog())
+        server = _Server(config, banner(host, port, token), out)
+        await server.serve(sockets=[listener])
     finally:
         await jobs.store.close()
     if not server.started:

@@ -43,6 +43,13 @@ def _checked(value: str, where: str) -> str:
             f"the superuser token in {where} must be at least {MIN_LENGTH} characters"
             " with no whitespace"
         )
+    if not all("!" <= ch <= "~" for ch in value):
+        # HTTP headers are bytes: clients encode other characters differently (UTF-8,
+        # Latin-1, or refuse them), so such a token could never be matched reliably.
+        raise TokenError(
+            f"the superuser token in {where} may only use visible ASCII characters"
+            " (letters, digits, punctuation)"
+        )
     return value
 
 

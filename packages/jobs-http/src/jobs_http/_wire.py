@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -160,12 +161,20 @@ _RFC3339 = re.compile(
 )
 
 
+_OFFSET = re.compile(r"[+-](?P<hours>\d{2}):(?P<minutes>\d{2})$", flags=re.ASCII)
+
+
 def parse_rfc3339(value: object) -> datetime:
     """A timezone-aware datetime from an RFC 3339 string (`Z` or `+hh:mm` required)."""
     if not isinstance(value, str):
         raise TypeError(f"must be an RFC 3339 string, got {_json_type(value)}")
     if not _RFC3339.fullmatch(value):
         raise ValueError(f"{value[:64]!r} is not an RFC 3339 time with an offset")
+    offset = _OFFSET.search(value)
+    if offset and (int(offset["hours"]) > 23 or int(offset["minutes"]) > 59):
+        raise ValueError(
+            f"{value!r} is not a valid time: the UTC offset must be between -23:59 and +23:59"
+        )
     text = value.upper()
     main, _, fraction_and_zone = text.partition(".")
     if fraction_and_zone:  # Python parses at most 6 fractional digits; RFC 3339 allows more
@@ -247,8 +256,10 @@ def loads_strict(raw: bytes) -> Any:
         raise InvalidBody("body is not accepted: JSON nests too deeply") from None
     except json.JSONDecodeError as exc:
         raise InvalidBody(f"body is not JSON: {exc.msg} at position {exc.pos}") from None
-    except ValueError as exc:  # e.g. an integer with more digits than int() converts
-        raise InvalidBody(f"body is not accepted: {exc}") from None
+    except ValueError:  # the only other one: an integer with more digits than int() converts
+        raise InvalidBody(
+            f"body is not accepted: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
 
 
 def parse_enqueue(raw: bytes) -> EnqueueIn:
