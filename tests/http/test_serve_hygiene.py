@@ -69,14 +69,14 @@ def test_the_default_database_is_private_when_an_admin_command_creates_it(
 
 def test_a_nested_database_path_gets_private_folders(tmp_path: Path) -> None:
     db = tmp_path / "a" / "b" / "jobs.db"
-    done = _jobs("stats", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    done = _jobs("enqueue", "send_email", "{}", "--db", f"sqlite:///{db}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert [_mode(folder) for folder in (tmp_path / "a", db.parent, db)] == [0o700, 0o700, 0o600]
 
 
 def test_an_existing_database_keeps_its_mode(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
-    assert _jobs("stats", "--db", f"sqlite:///{db}", cwd=tmp_path).returncode == 0
+    assert _jobs("enqueue", "t", "{}", "--db", f"sqlite:///{db}", cwd=tmp_path).returncode == 0
     db.chmod(0o640)
     assert _jobs("stats", "--db", f"sqlite:///{db}", cwd=tmp_path).returncode == 0
     assert _mode(db) == 0o640
