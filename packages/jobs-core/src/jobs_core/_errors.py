@@ -87,6 +87,21 @@ class StoreError(JobsError):
     """The store failed in a way the caller cannot fix (corrupt data, bad schema, ...)."""
 
 
+class UnreadableJob(StoreError):
+    """A stored row cannot be turned into a `Job` (a time outside the valid range, a bad
+    status or JSON...): corrupt data, named by job so an operator can delete it.
+
+    `status` is the row's status when that column itself could be read, else None.
+    """
+
+    def __init__(self, job_id: str, problem: str, status: str | None = None) -> None:
+        shown = job_id if len(job_id) <= 64 else job_id[:64] + "…"
+        super().__init__(f"stored job {shown!r} cannot be read: {problem}")
+        self.job_id = job_id
+        self.problem = problem
+        self.status = status
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now; retrying later may succeed."""
 

@@ -25,6 +25,7 @@ from jobs_core import (
     JobsError,
     PayloadTooLarge,
     StoreUnavailable,
+    UnreadableJob,
 )
 from jobs_http._wire import InvalidBody
 
@@ -37,6 +38,7 @@ STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
     (JobNotFound, 404),
     (IllegalTransition, 409),
     (StoreUnavailable, 503),
+    (UnreadableJob, 500),
 )
 
 #: The request field a core validation error is about.
@@ -72,6 +74,8 @@ def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[d
                     "store unavailable on %s %s: %s", request.method, request.url.path, exc
                 )
                 return error_response(503, "The job store is unavailable; retry later.")
+            if status == 500:  # corrupt data: say which job, so an operator can act
+                logger.error("%s (on %s %s)", exc, request.method, request.url.path)
             return error_response(status, str(exc), _field_data(exc))
     return _unexpected(request, exc)
 
