@@ -74,8 +74,9 @@ def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[d
                     "store unavailable on %s %s: %s", request.method, request.url.path, exc
                 )
                 return error_response(503, "The job store is unavailable; retry later.")
-            if status == 500:  # corrupt data: say which job, so an operator can act
+            if isinstance(exc, UnreadableJob):  # corrupt data: name the job, not the store
                 logger.error("%s (on %s %s)", exc, request.method, request.url.path)
+                return error_response(status, exc.summary[:1].upper() + exc.summary[1:])
             return error_response(status, str(exc), _field_data(exc))
     return _unexpected(request, exc)
 

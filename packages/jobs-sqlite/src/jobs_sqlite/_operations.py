@@ -117,7 +117,7 @@ def claim(
         jobs, bad = decode_each(rows, path, texts)
         for row, error in bad:  # in the claim's own transaction: never left `processing`
             session.change(_QUARANTINE_SQL, quarantine_values(row, error, now))
-    log_quarantined(path, bad)
+    log_quarantined(bad)
     jobs.sort(key=_claim_order)
     return jobs
 
@@ -152,10 +152,10 @@ def quarantine(connection: Connection, now: datetime, bad: Sequence[Unreadable])
             connection.exec_driver_sql(_QUARANTINE_SQL, quarantine_values(row, error, now))
 
 
-def log_quarantined(path: str, bad: Sequence[Unreadable]) -> None:
+def log_quarantined(bad: Sequence[Unreadable]) -> None:
     """Report each unreadable row moved to `failed`, by job id."""
     for _, error in bad:
-        log.error("SQLite store %s: %s; moved to failed", path, error)
+        log.error("%s; moved to failed", error)
 
 
 def _claim_order(job: Job) -> tuple[datetime, str]:

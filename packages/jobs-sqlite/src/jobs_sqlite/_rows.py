@@ -263,13 +263,13 @@ def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> UnreadableJob:
         counts = (values.get("retries"), values.get("max_retries"))
         if not all(type(count) is int for count in counts):
             column, shown = "retries", counts
-    del path  # not in the message: it may reach an HTTP client
     status = values.get("status")
     return UnreadableJob(
         str(values.get("id")),
         f"column {column} holds {_clip(shown)}, which cannot be read"
         f" ({type(problem).__name__}: {problem})",
         status if status in _STATUSES else None,
+        store=f"SQLite store {path}",
     )
 
 

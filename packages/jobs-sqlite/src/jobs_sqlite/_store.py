@@ -201,7 +201,7 @@ class SQLiteStore:
         )
         if unreadable:  # one corrupt row must not fail every sweep: move it out of the way
             await self._call("failing unreadable jobs", ops.quarantine, now, unreadable)
-            ops.log_quarantined(self._path, unreadable)
+            ops.log_quarantined(unreadable)
         return jobs
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
