@@ -231,7 +231,7 @@ class Worker:
         its own pace. So one row the sweep cannot handle delays rescues only.
         """
         try:
-            await self._reap()
+            swept = await self._reap()
         except Exception as exc:  # noqa: BLE001 - the worker must outlive store errors
             self._reap_failures += 1
             delay = min(
@@ -246,18 +246,19 @@ class Worker:
                 delay.total_seconds(),
             )
             return
-        if self._reap_failures:
+        if swept and self._reap_failures:
             log.info("rescue sweep succeeded again")
             self._reap_failures = 0
 
-    async def _reap(self, *, force: bool = False) -> None:
+    async def _reap(self, *, force: bool = False) -> bool:
+        """Rescue expired leases if a sweep is due (or `force`); whether one ran."""
         now = self._clock.now()
         if not force and self._next_reap is not None and now < self._next_reap:
-            return
+            return False
         self._next_reap = now + self._config.poll_interval
         stale = await self._store.expired(now=now, limit=REAP_LIMIT)
         if not stale:
-            return
+            return True
         updates = [
             transitions.update(job, transitions.expire(job, now=now, backoff=self._config.backoff))
             for job in stale
@@ -271,6 +272,7 @@ class Worker:
                     change.job.topic,
                     change.job.status.value,
                 )
+        return True
 
     # -- one job ------------------------------------------------------------------
 
