@@ -266,7 +266,7 @@ def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> UnreadableJob:
     status = values.get("status")
     return UnreadableJob(
         str(values.get("id")),
-        f"column {column} holds {_clip(shown)}, which cannot be read"
+        f"corrupt row: column {column} holds {_clip(shown)}, which cannot be read"
         f" ({type(problem).__name__}: {problem})",
         status if status in _STATUSES else None,
         store=f"SQLite store {path}",
