@@ -60,8 +60,9 @@ class Job:
     updated: datetime
 
     def __attrs_post_init__(self) -> None:
-        # Every time is timezone-aware. One check for all four rather than a validator
-        # per field: the worker builds two jobs per job it runs.
+        # Every time is timezone-aware and in EARLIEST_TIME..LATEST_TIME. One check for
+        # all four rather than a validator per field: the worker builds two jobs per job
+        # it runs.
         for value in (self.run_at, self.locked_until, self.created, self.updated):
             if value is not None and (
                 (value.tzinfo is not UTC and value.utcoffset() is None)
