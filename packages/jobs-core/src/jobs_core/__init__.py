@@ -22,10 +22,13 @@ from jobs_core._errors import (
     StoreUnavailable,
     TopicAlreadyRegistered,
     UnknownStoreScheme,
+    UnreadableJob,
 )
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
+    EARLIEST_TIME,
     JOB_FIELDS,
+    LATEST_TIME,
     MUTABLE_FIELDS,
     EnqueueOptions,
     Job,
@@ -52,7 +55,9 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRIES_LIMIT",
     "MAX_TOPIC_LENGTH",
+    "EARLIEST_TIME",
     "JOB_FIELDS",
+    "LATEST_TIME",
     "MUTABLE_FIELDS",
     "CannotDelete",
     "CannotRequeue",
@@ -86,6 +91,7 @@ __all__ = [
     "SystemClock",
     "TopicAlreadyRegistered",
     "UnknownStoreScheme",
+    "UnreadableJob",
     "available_schemes",
     "exponential_backoff",
     "open_store",

@@ -104,6 +104,25 @@ class StoreError(JobsError):
     """The store failed in a way the caller cannot fix (corrupt data, bad schema, ...)."""
 
 
+class UnreadableJob(StoreError):
+    """A stored row cannot be turned into a `Job` (a time outside the valid range, a bad
+    status or JSON...): corrupt data, named by job so an operator can delete it.
+
+    `status` is the row's status when that column itself could be read, else None.
+    `summary` is the message without `store` (which may name a file or server).
+    """
+
+    def __init__(
+        self, job_id: str, problem: str, status: str | None = None, *, store: str = ""
+    ) -> None:
+        shown = job_id if len(job_id) <= 64 else job_id[:64] + "…"
+        self.summary = f"stored job {shown!r} cannot be read: {problem}"
+        super().__init__(f"{store}: {self.summary}" if store else self.summary)
+        self.job_id = job_id
+        self.problem = problem
+        self.status = status
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now; retrying later may succeed."""
 

@@ -18,6 +18,15 @@ else:
 
 T = TypeVar("T")
 
+#: The earliest and latest instants a job may hold (`run_at`, leases, timestamps).
+#: Both stores round-trip every instant in between exactly. The ends of `datetime` are
+#: excluded on purpose: asyncpg maps `datetime.min`/`datetime.max` to PostgreSQL's
+#: `-infinity`/`infinity` and reads those back as naive values, and converting an
+#: instant within a day of either end to a local time zone overflows. A day of margin
+#: each side keeps every offset (at most 24 h) safe.
+EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+
 
 class JobStatus(enum.StrEnum):
     """Where a job is in its lifecycle; `"pending"` and `JobStatus.PENDING` compare equal."""
@@ -51,11 +60,15 @@ class Job:
     updated: datetime
 
     def __attrs_post_init__(self) -> None:
-        # Every time is timezone-aware. One check for all four rather than a validator
-        # per field: the worker builds two jobs per job it runs.
+        # Every time is timezone-aware and in EARLIEST_TIME..LATEST_TIME. One check for
+        # all four rather than a validator per field: the worker builds two jobs per job
+        # it runs.
         for value in (self.run_at, self.locked_until, self.created, self.updated):
-            if value is not None and value.tzinfo is not UTC and value.utcoffset() is None:
-                raise ValueError(_naive_field(self))
+            if value is not None and (
+                (value.tzinfo is not UTC and value.utcoffset() is None)
+                or not EARLIEST_TIME <= value <= LATEST_TIME
+            ):
+                raise ValueError(_bad_time_field(self))
 
     def unmarshal_payload(self, into: type[T]) -> T:
         """Structure the payload into `into` (attrs class, dataclass, dict, ...) with cattrs.
@@ -65,12 +78,29 @@ class Job:
         return unmarshal(self.payload, into)
 
 
-def _naive_field(job: Job) -> str:
+def _bad_time_field(job: Job) -> str:
     for name in ("run_at", "locked_until", "created", "updated"):
         value = getattr(job, name)
-        if value is not None and value.utcoffset() is None:
-            return f"{name} must be timezone-aware, got naive {value!r}"
-    raise AssertionError("no naive time found")
+        problem = None if value is None else time_problem(value, name)
+        if problem is not None:
+            return problem
+    raise AssertionError("no bad time found")
+
+
+def time_problem(value: datetime, name: str) -> str | None:
+    """Why `value` cannot be a job's time (naive, or outside the stored range), or None."""
+    if value.utcoffset() is None:
+        return f"{name} must be timezone-aware, got naive {value.isoformat()}"
+    if not EARLIEST_TIME <= value <= LATEST_TIME:
+        return (
+            f"{name} must be between {_iso(EARLIEST_TIME)} and {_iso(LATEST_TIME)},"
+            f" got {value.isoformat()}"
+        )
+    return None
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 @attrs.frozen(kw_only=True)

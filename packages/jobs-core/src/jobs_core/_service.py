@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, check_grace, check_max_retries
-from jobs_core._errors import JobBusy, JobNotFound, TopicAlreadyRegistered
+from jobs_core._errors import JobBusy, JobNotFound, TopicAlreadyRegistered, UnreadableJob
 from jobs_core._ids import new_job_id
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
@@ -21,6 +21,10 @@ H = TypeVar("H", bound=Handler)
 
 #: How often requeue/delete re-read a job that changed under them before giving up.
 _CAS_ATTEMPTS = 5
+#: Statuses `delete` accepts, as stored text (for rows that cannot be read as a `Job`).
+_DELETABLE = frozenset(
+    status.value for status in JobStatus if transitions.allowed(status, "delete")
+)
 
 
 class Jobs:
@@ -195,12 +199,30 @@ class Jobs:
 
         Raises `JobBusy` if the job changed under every compare-and-set round."""
         for _ in range(_CAS_ATTEMPTS):
-            job = await self.get(job_id)
+            try:
+                job = await self.get(job_id)
+            except UnreadableJob as exc:
+                await self._delete_unreadable(exc)
+                return
             transitions.check_delete(job)
             if await self.store.delete(job.id, expected_status=job.status):
                 return
         transitions.check_delete(await self.get(job_id))
         raise JobBusy(job_id, "delete", _CAS_ATTEMPTS)
+
+    async def _delete_unreadable(self, exc: UnreadableJob) -> None:
+        """Delete a row that cannot be read, so an operator can remove it without SQL.
+
+        The compare-and-set uses the row's status column when it could be read and is
+        `pending` or `failed` (the statuses delete allows); otherwise the read error
+        stands. (A stuck `processing` row is moved to `failed` by the claim or the
+        rescue sweep that meets it.)
+        """
+        if exc.status in _DELETABLE and await self.store.delete(
+            exc.job_id, expected_status=JobStatus(exc.status)
+        ):
+            return
+        raise exc
 
     # -- run ----------------------------------------------------------------------
 

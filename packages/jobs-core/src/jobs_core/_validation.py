@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 
 from jobs_core._errors import InvalidOptions, InvalidTopic
-from jobs_core._model import JobStatus
+from jobs_core._model import JobStatus, time_problem
 
 MAX_TOPIC_LENGTH = 255
 #: Largest `limit` of one `list()` page.
@@ -30,11 +30,16 @@ def check_topic(topic: object) -> str:
 
 
 def check_time(value: object, name: str) -> datetime:
-    """Return `value` as UTC if it is a timezone-aware datetime."""
+    """Return `value` as UTC if it is a timezone-aware datetime both stores can hold.
+
+    The range is `EARLIEST_TIME`..`LATEST_TIME` (see `_model`): outside it PostgreSQL
+    would store `-infinity`/`infinity`, which reads back as no valid time at all.
+    """
     if not isinstance(value, datetime):
         raise InvalidOptions(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.utcoffset() is None:
-        raise InvalidOptions(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+    problem = time_problem(value, name)
+    if problem is not None:
+        raise InvalidOptions(problem)
     return value.astimezone(UTC)
 
 

@@ -71,6 +71,8 @@ class Worker:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_reap: datetime | None = None
+        #: Rescue sweeps failed in a row (they back off on their own schedule).
+        self._reap_failures = 0
 
     @property
     def running(self) -> bool:
@@ -169,8 +171,8 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             free = self._free_slots()
+            await self._reap_guarded()
             try:
-                await self._reap()
                 wanted = min(self._config.batch_size, free)
                 jobs = await self._claim(wanted) if wanted > 0 else []
             except Exception as exc:  # noqa: BLE001 - the worker must outlive store errors
@@ -221,14 +223,42 @@ class Worker:
         )
         return list(claimed)
 
-    async def _reap(self, *, force: bool = False) -> None:
+    async def _reap_guarded(self) -> None:
+        """Sweep expired leases if one is due; a failing sweep never stops the claims.
+
+        The sweep and the claim fail apart: a store error here is logged and the next
+        sweep backs off (doubling up to `_STORE_BACKOFF_CAP`), while claiming goes on at
+        its own pace. So one row the sweep cannot handle delays rescues only.
+        """
+        try:
+            swept = await self._reap()
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive store errors
+            self._reap_failures += 1
+            delay = min(
+                self._config.poll_interval * 2 ** min(self._reap_failures, 16),
+                _STORE_BACKOFF_CAP,
+            )
+            self._next_reap = self._clock.now() + delay
+            log.warning(
+                "store error while rescuing expired leases (%s: %s); next sweep in %.1fs",
+                type(exc).__name__,
+                exc,
+                delay.total_seconds(),
+            )
+            return
+        if swept and self._reap_failures:
+            log.info("rescue sweep succeeded again")
+            self._reap_failures = 0
+
+    async def _reap(self, *, force: bool = False) -> bool:
+        """Rescue expired leases if a sweep is due (or `force`); whether one ran."""
         now = self._clock.now()
         if not force and self._next_reap is not None and now < self._next_reap:
-            return
+            return False
         self._next_reap = now + self._config.poll_interval
         stale = await self._store.expired(now=now, limit=REAP_LIMIT)
         if not stale:
-            return
+            return True
         updates = [
             transitions.update(job, transitions.expire(job, now=now, backoff=self._config.backoff))
             for job in stale
@@ -242,6 +272,7 @@ class Worker:
                     change.job.topic,
                     change.job.status.value,
                 )
+        return True
 
     # -- one job ------------------------------------------------------------------
 

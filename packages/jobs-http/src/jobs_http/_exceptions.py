@@ -26,6 +26,7 @@ from jobs_core import (
     JobsError,
     PayloadTooLarge,
     StoreUnavailable,
+    UnreadableJob,
 )
 from jobs_http._wire import InvalidBody
 
@@ -39,6 +40,7 @@ STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
     (IllegalTransition, 409),
     (JobBusy, 409),
     (StoreUnavailable, 503),
+    (UnreadableJob, 500),
 )
 
 #: The request field a core validation error is about.
@@ -81,6 +83,9 @@ def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[d
                     "The job store is unavailable; retry later.",
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
+            if isinstance(exc, UnreadableJob):  # corrupt data: name the job, not the store
+                logger.error("%s (on %s %s)", exc, request.method, request.url.path)
+                return error_response(status, exc.summary[:1].upper() + exc.summary[1:])
             return error_response(status, str(exc), _field_data(exc))
     return _unexpected(request, exc)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jobs_core import Job, JobStatus
+from jobs_core import Job, JobStatus, UnreadableJob
 
 
 def dumps(value: object) -> str:
@@ -31,8 +31,15 @@ def canonical_id(job_id: object) -> str | None:
     return None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+def _utc(value: datetime | None, column: str) -> datetime | None:
+    """`value` in UTC. asyncpg decodes `timestamptz` as aware UTC, except `-infinity`
+    and `infinity`, which come back as naive `datetime.min`/`max`: no instant at all."""
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        stored = "-infinity" if value == datetime.min else "infinity"
+        raise ValueError(f"{column} holds {stored}, which is no valid time")
+    return value.astimezone(UTC)
 
 
 def to_row(job: Job) -> dict[str, Any]:
@@ -54,24 +61,58 @@ def to_row(job: Job) -> dict[str, Any]:
 
 
 def to_job(row: Mapping[Any, Any]) -> Job:
-    """The `Job` a row holds (times in UTC, id as its canonical string)."""
-    run_at = _utc(row["run_at"])
-    created = _utc(row["created"])
-    updated = _utc(row["updated"])
-    assert run_at is not None
-    assert created is not None
-    assert updated is not None
-    return Job(
-        id=str(row["id"]),
-        topic=row["topic"],
-        payload=row["payload"],
-        status=JobStatus(row["status"]),
-        run_at=run_at,
-        locked_until=_utc(row["locked_until"]),
-        lock_token=row["lock_token"],
-        retries=row["retries"],
-        max_retries=row["max_retries"],
-        last_error=row["last_error"],
-        created=created,
-        updated=updated,
-    )
+    """The `Job` a row holds (times in UTC, id as its canonical string).
+
+    A row that is no valid `Job` (a time of `±infinity` or outside the range the core
+    allows, an unknown status...) raises `UnreadableJob` naming the job and the problem.
+    """
+    try:
+        run_at = _utc(row["run_at"], "run_at")
+        created = _utc(row["created"], "created")
+        updated = _utc(row["updated"], "updated")
+        if run_at is None or created is None or updated is None:
+            raise ValueError("a required time is NULL")
+        return Job(
+            id=str(row["id"]),
+            topic=row["topic"],
+            payload=row["payload"],
+            status=JobStatus(row["status"]),
+            run_at=run_at,
+            locked_until=_utc(row["locked_until"], "locked_until"),
+            lock_token=row["lock_token"],
+            retries=row["retries"],
+            max_retries=row["max_retries"],
+            last_error=row["last_error"],
+            created=created,
+            updated=updated,
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise unreadable(row, exc) from exc
+
+
+Unreadable = tuple[Mapping[Any, Any], UnreadableJob]
+
+
+def decode_each(rows: Sequence[Mapping[Any, Any]]) -> tuple[list[Job], list[Unreadable]]:
+    """Each row decoded on its own: the readable jobs, and each unreadable row with its
+    error (one corrupt row must not hide the others from a claim or a rescue sweep)."""
+    jobs: list[Job] = []
+    bad: list[Unreadable] = []
+    for row in rows:
+        try:
+            jobs.append(to_job(row))
+        except UnreadableJob as exc:
+            bad.append((row, exc))
+    return jobs, bad
+
+
+def quarantine_reason(error: UnreadableJob) -> str:
+    """`last_error` of a row moved to `failed` because it could not be read."""
+    return f"moved to failed: the stored row could not be read ({error.problem})"
+
+
+def unreadable(row: Mapping[Any, Any], exc: Exception) -> UnreadableJob:
+    """The `UnreadableJob` for `row`, carrying its status text when that is readable."""
+    status = row["status"]
+    known = status if status in {s.value for s in JobStatus} else None
+    return UnreadableJob(str(row["id"]), f"{type(exc).__name__}: {exc}", known)

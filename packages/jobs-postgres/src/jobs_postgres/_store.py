@@ -32,7 +32,15 @@ from jobs_core import (
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
 from jobs_postgres._pool import HotPool, Retry
-from jobs_postgres._rows import canonical_id, dumps, to_job, to_row
+from jobs_postgres._rows import (
+    Unreadable,
+    canonical_id,
+    decode_each,
+    dumps,
+    quarantine_reason,
+    to_job,
+    to_row,
+)
 from jobs_postgres._schema import Schema
 from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, statements
 from jobs_postgres._url import StoreURL, check_name, parse_url
@@ -325,7 +333,9 @@ class PostgresStore:
 
         with translated("claiming jobs"):
             rows = await pool.run(claim, RETRY_POLICY["claim"])
-        jobs = [to_job(row) for row in rows]
+        jobs, bad = decode_each(rows)
+        if bad:
+            await self._quarantine(bad, now)
         jobs.sort(key=lambda job: (job.run_at, job.id))
         return jobs
 
@@ -490,7 +500,46 @@ class PostgresStore:
         with translated("finding expired leases"):
             async with engine.connect() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
-        return [to_job(row) for row in rows]
+        jobs, bad = decode_each(rows)
+        if bad:  # one corrupt row must not fail every sweep: move it out of the way
+            await self._quarantine(bad, now)
+        return jobs
+
+    async def _quarantine(self, bad: Sequence[Unreadable], now: datetime) -> None:
+        """Move leased rows that cannot be read to `failed`, guarded by their lease token.
+
+        Their times are reset to valid ones (`last_error` names the old problem), so the
+        job can then be read, requeued or deleted like any failed job. A failure here is
+        logged, not raised: the readable jobs of the same claim or sweep go on, and the
+        row is met again by a later sweep once its lease lapses.
+        """
+        engine = await self._ensure_ready()
+        t = self._schema.jobs
+        try:
+            with translated("failing unreadable jobs"):
+                async with engine.begin() as conn:
+                    for row, error in bad:
+                        await conn.execute(
+                            sa.update(t)
+                            .where(
+                                t.c.id == row["id"],
+                                t.c.status == _PROCESSING,
+                                t.c.lock_token.is_not_distinct_from(row["lock_token"]),
+                            )
+                            .values(
+                                status=JobStatus.FAILED.value,
+                                run_at=now,
+                                locked_until=None,
+                                lock_token=None,
+                                last_error=quarantine_reason(error),
+                                updated=now,
+                            )
+                        )
+        except StoreError as exc:
+            log.error("could not move unreadable jobs to failed: %s", exc)
+            return
+        for _, error in bad:
+            log.error("%s; moved to failed", error)
 
     # -- wake-up ----------------------------------------------------------------------
 

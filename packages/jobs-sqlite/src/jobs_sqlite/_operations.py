@@ -9,18 +9,20 @@ Writers always begin with `BEGIN IMMEDIATE`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, true
 
-from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate, UnreadableJob
 from jobs_sqlite import _statements as sql
 from jobs_sqlite._engine import read_transaction, write_transaction
 from jobs_sqlite._rows import (
     COLUMNS,
     TimeTexts,
+    decode_each,
     format_time,
     from_row,
     from_rows,
@@ -31,6 +33,7 @@ from jobs_sqlite._rows import (
 from jobs_sqlite._schema import jobs_table
 from jobs_sqlite._sessions import Session
 
+log = logging.getLogger("jobs_sqlite")
 _t = jobs_table.c
 _ALL: Final = [_t[name] for name in COLUMNS]
 _PROCESSING: Final = JobStatus.PROCESSING.value
@@ -111,19 +114,61 @@ def claim(
     params = [format_time(now + lease), stamp, stamp, *wanted, limit]
     with session.write():
         rows = session.fetch(sql.claim(len(wanted)), params)
-    jobs = from_rows(rows, path, texts)
+        jobs, bad = decode_each(rows, path, texts)
+        for row, error in bad:  # in the claim's own transaction: never left `processing`
+            session.change(_QUARANTINE_SQL, quarantine_values(row, error, now))
+    log_quarantined(bad)
     jobs.sort(key=_claim_order)
     return jobs
+
+
+#: Move a leased row that cannot be read to `failed`, guarded by its lease token; its
+#: times are reset to valid ones (the old values are named in `last_error`).
+_QUARANTINE_SQL: Final = (
+    "UPDATE jobs SET status = 'failed', run_at = ?, locked_until = NULL, lock_token = NULL,"
+    " last_error = ?, updated = ? WHERE id = ? AND status = 'processing' AND lock_token IS ?"
+)
+
+
+def quarantine_values(row: Sequence[Any], error: UnreadableJob, now: datetime) -> tuple[Any, ...]:
+    """The `_QUARANTINE_SQL` parameters for `row` (columns in `COLUMNS` order)."""
+    values = dict(zip(COLUMNS, row, strict=False))
+    stamp = format_time(now)
+    return (stamp, quarantine_reason(error), stamp, values["id"], values["lock_token"])
+
+
+def quarantine_reason(error: UnreadableJob) -> str:
+    """`last_error` of a row moved to `failed` because it could not be read."""
+    return f"moved to failed: the stored row could not be read ({error.problem})"
+
+
+Unreadable = tuple[Sequence[Any], UnreadableJob]
+
+
+def quarantine(connection: Connection, now: datetime, bad: Sequence[Unreadable]) -> None:
+    """Move unreadable expired rows to `failed` (see `_QUARANTINE_SQL`), one transaction."""
+    with write_transaction(connection):
+        for row, error in bad:
+            connection.exec_driver_sql(_QUARANTINE_SQL, quarantine_values(row, error, now))
+
+
+def log_quarantined(bad: Sequence[Unreadable]) -> None:
+    """Report each unreadable row moved to `failed`, by job id."""
+    for _, error in bad:
+        log.error("%s; moved to failed", error)
 
 
 def _claim_order(job: Job) -> tuple[datetime, str]:
     return job.run_at, job.id
 
 
-def expired(connection: Connection, path: str, *, now: datetime, limit: int) -> list[Job]:
-    """Processing jobs whose lease ran out (`locked_until < now`), oldest lease first."""
+def expired(
+    connection: Connection, path: str, *, now: datetime, limit: int
+) -> tuple[list[Job], list[Unreadable]]:
+    """Processing jobs whose lease ran out (`locked_until < now`), oldest lease first; and
+    the rows among them that cannot be read, for `quarantine`."""
     if limit <= 0:
-        return []
+        return [], []
     statement = (
         select(*_ALL)
         .where(_t.status == _PROCESSING, _t.locked_until < format_time(now))
@@ -132,7 +177,7 @@ def expired(connection: Connection, path: str, *, now: datetime, limit: int) -> 
     )
     with read_transaction(connection):
         rows = connection.execute(statement).all()
-    return from_rows(rows, path)
+    return decode_each(rows, path)
 
 
 class _NotAllApplied(Exception):

@@ -2,7 +2,7 @@
 
 Times are stored as fixed-width `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so comparing and ordering
 the text is comparing and ordering the instants, and microseconds round-trip exactly.
-A row that cannot be read back (bad JSON, bad time, unknown status) raises `StoreError`
+A row that cannot be read back (bad JSON, bad time, unknown status) raises `UnreadableJob`
 naming the job, the column and the value: it is corrupt data, not a caller's mistake.
 """
 
@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jobs_core import JOB_FIELDS, InvalidPayload, Job, JobStatus, JobUpdate, StoreError
+from jobs_core import (
+    EARLIEST_TIME,
+    JOB_FIELDS,
+    LATEST_TIME,
+    InvalidPayload,
+    Job,
+    JobStatus,
+    JobUpdate,
+    UnreadableJob,
+)
 
 #: Column order of every `SELECT` of whole jobs (one column per `Job` field, same name;
 #: the order of `_schema.jobs_table`).
@@ -171,10 +180,26 @@ def from_rows(
     return [from_row(row, path, read_time) for row in rows]
 
 
+def decode_each(
+    rows: Sequence[Sequence[Any]], path: str, texts: TimeTexts | None = None
+) -> tuple[list[Job], list[tuple[Sequence[Any], UnreadableJob]]]:
+    """Each row decoded on its own: the readable jobs, and each unreadable row with its error
+    (so one corrupt row does not hide the others from a claim or a rescue sweep)."""
+    read_time = (texts if texts is not None else TimeTexts()).time
+    jobs: list[Job] = []
+    bad: list[tuple[Sequence[Any], UnreadableJob]] = []
+    for row in rows:
+        try:
+            jobs.append(from_row(row, path, read_time))
+        except UnreadableJob as exc:
+            bad.append((row, exc))
+    return jobs, bad
+
+
 def from_row(
     row: Sequence[Any], path: str, read_time: Callable[[str], datetime] = parse_time
 ) -> Job:
-    """The `Job` stored in `row` (columns in `COLUMNS` order), or `StoreError` if corrupt.
+    """The `Job` stored in `row` (columns in `COLUMNS` order), or `UnreadableJob` if corrupt.
 
     The fast path checks nothing twice; only a row that fails is looked at again, column
     by column, to say which value is wrong.
@@ -214,16 +239,16 @@ def from_row(
         raise _corrupt(row, path, exc) from exc
 
 
-def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> StoreError:
+def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> UnreadableJob:
     """Name the first column of `row` that cannot be read (or, failing that, `exc`)."""
     values = dict(zip(COLUMNS, row, strict=False))
     readers: list[tuple[str, Callable[[Any], object]]] = [
         ("payload", _loads),
         ("status", _STATUSES.__getitem__),
-        ("run_at", parse_time),
-        ("locked_until", lambda v: None if v is None else parse_time(v)),
-        ("created", parse_time),
-        ("updated", parse_time),
+        ("run_at", _job_time),
+        ("locked_until", lambda v: None if v is None else _job_time(v)),
+        ("created", _job_time),
+        ("updated", _job_time),
     ]
     column: str = "row"
     shown: object = tuple(row)
@@ -238,10 +263,22 @@ def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> StoreError:
         counts = (values.get("retries"), values.get("max_retries"))
         if not all(type(count) is int for count in counts):
             column, shown = "retries", counts
-    return StoreError(
-        f"SQLite store {path}: corrupt row for job {values.get('id')!r}: column {column} holds"
-        f" {_clip(shown)}, which cannot be read ({type(problem).__name__}: {problem})"
+    status = values.get("status")
+    return UnreadableJob(
+        str(values.get("id")),
+        f"corrupt row: column {column} holds {_clip(shown)}, which cannot be read"
+        f" ({type(problem).__name__}: {problem})",
+        status if status in _STATUSES else None,
+        store=f"SQLite store {path}",
     )
+
+
+def _job_time(text: str) -> datetime:
+    """`parse_time`, also refusing instants outside the range a `Job` may hold."""
+    value = parse_time(text)
+    if not EARLIEST_TIME <= value <= LATEST_TIME:
+        raise ValueError(f"outside {EARLIEST_TIME.isoformat()}..{LATEST_TIME.isoformat()}")
+    return value
 
 
 def _clip(value: object, limit: int = 80) -> str:

@@ -201,9 +201,13 @@ class SQLiteStore:
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Processing jobs whose lease ran out, oldest lease first."""
-        return await self._call(
+        jobs, unreadable = await self._call(
             "finding expired leases", lambda c: ops.expired(c, self._path, now=now, limit=limit)
         )
+        if unreadable:  # one corrupt row must not fail every sweep: move it out of the way
+            await self._call("failing unreadable jobs", ops.quarantine, now, unreadable)
+            ops.log_quarantined(unreadable)
+        return jobs
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
         """Guarded writes in one transaction; one flag per update."""
