@@ -143,8 +143,15 @@ class SQLiteStore:
         The jobs exist if and only if your transaction commits. Build them with
         `Jobs.prepare(topic, payload, options)`; the schema must exist (open a store on
         the file once, or call `jobs_sqlite.create_schema`). Workers of other processes
-        find the jobs at their next poll.
+        find the jobs at their next poll. Anything but a sync SQLAlchemy `Connection`
+        (an `AsyncConnection`, an `Engine`, a raw sqlite3 connection) raises `TypeError`
+        before anything is written: an async one would drop the INSERT unawaited.
         """
+        if not isinstance(connection, Connection):
+            raise TypeError(
+                "SQLiteStore.insert_with needs a sync sqlalchemy.engine.Connection inside"
+                f" your transaction (engine.begin()), got {_describe(connection)}"
+            )
         if connection.dialect.name != "sqlite":
             raise InvalidOptions(
                 f"insert_with needs a SQLite connection, got {connection.dialect.name}"
@@ -367,6 +374,11 @@ class SQLiteStore:
             watchers = list(self._watchers)
         for watcher in watchers:
             watcher()
+
+
+def _describe(value: object) -> str:
+    kind = type(value)
+    return "None" if value is None else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _explain_missing_schema(error: StoreError) -> StoreError:
