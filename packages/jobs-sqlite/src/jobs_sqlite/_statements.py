@@ -45,3 +45,14 @@ def claim(topic_count: int) -> str:
         f") AND status || '' = '{_PENDING}'"
         f" RETURNING {_ALL}"
     )
+
+
+#: The statuses `COUNTS` counts one by one; completed is the total less these.
+COUNTED: Final = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
+#: The number of jobs, then of each `COUNTED` status.
+COUNTS: Final = (
+    "SELECT (SELECT count(*) FROM jobs),"
+    " (SELECT count(*) FROM jobs WHERE status = 'pending'),"
+    " (SELECT count(*) FROM jobs WHERE status = 'processing'),"
+    " (SELECT count(*) FROM jobs WHERE status = 'failed')"
+)
