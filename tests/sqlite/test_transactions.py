@@ -228,7 +228,7 @@ def test_insert_with_refuses_anything_but_a_sync_connection(db_path: Path) -> No
             (raw, "sqlite3.Connection"),
             (None, "None"),
         ):
-            with pytest.raises(TypeError, match="sync sqlalchemy.engine.Connection") as caught:
+            with pytest.raises(TypeError, match=r"sync sqlalchemy\.engine\.Connection") as caught:
                 SQLiteStore.insert_with(given, [make_job()])  # type: ignore[arg-type]
             assert named in str(caught.value)
         assert fake_async.calls == 0

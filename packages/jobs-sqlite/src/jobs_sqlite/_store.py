@@ -1,10 +1,14 @@
 """`SQLiteStore`: the `JobStore` port on one SQLite file, shared by several processes.
 
-Every port call is one synchronous function run on the store's own single thread, over
-one connection that thread owns: one thread hop per call, however many statements it
-runs, and never two transactions of this store at once. Other processes coordinate
-through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy timeout). The hot calls
-(insert, claim, update) run their SQL on the sqlite3 connection itself (`_sessions`).
+Every writing port call is one synchronous function run on the store's own writer
+thread, over one connection that thread owns: one thread hop per call, however many
+statements it runs, and never two write transactions of this store at once. Reads
+(get, list, counts, the lease sweep) run on a second thread with a connection of their
+own (`PRAGMA query_only`): in WAL mode they read a committed snapshot beside the writer,
+so a crowd of readers never queues in front of the worker's claims and result writes.
+Other processes coordinate through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy
+timeout). The hot calls (insert, claim, update) run their SQL on the sqlite3 connection
+itself (`_sessions`).
 
 The hop costs more than a small write itself (a commit without a disk flush is tens of
 microseconds; waking the thread and then the loop is 60-180). So a small hot call made
@@ -48,7 +52,7 @@ from jobs_sqlite._engine import (
 )
 from jobs_sqlite._errors import is_busy, translate
 from jobs_sqlite._rows import TimeTexts
-from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
+from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, missing_indexes, stored_version
 from jobs_sqlite._sessions import Session
 from jobs_sqlite._thread import StoreThread
 
@@ -103,6 +107,12 @@ class SQLiteStore:
         self._texts = TimeTexts()  # used by the hot calls only, which run one at a time
         self._thread = StoreThread("jobs-sqlite")
         self._connection: Connection | None = None
+        # A file in WAL mode: reads get their own thread and connection. In memory a
+        # second connection would be another database; read-only, there is no writer.
+        self._separate_reads = self._wal
+        self._reads = StoreThread("jobs-sqlite-reads")
+        self._reader: Connection | None = None
+        self._queued_count: _SharedRead | None = None
         self._raw: Session | None = None
         self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
         self._watchers: set[Callable[[], None]] = set()
@@ -173,18 +183,33 @@ class SQLiteStore:
 
     async def get(self, job_id: str) -> Job:
         """The job, or `JobNotFound`."""
-        job = await self._call("reading a job", ops.get, self._path, job_id)
+        job = await self._call_read("reading a job", ops.get, self._path, job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
 
     async def list(self, query: JobQuery) -> JobPage:
         """Filter, newest first, page; the total under the same filters."""
-        return await self._call("listing jobs", ops.list_jobs, self._path, query)
+        return await self._call_read("listing jobs", ops.list_jobs, self._path, query)
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:
-        """Counts per status."""
-        return await self._call("counting jobs", ops.count_by_status)
+        """Counts per status.
+
+        Dashboards poll this: a call made while another one is queued and not yet
+        started shares that one's answer (its snapshot begins after both were made, so
+        it sees everything either caller had committed).
+        """
+        loop = asyncio.get_running_loop()
+        shared = self._queued_count
+        if shared is None or shared.started or shared.loop is not loop:
+            shared = _SharedRead(loop)
+            self._queued_count = shared
+            shared.future = asyncio.ensure_future(
+                self._call_read("counting jobs", shared.run_first, ops.count_by_status)
+            )
+        future = shared.future
+        assert future is not None
+        return dict(await asyncio.shield(future))
 
     async def claim(
         self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
@@ -203,7 +228,7 @@ class SQLiteStore:
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Processing jobs whose lease ran out, oldest lease first."""
-        return await self._call(
+        return await self._call_read(
             "finding expired leases", lambda c: ops.expired(c, self._path, now=now, limit=limit)
         )
 
@@ -239,14 +264,19 @@ class SQLiteStore:
                 self._watchers.discard(on_new_work)
 
     async def close(self) -> None:
-        """Finish the calls already made, close the connection and stop the thread."""
+        """Finish the calls already made, close the connections and stop the threads."""
         if self._closed:
             return
         self._closed = True
         try:
-            # Shielded: a cancelled close still closes the connection on its thread.
+            # Shielded: a cancelled close still closes each connection on its thread.
+            # The reader goes first, so the writer's connection closes last and its
+            # close can checkpoint the WAL into the file.
+            if self._reads.started:
+                await asyncio.shield(self._reads.submit(self._disconnect_reader))
             await asyncio.shield(self._thread.submit(self._disconnect))
         finally:
+            self._reads.stop()
             self._thread.stop()
 
     # -- plumbing ----------------------------------------------------------------
@@ -256,6 +286,19 @@ class SQLiteStore:
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._connection_of))
+
+    async def _call_read(self, doing: str, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(connection, *args)`, a read in its own snapshot transaction, on the
+        read thread; the writer thread first sets the file up (schema) if it has not."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        if not self._separate_reads:
+            return await self._call(doing, fn, *args)
+        if self._connection is None:
+            await self._call(doing, _nothing)
+            if self._closed:  # closed while the file was being set up
+                raise StoreError(f"SQLite store {self._path} is closed")
+        return await self._reads.submit(lambda: self._run_read(doing, fn, args))
 
     async def _call_hot(self, doing: str, rows: int, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(session, *args)` (the hot calls, see `_sessions`), touching about
@@ -323,6 +366,38 @@ class SQLiteStore:
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
 
+    def _run_read(self, doing: str, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        """On the read thread: connect the reader if needed, run `fn`, translate errors."""
+        try:
+            return fn(self._reader or self._connect_reader(), *args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, doing) from exc
+        except sa_exc.DBAPIError as exc:
+            raise translate(exc, self._path, doing) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
+
+    def _connect_reader(self) -> Connection:
+        """The read thread's connection, refusing writes (a read that wrote would take
+        the write lock beside the writer thread's)."""
+        connection = self._engine.connect()
+        try:
+            raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+            raw.execute("PRAGMA query_only = ON")
+        except BaseException:
+            connection.close()
+            raise
+        self._reader = connection
+        return connection
+
+    def _disconnect_reader(self) -> None:
+        connection, self._reader = self._reader, None
+        with contextlib.suppress(sa_exc.SQLAlchemyError, sqlite3.Error):
+            if connection is not None:
+                # Closed for good, not handed back to the engine's pool read-only.
+                connection.invalidate()
+                connection.close()
+
     @staticmethod
     def _connection_of(connection: Connection) -> Connection:
         return connection
@@ -348,7 +423,8 @@ class SQLiteStore:
     def _ensure_schema(self, connection: Connection) -> None:
         with read_transaction(connection):
             version = stored_version(connection)
-        if version == SCHEMA_VERSION:
+            missing = missing_indexes(connection) if version == SCHEMA_VERSION else []
+        if version == SCHEMA_VERSION and (not missing or self._read_only):
             return
         if self._read_only:
             raise StoreError(
@@ -374,6 +450,28 @@ class SQLiteStore:
             watchers = list(self._watchers)
         for watcher in watchers:
             watcher()
+
+
+class _SharedRead:
+    """A read callers may join until it starts (see `count_by_status`)."""
+
+    __slots__ = ("future", "loop", "started")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.started = False
+        self.future: asyncio.Future[Mapping[JobStatus, int]] | None = None
+
+    def run_first(
+        self, connection: Connection, read: Callable[[Connection], Mapping[JobStatus, int]]
+    ) -> Mapping[JobStatus, int]:
+        """On the read thread: close the read to newcomers, then run it."""
+        self.started = True
+        return read(connection)
+
+
+def _nothing(connection: Connection) -> None:
+    """A call that only makes sure the writer thread has connected (and set up the file)."""
 
 
 def _describe(value: object) -> str:
