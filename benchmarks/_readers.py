@@ -1,0 +1,164 @@
+"""SQLite: the drain with read traffic beside it (issue 14, defect 4).
+
+A worker (pool 10) drains N queued no-op jobs, once with nobody reading and once with
+16 closed-loop readers in the same process (8 calling `jobs.stats()`, 8 calling
+`jobs.list(...)` with the probe's four queries). Reads run on their own thread and
+connection, so the drain with readers should stay within 2x of the drain without, and
+`stats()` answer within 100 ms meanwhile. Also `stats()` on a file of 1M finished jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from benchmarks._backends import Backend
+from benchmarks._child import register_noop
+from benchmarks._report import Figure
+from jobs_core import Jobs, JobsConfig, JobStatus, open_store
+
+TOPIC = "bench"
+STATS_READERS = 8
+LIST_READERS = 8
+
+
+def _log(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Reads:
+    """Latencies (seconds) the readers saw."""
+
+    stats: list[float] = field(default_factory=list)
+    lists: list[float] = field(default_factory=list)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _list_call(jobs: Jobs, n: int, rng: random.Random) -> Callable[[], Awaitable[object]]:
+    """One of the probe's list queries, picked at random."""
+    choice = rng.randrange(4)
+    if choice == 0:
+        return lambda: jobs.list(limit=20)
+    if choice == 1:
+        return lambda: jobs.list(status=JobStatus.PENDING, limit=50)
+    if choice == 2:
+        offset = rng.randrange(n)
+        return lambda: jobs.list(offset=offset, limit=20)
+    return lambda: jobs.list(topic=TOPIC, status=JobStatus.COMPLETED, limit=100)
+
+
+async def _reader(
+    call: Callable[[], Callable[[], Awaitable[object]]], into: list[float], done: asyncio.Event
+) -> None:
+    """Closed loop: the next call as soon as the last one answered."""
+    while not done.is_set():
+        started = time.perf_counter()
+        await call()()
+        into.append(time.perf_counter() - started)
+
+
+async def drain_with_readers(url: str, n: int, pool: int, readers: bool) -> tuple[float, _Reads]:
+    """Seconds to drain the `n` jobs queued at `url`, and what the readers saw."""
+    config = JobsConfig(worker_pool_size=pool, batch_size=pool)
+    reads = _Reads()
+    rng = random.Random(14)
+    async with Jobs(open_store(url), config=config) as jobs:
+        for first in range(0, n, 5000):
+            await jobs.enqueue_many(TOPIC, [{"i": i} for i in range(first, min(first + 5000, n))])
+        handled = register_noop(jobs, n)
+        done = asyncio.Event()
+        tasks = []
+        if readers:
+            tasks += [
+                asyncio.create_task(_reader(lambda: jobs.stats, reads.stats, done))
+                for _ in range(STATS_READERS)
+            ]
+            tasks += [
+                asyncio.create_task(_reader(lambda: _list_call(jobs, n, rng), reads.lists, done))
+                for _ in range(LIST_READERS)
+            ]
+        started = time.perf_counter()
+        await jobs.start()
+        await handled.wait()
+        while (await jobs.store.count_by_status())[JobStatus.COMPLETED] < n:
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        done.set()
+        await asyncio.gather(*tasks)
+        await jobs.stop()
+    return elapsed, reads
+
+
+async def _stats_at(backend: Backend, table: str, rounds: int) -> float:
+    """Median `stats()` latency (ms) on `table` as it is."""
+    async with Jobs(open_store(backend.url(table))) as jobs:
+        await jobs.stats()
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await jobs.stats()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+async def reads_beside_drain(backend: Backend, jobs: int, pool: int, finished: int) -> list[Figure]:
+    """The drain with and without 16 readers, and `stats()` at `finished` rows."""
+    name = backend.name
+    if name != "sqlite":
+        return []
+    figures: list[Figure] = []
+    times: dict[bool, float] = {}
+    seen = _Reads()
+    for readers in (False, True):
+        table = f"r_drain_{'16' if readers else '0'}"
+        await backend.create(table)
+        _log(f"{name} drain {jobs:,} with {16 if readers else 0} readers")
+        times[readers], reads = await drain_with_readers(backend.url(table), jobs, pool, readers)
+        if readers:
+            seen = reads
+    ratio = times[True] / times[False]
+    figures.append(Figure(name, f"Drain {jobs:,}, no readers", times[False], "s"))
+    figures.append(
+        Figure(
+            name,
+            f"Drain {jobs:,} with 16 readers (8 stats + 8 list; {ratio:.2f}x no readers)",
+            times[True],
+            "s",
+            target="<= 2x no readers",
+            met=ratio <= 2,
+        )
+    )
+    p99 = _percentile(seen.stats, 0.99) * 1000
+    figures.append(
+        Figure(
+            name,
+            f"stats() p99 during that drain ({len(seen.stats):,} calls;"
+            f" p50 {_percentile(seen.stats, 0.5) * 1000:.1f} ms)",
+            p99,
+            "ms",
+            target="< 100 ms",
+            met=p99 < 100,
+        )
+    )
+    list_p99 = _percentile(seen.lists, 0.99) * 1000
+    figures.append(
+        Figure(name, f"list() p99 during that drain ({len(seen.lists):,} calls)", list_p99, "ms")
+    )
+    if finished:
+        table = f"r_stats_{finished}"
+        await backend.create(table)
+        _log(f"{name} stats(): loading {finished:,} finished jobs")
+        await backend.fill_finished(table, finished)
+        stats_ms = await _stats_at(backend, table, 20)
+        figures.append(Figure(name, f"stats() p50 at {finished:,} finished", stats_ms, "ms"))
+    return figures
