@@ -112,6 +112,7 @@ class SQLiteStore:
         self._separate_reads = self._wal
         self._reads = StoreThread("jobs-sqlite-reads")
         self._reader: Connection | None = None
+        self._reader_session: Session | None = None
         self._queued_count: _SharedRead | None = None
         self._raw: Session | None = None
         self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
@@ -288,12 +289,12 @@ class SQLiteStore:
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._connection_of))
 
     async def _call_read(self, doing: str, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn(connection, *args)`, a read in its own snapshot transaction, on the
+        """Run `fn(session, *args)`, a read in its own snapshot transaction, on the
         read thread; the writer thread first sets the file up (schema) if it has not."""
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
         if not self._separate_reads:
-            return await self._call(doing, fn, *args)
+            return await self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
         if self._connection is None:
             await self._call(doing, _nothing)
             if self._closed:  # closed while the file was being set up
@@ -369,7 +370,9 @@ class SQLiteStore:
     def _run_read(self, doing: str, fn: Callable[..., T], args: tuple[object, ...]) -> T:
         """On the read thread: connect the reader if needed, run `fn`, translate errors."""
         try:
-            return fn(self._reader or self._connect_reader(), *args)
+            if self._reader_session is None:
+                self._connect_reader()
+            return fn(self._reader_session, *args)
         except sqlite3.Error as exc:
             raise translate(exc, self._path, doing) from exc
         except sa_exc.DBAPIError as exc:
@@ -377,21 +380,23 @@ class SQLiteStore:
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
 
-    def _connect_reader(self) -> Connection:
+    def _connect_reader(self) -> None:
         """The read thread's connection, refusing writes (a read that wrote would take
-        the write lock beside the writer thread's)."""
+        the write lock beside the writer thread's). Its reads run on its sqlite3 cursor
+        (`Session`), as the hot calls do: SQLAlchemy's layer cost more than the SQL."""
         connection = self._engine.connect()
         try:
             raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
             raw.execute("PRAGMA query_only = ON")
+            self._reader_session = Session(raw.cursor(), self._busy_timeout_ms)
         except BaseException:
             connection.close()
             raise
         self._reader = connection
-        return connection
 
     def _disconnect_reader(self) -> None:
         connection, self._reader = self._reader, None
+        self._reader_session = None
         with contextlib.suppress(sa_exc.SQLAlchemyError, sqlite3.Error):
             if connection is not None:
                 # Closed for good, not handed back to the engine's pool read-only.
@@ -463,11 +468,11 @@ class _SharedRead:
         self.future: asyncio.Future[Mapping[JobStatus, int]] | None = None
 
     def run_first(
-        self, connection: Connection, read: Callable[[Connection], Mapping[JobStatus, int]]
+        self, session: Session, read: Callable[[Session], Mapping[JobStatus, int]]
     ) -> Mapping[JobStatus, int]:
         """On the read thread: close the read to newcomers, then run it."""
         self.started = True
-        return read(connection)
+        return read(session)
 
 
 def _nothing(connection: Connection) -> None:
