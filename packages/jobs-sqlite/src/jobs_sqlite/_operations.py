@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Connection, delete, insert
 
@@ -59,6 +59,18 @@ def get(session: Session, path: str, job_id: str) -> Job | None:
 
 def list_jobs(session: Session, path: str, query: JobQuery) -> JobPage:
     """A page newest first, and the total, from one snapshot."""
+    total, rows = list_rows(session, query)
+    return page_of(total, rows, path, query)
+
+
+def page_of(total: int, rows: Sequence[Sequence[Any]], path: str, query: JobQuery) -> JobPage:
+    """The `JobPage` of `list_rows`' answer."""
+    items = from_rows(rows, path)
+    return JobPage(items=items, total=total, limit=query.limit, offset=query.offset)
+
+
+def list_rows(session: Session, query: JobQuery) -> tuple[int, list[Any]]:
+    """The total and the page's rows (not yet `Job`s), from one snapshot."""
     filters: list[object] = []
     if query.topic is not None:
         filters.append(query.topic)
@@ -68,8 +80,7 @@ def list_jobs(session: Session, path: str, query: JobQuery) -> JobPage:
     with session.read():
         ((total,),) = session.fetch(total_sql, filters)
         rows = session.fetch(page_sql, [*filters, max(query.limit, 0), max(query.offset, 0)])
-    items = from_rows(rows, path)
-    return JobPage(items=items, total=int(total), limit=query.limit, offset=query.offset)
+    return int(total), rows
 
 
 def count_by_status(session: Session) -> Mapping[JobStatus, int]:
