@@ -75,7 +75,8 @@ class SQLiteStore:
 
     Connects, switches the file to WAL and creates the schema lazily on first use.
     `watch` reports this store's own writes only; other processes' jobs are found by
-    the worker's polling. With `inline_writes` (the default), enqueues, claims and
+    the worker's polling. On a file, reads run on a thread and connection of their own,
+    beside the writer. With `inline_writes` (the default), enqueues, claims and
     results of up to `LOOP_ROWS` rows run on the calling thread when the store thread
     is idle and no other process holds the write lock (never under
     `synchronous="FULL"`); pass False to run every call on the store thread.
