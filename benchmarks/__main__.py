@@ -108,8 +108,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
             if "scale" in wanted:
                 figures += await scale(backend, sizes)
             if "reads" in wanted:
-                finished = max(sizes.scale)
-                figures += await reads_beside_drain(backend, sizes.jobs, sizes.pool, finished)
+                figures += await reads_beside_drain(backend, sizes.jobs, sizes.pool)
         finally:
             await backend.teardown()
     print("Machine: " + machine())

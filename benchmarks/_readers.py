@@ -4,14 +4,13 @@ A worker (pool 10) drains N queued no-op jobs, once with nobody reading and once
 16 closed-loop readers in the same process (8 calling `jobs.stats()`, 8 calling
 `jobs.list(...)` with the probe's four queries). Reads run on their own thread and
 connection, so the drain with readers should stay within 2x of the drain without, and
-`stats()` answer within 100 ms meanwhile. Also `stats()` on a file of 1M finished jobs.
+`stats()` answer within 100 ms meanwhile. (`stats()` on 1M finished jobs is in Scale.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -102,20 +101,8 @@ async def drain_with_readers(url: str, n: int, pool: int, readers: bool) -> tupl
     return elapsed, reads
 
 
-async def _stats_at(backend: Backend, table: str, rounds: int) -> float:
-    """Median `stats()` latency (ms) on `table` as it is."""
-    async with Jobs(open_store(backend.url(table))) as jobs:
-        await jobs.stats()
-        times = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            await jobs.stats()
-            times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
-
-
-async def reads_beside_drain(backend: Backend, jobs: int, pool: int, finished: int) -> list[Figure]:
-    """The drain with and without 16 readers, and `stats()` at `finished` rows."""
+async def reads_beside_drain(backend: Backend, jobs: int, pool: int) -> list[Figure]:
+    """The drain with and without 16 readers (SQLite only)."""
     name = backend.name
     if name != "sqlite":
         return []
@@ -158,11 +145,4 @@ async def reads_beside_drain(backend: Backend, jobs: int, pool: int, finished: i
     figures.append(
         Figure(name, f"list() p99 during those drains ({len(seen.lists):,} calls)", list_p99, "ms")
     )
-    if finished:
-        table = f"r_stats_{finished}"
-        await backend.create(table)
-        _log(f"{name} stats(): loading {finished:,} finished jobs")
-        await backend.fill_finished(table, finished)
-        stats_ms = await _stats_at(backend, table, 20)
-        figures.append(Figure(name, f"stats() p50 at {finished:,} finished", stats_ms, "ms"))
     return figures
