@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar, cast
@@ -292,17 +292,25 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self._path} is closed")
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._connection_of))
 
-    async def _call_read(self, doing: str, fn: Callable[..., T], *args: object) -> T:
+    def _call_read(self, doing: str, fn: Callable[..., T], *args: object) -> Awaitable[T]:
         """Run `fn(session, *args)`, a read in its own snapshot transaction, on the
-        read thread; the writer thread first sets the file up (schema) if it has not."""
+        read thread; the writer thread first sets the file up (schema) if it has not.
+        Queued before this returns (but for that first setup), so a call made before
+        `close()` is answered."""
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
         if not self._separate_reads:
-            return await self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
+            return self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
         if self._connection is None:
-            await self._call(doing, _nothing)
-            if self._closed:  # closed while the file was being set up
-                raise StoreError(f"SQLite store {self._path} is closed")
+            return self._read_after_setup(doing, fn, args)
+        return self._reads.submit(lambda: self._run_read(doing, fn, args))
+
+    async def _read_after_setup(
+        self, doing: str, fn: Callable[..., T], args: tuple[object, ...]
+    ) -> T:
+        await self._call(doing, _nothing)
+        if self._closed:  # closed while the file was being set up
+            raise StoreError(f"SQLite store {self._path} is closed")
         return await self._reads.submit(lambda: self._run_read(doing, fn, args))
 
     async def _call_hot(self, doing: str, rows: int, fn: Callable[..., T], *args: object) -> T:
