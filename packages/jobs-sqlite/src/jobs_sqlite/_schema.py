@@ -4,6 +4,11 @@
 file holds, so a later release can migrate an existing file step by step. Creation runs
 in one `BEGIN IMMEDIATE` transaction, so several processes opening a new file at once
 serialize on SQLite's write lock: one creates, the others find it done.
+
+Indexes added after a layout version shipped are in `ADDED_INDEXES`: plain
+`CREATE INDEX IF NOT EXISTS` statements that reach an existing file of the same version
+the next time a store opens it (under the same write lock), without a version bump that
+would make older releases refuse the file.
 """
 
 from __future__ import annotations
@@ -58,6 +63,17 @@ jobs_table = Table(
     Index("jobs_claim_idx", "status", "run_at", "id"),
     # Serves list(): newest first.
     Index("jobs_created_idx", "created", "id"),
+    # Serves list(status=...): newest first within a status, and its total.
+    Index("jobs_status_created_idx", "status", "created", "id"),
+)
+
+#: (name, DDL) of the indexes added to layout version 1 after it shipped; each runs on
+#: every file that lacks it. A later numbered migration can fold these in.
+ADDED_INDEXES: Final = (
+    (
+        "jobs_status_created_idx",
+        "CREATE INDEX IF NOT EXISTS jobs_status_created_idx ON jobs (status, created, id)",
+    ),
 )
 
 #: Which layout version the file holds, one row per component.
@@ -81,6 +97,16 @@ def stored_version(connection: Connection) -> int | None:
     )
 
 
+def missing_indexes(connection: Connection) -> list[str]:
+    """The DDL of each `ADDED_INDEXES` entry the file does not have yet."""
+    found = set(
+        connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
+        ).scalars()
+    )
+    return [ddl for name, ddl in ADDED_INDEXES if name not in found]
+
+
 def create_schema(connection: Connection) -> None:
     """Create or upgrade the tables on `connection`, inside its current transaction.
 
@@ -89,6 +115,7 @@ def create_schema(connection: Connection) -> None:
     """
     version = stored_version(connection)
     if version == SCHEMA_VERSION:
+        _add_indexes(connection)
         return
     if version is not None and version > SCHEMA_VERSION:
         raise StoreError(
@@ -112,3 +139,9 @@ def create_schema(connection: Connection) -> None:
         .where(schema_table.c.component == COMPONENT)
         .values(version=SCHEMA_VERSION)
     )
+    _add_indexes(connection)
+
+
+def _add_indexes(connection: Connection) -> None:
+    for ddl in missing_indexes(connection):
+        connection.exec_driver_sql(ddl)

@@ -59,6 +59,10 @@ class Session:
         """A `BEGIN IMMEDIATE` transaction: commits on success, rolls back on error."""
         return _WriteTransaction(self._cursor)
 
+    def read(self) -> _WriteTransaction:
+        """A deferred transaction: one snapshot for the reads in it, no write lock."""
+        return _WriteTransaction(self._cursor, "BEGIN")
+
     def fetch(self, sql: str, params: Params) -> list[Any]:
         """Run one statement; its rows."""
         return self._cursor.execute(sql, params).fetchall()
@@ -76,13 +80,14 @@ class _WriteTransaction:
     """`with session.write():` as a plain class (a generator-based context manager
     costs a microsecond, and this is on every hot call's path)."""
 
-    __slots__ = ("_cursor",)
+    __slots__ = ("_begin", "_cursor")
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: sqlite3.Cursor, begin: str = "BEGIN IMMEDIATE") -> None:
         self._cursor = cursor
+        self._begin = begin
 
     def __enter__(self) -> None:
-        self._cursor.execute("BEGIN IMMEDIATE")
+        self._cursor.execute(self._begin)
 
     def __exit__(
         self,

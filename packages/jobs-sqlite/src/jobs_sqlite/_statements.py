@@ -26,6 +26,28 @@ GUARDED_UPDATE: Final = (
 )
 
 
+#: One whole job by id.
+GET: Final = f"SELECT {_ALL} FROM jobs WHERE id = ?"  # noqa: S608
+
+#: Processing jobs whose lease ran out, oldest lease first; parameters: now, limit.
+EXPIRED: Final = (
+    f"SELECT {_ALL} FROM jobs WHERE status = '{_PROCESSING}' AND locked_until < ?"  # noqa: S608
+    " ORDER BY locked_until, id LIMIT ?"
+)
+
+
+@lru_cache(maxsize=8)
+def list_page(by_topic: bool, by_status: bool) -> tuple[str, str]:
+    """The total and the page (newest first) of `list`, filtered on the columns asked
+    for. Parameters: the topic and/or status, then (page only) limit, offset. Unfiltered
+    there is no WHERE at all: SQLite counts a whole table without reading its rows."""
+    conditions = [name for name, on in (("topic", by_topic), ("status", by_status)) if on]
+    where = " WHERE " + " AND ".join(f"{name} = ?" for name in conditions) if conditions else ""
+    total = f"SELECT count(*) FROM jobs{where}"  # noqa: S608
+    page = f"SELECT {_ALL} FROM jobs{where} ORDER BY created DESC, id DESC LIMIT ? OFFSET ?"  # noqa: S608
+    return total, page
+
+
 @lru_cache(maxsize=64)
 def claim(topic_count: int) -> str:
     """Lease the first due pending jobs of `topic_count` topics, returning them whole.
@@ -45,3 +67,14 @@ def claim(topic_count: int) -> str:
         f") AND status || '' = '{_PENDING}'"
         f" RETURNING {_ALL}"
     )
+
+
+#: The statuses `COUNTS` counts one by one; completed is the total less these.
+COUNTED: Final = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
+#: The number of jobs, then of each `COUNTED` status.
+COUNTS: Final = (
+    "SELECT (SELECT count(*) FROM jobs),"
+    " (SELECT count(*) FROM jobs WHERE status = 'pending'),"
+    " (SELECT count(*) FROM jobs WHERE status = 'processing'),"
+    " (SELECT count(*) FROM jobs WHERE status = 'failed')"
+)

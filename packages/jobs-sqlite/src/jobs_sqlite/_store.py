@@ -1,10 +1,14 @@
 """`SQLiteStore`: the `JobStore` port on one SQLite file, shared by several processes.
 
-Every port call is one synchronous function run on the store's own single thread, over
-one connection that thread owns: one thread hop per call, however many statements it
-runs, and never two transactions of this store at once. Other processes coordinate
-through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy timeout). The hot calls
-(insert, claim, update) run their SQL on the sqlite3 connection itself (`_sessions`).
+Every writing port call is one synchronous function run on the store's own writer
+thread, over one connection that thread owns: one thread hop per call, however many
+statements it runs, and never two write transactions of this store at once. Reads
+(get, list, counts, the lease sweep) run on a second thread with a connection of their
+own (`PRAGMA query_only`): in WAL mode they read a committed snapshot beside the writer,
+so a crowd of readers never queues in front of the worker's claims and result writes.
+Other processes coordinate through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy
+timeout). The hot calls (insert, claim, update) run their SQL on the sqlite3 connection
+itself (`_sessions`).
 
 The hop costs more than a small write itself (a commit without a disk flush is tens of
 microseconds; waking the thread and then the loop is 60-180). So a small hot call made
@@ -20,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar, cast
@@ -49,7 +53,7 @@ from jobs_sqlite._engine import (
 )
 from jobs_sqlite._errors import is_busy, translate
 from jobs_sqlite._rows import TimeTexts
-from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, stored_version
+from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, missing_indexes, stored_version
 from jobs_sqlite._sessions import Session
 from jobs_sqlite._thread import StoreThread
 
@@ -72,7 +76,8 @@ class SQLiteStore:
 
     Connects, switches the file to WAL and creates the schema lazily on first use.
     `watch` reports this store's own writes only; other processes' jobs are found by
-    the worker's polling. With `inline_writes` (the default), enqueues, claims and
+    the worker's polling. On a file, reads run on a thread and connection of their own,
+    beside the writer. With `inline_writes` (the default), enqueues, claims and
     results of up to `LOOP_ROWS` rows run on the calling thread when the store thread
     is idle and no other process holds the write lock (never under
     `synchronous="FULL"`); pass False to run every call on the store thread. With
@@ -108,6 +113,13 @@ class SQLiteStore:
         self._texts = TimeTexts()  # used by the hot calls only, which run one at a time
         self._thread = StoreThread("jobs-sqlite")
         self._connection: Connection | None = None
+        # A file in WAL mode: reads get their own thread and connection. In memory a
+        # second connection would be another database; read-only, there is no writer.
+        self._separate_reads = self._wal
+        self._reads = StoreThread("jobs-sqlite-reads")
+        self._reader: Connection | None = None
+        self._reader_session: Session | None = None
+        self._queued_count: _SharedRead | None = None
         self._raw: Session | None = None
         self._raw_of: object = None  # the sqlite3 connection `_raw` runs on
         self._watchers: set[Callable[[], None]] = set()
@@ -148,8 +160,15 @@ class SQLiteStore:
         The jobs exist if and only if your transaction commits. Build them with
         `Jobs.prepare(topic, payload, options)`; the schema must exist (open a store on
         the file once, or call `jobs_sqlite.create_schema`). Workers of other processes
-        find the jobs at their next poll.
+        find the jobs at their next poll. Anything but a sync SQLAlchemy `Connection`
+        (an `AsyncConnection`, an `Engine`, a raw sqlite3 connection) raises `TypeError`
+        before anything is written: an async one would drop the INSERT unawaited.
         """
+        if not isinstance(connection, Connection):
+            raise TypeError(
+                "SQLiteStore.insert_with needs a sync sqlalchemy.engine.Connection inside"
+                f" your transaction (engine.begin()), got {_describe(connection)}"
+            )
         if connection.dialect.name != "sqlite":
             raise InvalidOptions(
                 f"insert_with needs a SQLite connection, got {connection.dialect.name}"
@@ -171,18 +190,36 @@ class SQLiteStore:
 
     async def get(self, job_id: str) -> Job:
         """The job, or `JobNotFound`."""
-        job = await self._call("reading a job", ops.get, self._path, job_id)
+        job = await self._call_read("reading a job", ops.get, self._path, job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
 
     async def list(self, query: JobQuery) -> JobPage:
         """Filter, newest first, page; the total under the same filters."""
-        return await self._call("listing jobs", ops.list_jobs, self._path, query)
+        # Rows become `Job`s here, not on the read thread: there the conversion's Python
+        # would hold the GIL each time the loop's own SQLite calls let go of it.
+        total, rows = await self._call_read("listing jobs", ops.list_rows, query)
+        return ops.page_of(total, rows, self._path, query)
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:
-        """Counts per status."""
-        return await self._call("counting jobs", ops.count_by_status)
+        """Counts per status.
+
+        Dashboards poll this: a call made while another one is queued and not yet
+        started shares that one's answer (its snapshot begins after both were made, so
+        it sees everything either caller had committed).
+        """
+        loop = asyncio.get_running_loop()
+        shared = self._queued_count
+        if shared is None or shared.started or shared.loop is not loop:
+            shared = _SharedRead(loop)
+            self._queued_count = shared
+            shared.future = asyncio.ensure_future(
+                self._call_read("counting jobs", shared.run_first, ops.count_by_status)
+            )
+        future = shared.future
+        assert future is not None
+        return dict(await asyncio.shield(future))
 
     async def claim(
         self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
@@ -201,7 +238,7 @@ class SQLiteStore:
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Processing jobs whose lease ran out, oldest lease first."""
-        jobs, unreadable = await self._call(
+        jobs, unreadable = await self._call_read(
             "finding expired leases", lambda c: ops.expired(c, self._path, now=now, limit=limit)
         )
         if unreadable:  # one corrupt row must not fail every sweep: move it out of the way
@@ -241,14 +278,19 @@ class SQLiteStore:
                 self._watchers.discard(on_new_work)
 
     async def close(self) -> None:
-        """Finish the calls already made, close the connection and stop the thread."""
+        """Finish the calls already made, close the connections and stop the threads."""
         if self._closed:
             return
         self._closed = True
         try:
-            # Shielded: a cancelled close still closes the connection on its thread.
+            # Shielded: a cancelled close still closes each connection on its thread.
+            # The reader goes first, so the writer's connection closes last and its
+            # close can checkpoint the WAL into the file.
+            if self._reads.started:
+                await asyncio.shield(self._reads.submit(self._disconnect_reader))
             await asyncio.shield(self._thread.submit(self._disconnect))
         finally:
+            self._reads.stop()
             self._thread.stop()
 
     # -- plumbing ----------------------------------------------------------------
@@ -258,6 +300,27 @@ class SQLiteStore:
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
         return await self._thread.submit(lambda: self._run(doing, fn, args, self._connection_of))
+
+    def _call_read(self, doing: str, fn: Callable[..., T], *args: object) -> Awaitable[T]:
+        """Run `fn(session, *args)`, a read in its own snapshot transaction, on the
+        read thread; the writer thread first sets the file up (schema) if it has not.
+        Queued before this returns (but for that first setup), so a call made before
+        `close()` is answered."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        if not self._separate_reads:
+            return self._thread.submit(lambda: self._run(doing, fn, args, self._session_of))
+        if self._connection is None:
+            return self._read_after_setup(doing, fn, args)
+        return self._reads.submit(lambda: self._run_read(doing, fn, args))
+
+    async def _read_after_setup(
+        self, doing: str, fn: Callable[..., T], args: tuple[object, ...]
+    ) -> T:
+        await self._call(doing, _nothing)
+        if self._closed:  # closed while the file was being set up
+            raise StoreError(f"SQLite store {self._path} is closed")
+        return await self._reads.submit(lambda: self._run_read(doing, fn, args))
 
     async def _call_hot(self, doing: str, rows: int, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(session, *args)` (the hot calls, see `_sessions`), touching about
@@ -325,6 +388,42 @@ class SQLiteStore:
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
 
+    def _run_read(self, doing: str, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        """On the read thread: connect the reader if needed, run `fn`, translate errors."""
+        try:
+            if self._reader_session is None:
+                self._connect_reader()
+            return fn(self._reader_session, *args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, doing) from exc
+        except sa_exc.DBAPIError as exc:
+            raise translate(exc, self._path, doing) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
+
+    def _connect_reader(self) -> None:
+        """The read thread's connection, refusing writes (a read that wrote would take
+        the write lock beside the writer thread's). Its reads run on its sqlite3 cursor
+        (`Session`), as the hot calls do: SQLAlchemy's layer cost more than the SQL."""
+        connection = self._engine.connect()
+        try:
+            raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+            raw.execute("PRAGMA query_only = ON")
+            self._reader_session = Session(raw.cursor(), self._busy_timeout_ms)
+        except BaseException:
+            connection.close()
+            raise
+        self._reader = connection
+
+    def _disconnect_reader(self) -> None:
+        connection, self._reader = self._reader, None
+        self._reader_session = None
+        with contextlib.suppress(sa_exc.SQLAlchemyError, sqlite3.Error):
+            if connection is not None:
+                # Closed for good, not handed back to the engine's pool read-only.
+                connection.invalidate()
+                connection.close()
+
     @staticmethod
     def _connection_of(connection: Connection) -> Connection:
         return connection
@@ -352,7 +451,8 @@ class SQLiteStore:
     def _ensure_schema(self, connection: Connection) -> None:
         with read_transaction(connection):
             version = stored_version(connection)
-        if version == SCHEMA_VERSION:
+            missing = missing_indexes(connection) if version == SCHEMA_VERSION else []
+        if version == SCHEMA_VERSION and (not missing or self._read_only):
             return
         if version is None and not self._create_schema:
             raise SchemaMissing(self._path)
@@ -384,6 +484,33 @@ class SQLiteStore:
 
 def _exists(path: str) -> bool:
     return path in ("", ":memory:") or Path(path).is_file()
+
+
+class _SharedRead:
+    """A read callers may join until it starts (see `count_by_status`)."""
+
+    __slots__ = ("future", "loop", "started")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.started = False
+        self.future: asyncio.Future[Mapping[JobStatus, int]] | None = None
+
+    def run_first(
+        self, session: Session, read: Callable[[Session], Mapping[JobStatus, int]]
+    ) -> Mapping[JobStatus, int]:
+        """On the read thread: close the read to newcomers, then run it."""
+        self.started = True
+        return read(session)
+
+
+def _nothing(connection: Connection) -> None:
+    """A call that only makes sure the writer thread has connected (and set up the file)."""
+
+
+def _describe(value: object) -> str:
+    kind = type(value)
+    return "None" if value is None else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _explain_missing_schema(error: StoreError) -> StoreError:

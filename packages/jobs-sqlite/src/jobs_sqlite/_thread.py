@@ -44,6 +44,11 @@ class StoreThread:
         # A store dropped without `close()` must not leave its thread waiting forever.
         weakref.finalize(self, self._queue.put, _STOP)
 
+    @property
+    def started(self) -> bool:
+        """Whether the thread was started (by a first `submit`)."""
+        return self._thread is not None
+
     def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Queue `fn`; the future settles with its result or exception on this loop."""
         if self._thread is None:
