@@ -11,11 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    LargeBinary,
+    Select,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    true,
+)
 
-from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate, rows_within_budget
 from jobs_sqlite import _statements as sql
 from jobs_sqlite._engine import read_transaction, write_transaction
 from jobs_sqlite._rows import (
@@ -33,6 +46,11 @@ from jobs_sqlite._sessions import Session
 
 _t = jobs_table.c
 _ALL: Final = [_t[name] for name in COLUMNS]
+#: `_ALL` with the JSON text `null` in place of the payload, which is then never read.
+_WITHOUT_PAYLOAD: Final = [
+    literal_column("'null'").label("payload") if name == "payload" else _t[name] for name in COLUMNS
+]
+_payload_bytes: Final = func.length(cast(_t.payload, LargeBinary))
 _PROCESSING: Final = JobStatus.PROCESSING.value
 
 
@@ -65,18 +83,39 @@ def list_jobs(connection: Connection, path: str, query: JobQuery) -> JobPage:
     if query.status is not None:
         conditions.append(_t.status == JobStatus(query.status).value)
     where = and_(true(), *conditions)
-    page = (
-        select(*_ALL)
-        .where(where)
-        .order_by(_t.created.desc(), _t.id.desc())
-        .limit(max(query.limit, 0))
-        .offset(max(query.offset, 0))
-    )
+    limit = max(query.limit, 0)
+    budget = query.max_payload_bytes if query.payloads else None
+
+    def newest_first(*columns: ColumnElement[Any], rows: int) -> Select[Any]:
+        return (
+            select(*columns)
+            .where(where)
+            .order_by(_t.created.desc(), _t.id.desc())
+            .limit(rows)
+            .offset(max(query.offset, 0))
+        )
+
     with read_transaction(connection):
         total = connection.scalar(select(func.count()).select_from(jobs_table).where(where))
-        rows = connection.execute(page).all()
-    items = from_rows(rows, path)
-    return JobPage(items=items, total=int(total or 0), limit=query.limit, offset=query.offset)
+        fitting = limit
+        if budget is not None:
+            # Sizes first (bytes of the stored text), so rows past the budget are never read.
+            sizes = connection.scalars(newest_first(_payload_bytes, rows=limit)).all()
+            fitting = rows_within_budget(sizes, budget)
+            truncated = fitting < len(sizes)
+        rows = connection.execute(
+            newest_first(*(_ALL if query.payloads else _WITHOUT_PAYLOAD), rows=fitting)
+        ).all()
+    if budget is None:
+        truncated = False
+    return JobPage(
+        items=from_rows(rows, path),
+        total=int(total or 0),
+        limit=query.limit,
+        offset=query.offset,
+        payloads=query.payloads,
+        truncated=truncated,
+    )
 
 
 def count_by_status(connection: Connection) -> Mapping[JobStatus, int]:
