@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 
 from jobs_core import Jobs
-from jobs_http._api import api_router
+from jobs_http._api import PAGE_BYTES, api_router
 from jobs_http._auth import Authenticate, token_checker
 from jobs_http._exceptions import EXCEPTION_HANDLERS
 from jobs_http._ui import ui_routes
@@ -41,13 +41,15 @@ def create_app(
     run_worker: bool = True,
     ui: bool = True,
     debug: bool = False,
+    page_bytes: int = PAGE_BYTES,
 ) -> Litestar:
     """The Jobs service: the superuser API, the admin UI and (unless `run_worker=False`) the worker.
 
     Give exactly one of `token` (the superuser bearer token) or `authenticate` (your own
     check of a presented bearer token, sync or async, returning True to allow). The app's
     lifespan starts `jobs`' worker and stops it gracefully (`JobsConfig.shutdown_grace`);
-    closing the store stays with whoever built it. `ui=False` leaves out the admin page.
+    closing the store stays with whoever built it. `ui=False` leaves out the admin page;
+    `page_bytes` bounds the payload bytes of one `GET /api/jobs` page.
     """
     if (token is None) == (authenticate is None):
         raise TypeError("create_app() needs exactly one of token= or authenticate=")
@@ -68,7 +70,11 @@ def create_app(
 
     max_body = jobs.config.max_payload_size + BODY_ENVELOPE
     app = Litestar(
-        route_handlers=[api_router(jobs, check), _root, *(ui_routes() if ui else [])],
+        route_handlers=[
+            api_router(jobs, check, page_bytes=page_bytes),
+            _root,
+            *(ui_routes() if ui else []),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=max_body,
