@@ -11,6 +11,7 @@ from jobs_core import (
     CannotDelete,
     CannotRequeue,
     EnqueueOptions,
+    InvalidOptions,
     InvalidPayload,
     Job,
     JobNotFound,
@@ -77,6 +78,23 @@ async def test_list_newest_first_with_filters(jobs: Jobs, clock: FakeClock) -> N
     only_a = await jobs.list(topic="a", status="pending")
     assert [j.payload for j in only_a.items] == [3, 1]
     assert only_a.total == 2
+
+
+async def test_list_passes_payloads_and_byte_budget_to_the_store(
+    jobs: Jobs, clock: FakeClock
+) -> None:
+    """`payloads=False` and `max_payload_bytes` reach the store; a bad budget is refused."""
+    for text in ("x" * 98, "y" * 98, "z" * 98):  # 100 bytes of JSON each
+        await jobs.enqueue("a", text)
+        clock.advance(timedelta(seconds=1))
+    cut = await jobs.list(max_payload_bytes=250)
+    assert ([j.payload for j in cut.items], cut.truncated) == (["z" * 98, "y" * 98], True)
+    bare = await jobs.list(payloads=False)
+    assert [j.payload for j in bare.items] == [None, None, None]
+    assert bare.payloads is False
+    for bad in (-1, True, 1.5, "10"):
+        with pytest.raises(InvalidOptions, match="max_payload_bytes"):
+            await jobs.list(max_payload_bytes=bad)  # type: ignore[arg-type]
 
 
 async def test_stats_counts_and_success_rate(jobs: Jobs) -> None:

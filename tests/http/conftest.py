@@ -32,7 +32,7 @@ JOB_KEYS = {
     "created",
     "updated",
 }
-PAGE_KEYS = {"items", "total", "limit", "offset"}
+PAGE_KEYS = {"items", "total", "limit", "offset", "payloads", "truncated"}
 STATS_KEYS = {"pending", "processing", "completed", "failed", "total", "success_rate"}
 ERROR_KEYS = {"status", "message", "data"}
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")

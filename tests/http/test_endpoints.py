@@ -100,7 +100,7 @@ async def test_processing_job_shows_locked_until(make_job: MakeJob) -> None:
 
 
 async def test_list_shape_and_defaults(client: Client, make_job: MakeJob) -> None:
-    """GET /api/jobs: {items, total, limit, offset}, newest first, limit 20 by default."""
+    """GET /api/jobs: {items, total, limit, offset, payloads, truncated}, newest first, limit 20."""
     made = [await make_job("pending") for _ in range(3)]
     response = await client.get("/api/jobs")
     assert response.status_code == 200
@@ -136,13 +136,27 @@ async def test_list_filters_and_paging(client: Client, make_job: MakeJob) -> Non
     assert failed["total"] == 1
     assert failed["items"][0]["status"] == "failed"
     both = (await client.get("/api/jobs", params={"status": "pending", "topic": "boom"})).json()
-    assert both == {"items": [], "total": 0, "limit": 20, "offset": 0}
+    assert both == {
+        "items": [],
+        "total": 0,
+        "limit": 20,
+        "offset": 0,
+        "payloads": True,
+        "truncated": False,
+    }
 
 
 async def test_list_offset_past_the_end_is_empty(client: Client, make_job: MakeJob) -> None:
     await make_job("pending")
     page = (await client.get("/api/jobs", params={"offset": 10**6})).json()
-    assert page == {"items": [], "total": 1, "limit": 20, "offset": 10**6}
+    assert page == {
+        "items": [],
+        "total": 1,
+        "limit": 20,
+        "offset": 10**6,
+        "payloads": True,
+        "truncated": False,
+    }
 
 
 async def test_list_limit_bounds_accepted(client: Client) -> None:

@@ -73,11 +73,13 @@ def test_enqueue_body_is_documented(schema: dict[str, Any]) -> None:
 
 def test_list_parameters_are_documented(schema: dict[str, Any]) -> None:
     params = {p["name"]: p for p in schema["paths"]["/api/jobs"]["get"]["parameters"]}
-    assert set(params) == {"topic", "status", "limit", "offset"}
+    assert set(params) == {"topic", "status", "limit", "offset", "payloads"}
     assert params["limit"]["schema"]["minimum"] == 1
     assert params["limit"]["schema"]["maximum"] == 500
     assert params["limit"]["schema"]["default"] == 20
     assert params["offset"]["schema"]["minimum"] == 0
+    assert params["payloads"]["schema"]["type"] == "boolean"
+    assert params["payloads"]["schema"]["default"] is True
 
 
 async def test_real_responses_match_the_schema(
@@ -87,6 +89,7 @@ async def test_real_responses_match_the_schema(
     processing = await make_job("processing")
     calls = [
         ("GET", "/api/jobs"),
+        ("GET", "/api/jobs?payloads=false"),
         ("GET", "/api/jobs/stats"),
         ("GET", f"/api/jobs/{failed['id']}"),
         ("GET", f"/api/jobs/{processing['id']}"),

@@ -82,6 +82,17 @@ def test_sign_in_shows_the_newest_jobs_and_the_counts(page: Page, server: Server
     assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
 
 
+def test_the_list_asks_for_no_payloads(page: Page, server: Server) -> None:
+    """The table shows no payloads, so its requests leave them out (`payloads=false`)."""
+    list_url = re.compile(r"/api/jobs(\?|$)")
+    lists: list[str] = []
+    page.on("request", lambda r: lists.append(r.url) if list_url.search(r.url) else None)
+    sign_in(page, server)
+    expect(rows(page)).to_have_count(20)
+    assert lists
+    assert all("payloads=false" in url for url in lists), lists
+
+
 def test_counts_refresh_live_and_never_faster_than_once_a_second(
     page: Page, server: Server
 ) -> None:

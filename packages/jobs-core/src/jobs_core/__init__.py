@@ -38,6 +38,7 @@ from jobs_core._model import (
     JobStatus,
     JobUpdate,
     JSONValue,
+    rows_within_budget,
 )
 from jobs_core._payload import MAX_DEPTH as MAX_PAYLOAD_DEPTH
 from jobs_core._payload import serialize as serialize_payload
@@ -95,5 +96,6 @@ __all__ = [
     "available_schemes",
     "exponential_backoff",
     "open_store",
+    "rows_within_budget",
     "serialize_payload",
 ]

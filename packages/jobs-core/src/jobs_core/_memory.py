@@ -11,7 +11,25 @@ import attrs
 from jobs_core import _transitions as transitions
 from jobs_core._errors import InvalidOptions, JobNotFound
 from jobs_core._ids import new_lock_token
-from jobs_core._model import MUTABLE_FIELDS, Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core._model import (
+    MUTABLE_FIELDS,
+    Job,
+    JobPage,
+    JobQuery,
+    JobStatus,
+    JobUpdate,
+    JSONValue,
+    rows_within_budget,
+)
+from jobs_core._payload import serialize
+
+#: Large enough for any payload: `serialize` only measures here, the service checked it.
+_NO_LIMIT = 2**62
+
+
+def _payload_size(payload: JSONValue) -> int:
+    """Bytes of the payload's compact JSON text, as a store that keeps text would hold."""
+    return len(serialize(payload, _NO_LIMIT).encode("utf-8"))
 
 
 class MemoryStore:
@@ -63,7 +81,21 @@ class MemoryStore:
         ]
         matches.sort(key=lambda job: (job.created, job.id), reverse=True)
         page = matches[query.offset : query.offset + query.limit]
-        return JobPage(items=page, total=len(matches), limit=query.limit, offset=query.offset)
+        fitting = len(page)
+        if query.payloads and query.max_payload_bytes is not None:
+            fitting = rows_within_budget(
+                (_payload_size(job.payload) for job in page), query.max_payload_bytes
+            )
+        if not query.payloads:
+            page = [attrs.evolve(job, payload=None) for job in page]
+        return JobPage(
+            items=page[:fitting],
+            total=len(matches),
+            limit=query.limit,
+            offset=query.offset,
+            payloads=query.payloads,
+            truncated=fitting < len(page),
+        )
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:
         """Counts per status."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -113,22 +113,53 @@ class EnqueueOptions:
 
 @attrs.frozen(kw_only=True)
 class JobQuery:
-    """Filters and paging of `list()`; `None` filters match everything."""
+    """Filters and paging of `list()`; `None` filters match everything.
+
+    `payloads=False` leaves the payload column unread (items carry `payload=None`), for
+    listings that show only the other fields. `max_payload_bytes` bounds the payload
+    bytes of one page, measured as the length of each payload's stored JSON text: the
+    page stops before the row that would take it over the budget, but always holds at
+    least one row when one matches, so a job bigger than the budget can still be read.
+    """
 
     topic: str | None = None
     status: JobStatus | None = None
     limit: int = 20
     offset: int = 0
+    payloads: bool = True
+    max_payload_bytes: int | None = None
 
 
 @attrs.frozen(kw_only=True)
 class JobPage:
-    """One page of `list()`: newest first, with `total` counted under the same filters."""
+    """One page of `list()`: newest first, with `total` counted under the same filters.
+
+    `truncated` is True when the payload byte budget ended the page before `limit` rows
+    while more matched; the next page then starts at `offset + len(items)`. `payloads`
+    says whether the items carry their payloads (False: every payload is `None`).
+    """
 
     items: Sequence[Job]
     total: int
     limit: int
     offset: int
+    payloads: bool = True
+    truncated: bool = False
+
+
+def rows_within_budget(payload_sizes: Iterable[int], max_payload_bytes: int) -> int:
+    """How many leading rows of a page fit `max_payload_bytes` (`JobQuery`'s rule).
+
+    Rows are taken while their running payload size stays within the budget; the first
+    row is always taken, so a page is never empty because one payload is too big.
+    """
+    taken = used = 0
+    for size in payload_sizes:
+        used += size
+        if taken and used > max_payload_bytes:
+            break
+        taken += 1
+    return taken
 
 
 @attrs.frozen(kw_only=True)

@@ -8,7 +8,13 @@ from typing import TypeVar
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, check_grace, check_max_retries
-from jobs_core._errors import JobBusy, JobNotFound, TopicAlreadyRegistered, UnreadableJob
+from jobs_core._errors import (
+    InvalidOptions,
+    JobBusy,
+    JobNotFound,
+    TopicAlreadyRegistered,
+    UnreadableJob,
+)
 from jobs_core._ids import new_job_id
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
@@ -165,12 +171,33 @@ class Jobs:
         status: JobStatus | str | None = None,
         limit: int = 20,
         offset: int = 0,
+        payloads: bool = True,
+        max_payload_bytes: int | None = None,
     ) -> JobPage:
-        """A page of jobs, newest first, with the total under the same filters."""
+        """A page of jobs, newest first, with the total under the same filters.
+
+        `payloads=False` lists without payloads; `max_payload_bytes` bounds the page's
+        payload bytes (see `JobQuery`; the page then says `truncated`).
+        """
         if topic is not None:
             check_topic(topic)
         limit, offset = check_page(limit, offset)
-        query = JobQuery(topic=topic, status=check_status(status), limit=limit, offset=offset)
+        if max_payload_bytes is not None and (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 0
+        ):
+            raise InvalidOptions(
+                f"max_payload_bytes must be a non-negative integer, got {max_payload_bytes!r}"
+            )
+        query = JobQuery(
+            topic=topic,
+            status=check_status(status),
+            limit=limit,
+            offset=offset,
+            payloads=bool(payloads),
+            max_payload_bytes=max_payload_bytes,
+        )
         return await self.store.list(query)
 
     async def stats(self) -> JobStats:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Request, delete, get, post
+import anyio.to_thread
+from litestar import MediaType, Request, Response, delete, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
@@ -22,7 +23,11 @@ from litestar.router import Router
 from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, Jobs, JobStatus
 from jobs_http._auth import Authenticate, superuser_guard
 from jobs_http._query import single_valued_query
-from jobs_http._wire import ErrorOut, JobOut, JobPageOut, StatsOut, parse_enqueue
+from jobs_http._wire import ErrorOut, JobOut, JobPageOut, StatsOut, encode_page, parse_enqueue
+
+#: Payload bytes one list page holds by default (the JSON text of its jobs' payloads);
+#: the page stops before the job that would pass it, and says `truncated`.
+PAGE_BYTES = 8 * 2**20
 
 #: Largest `offset` accepted (fits every database's 64-bit integers with room to spare).
 MAX_OFFSET = 2**62
@@ -107,6 +112,17 @@ def _check_digits(request: Request[Any, Any, Any], *names: str) -> None:
         raise ValidationException("Invalid request parameters.", extra=problems)
 
 
+def _check_boolean(request: Request[Any, Any, Any], *names: str) -> None:
+    """Refuse booleans other than `true` and `false` (Litestar also takes `1`, `yes`, ...)."""
+    problems = [
+        {"key": name, "message": "must be true or false"}
+        for name in names
+        if any(value not in ("true", "false") for value in request.query_params.getall(name, []))
+    ]
+    if problems:
+        raise ValidationException("Invalid request parameters.", extra=problems)
+
+
 @post(
     "/enqueue",
     status_code=200,
@@ -127,20 +143,52 @@ async def enqueue(request: Request[Any, Any, Any], jobs: NamedDependency[Jobs]) 
     return JobOut.from_job(job)
 
 
-@get("/", summary="List jobs", responses={**_COMMON, **_BAD_PARAMS})
+@get(
+    "/",
+    summary="List jobs",
+    responses={
+        200: ResponseSpec(
+            data_container=JobPageOut,
+            description="A page, newest first; `truncated` when the byte budget cut it short.",
+            generate_examples=False,
+        ),
+        **_COMMON,
+        **_BAD_PARAMS,
+    },
+)
 async def list_jobs(
     *,
     request: Request[Any, Any, Any],
     jobs: NamedDependency[Jobs],
+    page_bytes: NamedDependency[int],
     topic: Annotated[str | None, Parameter(description="Only jobs of this topic.")] = None,
     status: Annotated[JobStatus | None, Parameter(description="Only jobs in this status.")] = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size (1-500).")] = 20,
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Jobs to skip.")] = 0,
-) -> JobPageOut:
-    """A page of jobs, newest first, with the total under the same filters."""
+    payloads: Annotated[
+        bool,
+        Parameter(description="`false` lists jobs without their payloads (`payload` is null)."),
+    ] = True,
+) -> Response[bytes]:
+    """A page of jobs, newest first, with the total under the same filters.
+
+    The page's payloads are bounded in bytes (`PAGE_BYTES` by default): the page stops
+    before the job that would pass the budget and says `truncated`; it holds at least
+    one job. The JSON is encoded on a worker thread, one job at a time, so a big page
+    does not hold up the event loop.
+    """
     _check_digits(request, "limit", "offset")
-    page = await jobs.list(topic=topic, status=status, limit=limit, offset=offset)
-    return JobPageOut.from_page(page)
+    _check_boolean(request, "payloads")
+    page = await jobs.list(
+        topic=topic,
+        status=status,
+        limit=limit,
+        offset=offset,
+        payloads=payloads,
+        max_payload_bytes=page_bytes,
+    )
+    body = await anyio.to_thread.run_sync(encode_page, JobPageOut.from_page(page))
+    return Response(content=body, media_type=MediaType.JSON)
 
 
 @get("/stats", summary="Job statistics", responses=_COMMON)
@@ -177,17 +225,23 @@ async def delete_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> None
     await jobs.delete(job_id)
 
 
-def api_router(jobs: Jobs, authenticate: Authenticate) -> Router:
-    """`/api/jobs`, guarded by `authenticate`, never cached."""
+def api_router(jobs: Jobs, authenticate: Authenticate, *, page_bytes: int = PAGE_BYTES) -> Router:
+    """`/api/jobs`, guarded by `authenticate`, never cached; list pages hold `page_bytes`."""
 
     def provide_jobs() -> Jobs:
         return jobs
+
+    def provide_page_bytes() -> int:
+        return page_bytes
 
     return Router(
         path="/api/jobs",
         route_handlers=[enqueue, list_jobs, stats, get_job, requeue, delete_job],
         guards=[superuser_guard(authenticate), single_valued_query],
-        dependencies={"jobs": Provide(provide_jobs, sync_to_thread=False)},
+        dependencies={
+            "jobs": Provide(provide_jobs, sync_to_thread=False),
+            "page_bytes": Provide(provide_page_bytes, sync_to_thread=False),
+        },
         cache_control=CacheControlHeader(no_store=True),
         tags=["jobs"],
         security=[{"superuser": []}],

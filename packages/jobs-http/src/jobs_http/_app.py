@@ -15,7 +15,7 @@ from litestar.response import Redirect
 from litestar.router import Router
 
 from jobs_core import Jobs
-from jobs_http._api import api_router
+from jobs_http._api import PAGE_BYTES, api_router
 from jobs_http._asgi import JobsApp
 from jobs_http._auth import Authenticate, token_checker
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
@@ -52,13 +52,15 @@ def create_app(
     run_worker: bool = True,
     ui: bool = True,
     debug: bool = False,
+    page_bytes: int = PAGE_BYTES,
 ) -> Litestar:
     """The Jobs service: the superuser API, the admin UI and (unless `run_worker=False`) the worker.
 
     Give exactly one of `token` (the superuser bearer token) or `authenticate` (your own
     check of a presented bearer token, sync or async, returning True to allow). The app's
     lifespan starts `jobs`' worker and stops it gracefully (`JobsConfig.shutdown_grace`);
-    closing the store stays with whoever built it. `ui=False` leaves out the admin page.
+    closing the store stays with whoever built it. `ui=False` leaves out the admin page;
+    `page_bytes` bounds the payload bytes of one `GET /api/jobs` page.
     """
     if (token is None) == (authenticate is None):
         raise TypeError("create_app() needs exactly one of token= or authenticate=")
@@ -79,7 +81,11 @@ def create_app(
 
     max_body = jobs.config.max_payload_size + BODY_ENVELOPE
     app = JobsApp(
-        route_handlers=[api_router(jobs, check), _root, *(ui_routes() if ui else [])],
+        route_handlers=[
+            api_router(jobs, check, page_bytes=page_bytes),
+            _root,
+            *(ui_routes() if ui else []),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=max_body,

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from litestar.serialization import encode_json
 
 from jobs_core import EnqueueOptions, InvalidInput, Job, JobPage, JobStats, JobStatus
 
@@ -85,6 +86,11 @@ class JobPageOut:
     total: int
     limit: int
     offset: int
+    #: False when the jobs were listed without payloads (`?payloads=false`): all null.
+    payloads: bool
+    #: True when the page's byte budget ended it before `limit` jobs while more matched;
+    #: the next page starts at `offset` + the number of items.
+    truncated: bool
 
     @classmethod
     def from_page(cls, page: JobPage) -> JobPageOut:
@@ -94,7 +100,28 @@ class JobPageOut:
             total=page.total,
             limit=page.limit,
             offset=page.offset,
+            payloads=page.payloads,
+            truncated=page.truncated,
         )
+
+
+def encode_page(page: JobPageOut) -> bytes:
+    """The page's JSON, encoded one job at a time.
+
+    Each job is its own short call into the encoder, so a thread running this lets the
+    event loop's thread take the GIL between jobs instead of waiting for the whole page.
+    """
+    parts = [b'{"items":[']
+    for item in page.items:
+        parts += (encode_json(item), b",")
+    if page.items:
+        parts.pop()  # the last comma
+    rest = encode_json({name: getattr(page, name) for name in _PAGE_FIELDS})
+    parts += (b"],", rest[1:])
+    return b"".join(parts)  # one copy of the page, however many jobs it holds
+
+
+_PAGE_FIELDS = tuple(field.name for field in attrs.fields(JobPageOut) if field.name != "items")
 
 
 @attrs.frozen(kw_only=True)

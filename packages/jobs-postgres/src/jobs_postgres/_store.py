@@ -28,6 +28,7 @@ from jobs_core import (
     JobUpdate,
     SchemaMissing,
     StoreError,
+    rows_within_budget,
 )
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
@@ -451,25 +452,50 @@ class PostgresStore:
             where.append(t.c.topic == query.topic)
         if query.status is not None:
             where.append(t.c.status == JobStatus(query.status).value)
-        page = (
-            sa.select(t)
-            .where(*where)
-            .order_by(t.c.created.desc(), t.c.id.desc())
-            .limit(query.limit)
-            .offset(query.offset)
+        budget = query.max_payload_bytes if query.payloads else None
+        columns = (
+            [t]
+            if query.payloads
+            else [sa.null().label("payload") if c.name == "payload" else c for c in t.c]
         )
 
-        async def read(conn: AsyncConnection) -> tuple[Sequence[Any], Any]:
+        def newest_first(*selected: Any, rows: int) -> sa.Select[Any]:
+            return (
+                sa.select(*selected)
+                .where(*where)
+                .order_by(t.c.created.desc(), t.c.id.desc())
+                .limit(rows)
+                .offset(query.offset)
+            )
+
+        async def read(conn: AsyncConnection) -> tuple[Sequence[Any], Any, bool]:
+            page = newest_first(*columns, rows=query.limit)
+            truncated = False
+            if budget is not None:
+                # Sizes first (bytes of the JSON text), so rows past the budget are not
+                # read; then exactly the rows that fit, by id, whatever changed since.
+                size = sa.func.octet_length(sa.cast(t.c.payload, sa.Text))
+                sized = (await conn.execute(newest_first(t.c.id, size, rows=query.limit))).all()
+                fitting = rows_within_budget((bytes_ for _, bytes_ in sized), budget)
+                truncated = fitting < len(sized)
+                ids = [job_id for job_id, _ in sized[:fitting]]
+                page = (
+                    sa.select(*columns)
+                    .where(t.c.id.in_(ids))
+                    .order_by(t.c.created.desc(), t.c.id.desc())
+                )
             rows = (await conn.execute(page)).mappings().all()
             total = await conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where))
-            return rows, total
+            return rows, total, truncated
 
-        rows, total = await self._read("listing jobs", read)
+        rows, total, truncated = await self._read("listing jobs", read)
         return JobPage(
             items=[to_job(row) for row in rows],
             total=int(total or 0),
             limit=query.limit,
             offset=query.offset,
+            payloads=query.payloads,
+            truncated=truncated,
         )
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:

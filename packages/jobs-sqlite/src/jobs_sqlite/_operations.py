@@ -16,7 +16,15 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, delete, insert
 
-from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate, UnreadableJob
+from jobs_core import (
+    Job,
+    JobPage,
+    JobQuery,
+    JobStatus,
+    JobUpdate,
+    UnreadableJob,
+    rows_within_budget,
+)
 from jobs_sqlite import _statements as sql
 from jobs_sqlite._engine import write_transaction
 from jobs_sqlite._rows import (
@@ -62,28 +70,46 @@ def get(session: Session, path: str, job_id: str) -> Job | None:
 
 def list_jobs(session: Session, path: str, query: JobQuery) -> JobPage:
     """A page newest first, and the total, from one snapshot."""
-    total, rows = list_rows(session, query)
-    return page_of(total, rows, path, query)
+    total, rows, truncated = list_rows(session, query)
+    return page_of(total, rows, truncated, path, query)
 
 
-def page_of(total: int, rows: Sequence[Sequence[Any]], path: str, query: JobQuery) -> JobPage:
+def page_of(
+    total: int, rows: Sequence[Sequence[Any]], truncated: bool, path: str, query: JobQuery
+) -> JobPage:
     """The `JobPage` of `list_rows`' answer."""
-    items = from_rows(rows, path)
-    return JobPage(items=items, total=total, limit=query.limit, offset=query.offset)
+    return JobPage(
+        items=from_rows(rows, path),
+        total=total,
+        limit=query.limit,
+        offset=query.offset,
+        payloads=query.payloads,
+        truncated=truncated,
+    )
 
 
-def list_rows(session: Session, query: JobQuery) -> tuple[int, list[Any]]:
-    """The total and the page's rows (not yet `Job`s), from one snapshot."""
+def list_rows(session: Session, query: JobQuery) -> tuple[int, list[Any], bool]:
+    """The total, the page's rows (not yet `Job`s) and whether the page's payload byte
+    budget cut it short of its limit, from one snapshot."""
     filters: list[object] = []
     if query.topic is not None:
         filters.append(query.topic)
     if query.status is not None:
         filters.append(JobStatus(query.status).value)
-    total_sql, page_sql = sql.list_page(query.topic is not None, query.status is not None)
+    total_sql, page_sql, sizes_sql = sql.list_page(
+        query.topic is not None, query.status is not None, query.payloads
+    )
+    limit, offset = max(query.limit, 0), max(query.offset, 0)
+    budget = query.max_payload_bytes if query.payloads else None
+    truncated = False
     with session.read():
         ((total,),) = session.fetch(total_sql, filters)
-        rows = session.fetch(page_sql, [*filters, max(query.limit, 0), max(query.offset, 0)])
-    return int(total), rows
+        if budget is not None:
+            sizes = [size for (size,) in session.fetch(sizes_sql, [*filters, limit, offset])]
+            fitting = rows_within_budget(sizes, budget)
+            truncated, limit = fitting < len(sizes), fitting
+        rows = session.fetch(page_sql, [*filters, limit, offset]) if limit else []
+    return int(total), rows, truncated
 
 
 def count_by_status(session: Session) -> Mapping[JobStatus, int]:

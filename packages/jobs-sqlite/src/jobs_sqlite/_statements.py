@@ -36,16 +36,27 @@ EXPIRED: Final = (
 )
 
 
-@lru_cache(maxsize=8)
-def list_page(by_topic: bool, by_status: bool) -> tuple[str, str]:
-    """The total and the page (newest first) of `list`, filtered on the columns asked
-    for. Parameters: the topic and/or status, then (page only) limit, offset. Unfiltered
-    there is no WHERE at all: SQLite counts a whole table without reading its rows."""
+#: `_ALL` with the JSON text `null` in place of the payload, which is then never read.
+_ALL_BUT_PAYLOAD: Final = ", ".join(
+    "'null' AS payload" if name == "payload" else name for name in COLUMNS
+)
+
+
+@lru_cache(maxsize=16)
+def list_page(by_topic: bool, by_status: bool, payloads: bool = True) -> tuple[str, str, str]:
+    """The total, the page (newest first) and the page's payload sizes of `list`, filtered
+    on the columns asked for. Parameters: the topic and/or status, then (page and sizes
+    only) limit, offset. Unfiltered there is no WHERE at all: SQLite counts a whole table
+    without reading its rows. The sizes are the bytes of each row's stored JSON text, read
+    before the payloads so that rows past a page's byte budget are never read."""
     conditions = [name for name, on in (("topic", by_topic), ("status", by_status)) if on]
     where = " WHERE " + " AND ".join(f"{name} = ?" for name in conditions) if conditions else ""
+    order = " ORDER BY created DESC, id DESC LIMIT ? OFFSET ?"
     total = f"SELECT count(*) FROM jobs{where}"  # noqa: S608
-    page = f"SELECT {_ALL} FROM jobs{where} ORDER BY created DESC, id DESC LIMIT ? OFFSET ?"  # noqa: S608
-    return total, page
+    columns = _ALL if payloads else _ALL_BUT_PAYLOAD
+    page = f"SELECT {columns} FROM jobs{where}{order}"  # noqa: S608
+    sizes = f"SELECT length(CAST(payload AS BLOB)) FROM jobs{where}{order}"  # noqa: S608
+    return total, page, sizes
 
 
 @lru_cache(maxsize=64)

@@ -199,8 +199,8 @@ class SQLiteStore:
         """Filter, newest first, page; the total under the same filters."""
         # Rows become `Job`s here, not on the read thread: there the conversion's Python
         # would hold the GIL each time the loop's own SQLite calls let go of it.
-        total, rows = await self._call_read("listing jobs", ops.list_rows, query)
-        return ops.page_of(total, rows, self._path, query)
+        total, rows, truncated = await self._call_read("listing jobs", ops.list_rows, query)
+        return ops.page_of(total, rows, truncated, self._path, query)
 
     async def count_by_status(self) -> Mapping[JobStatus, int]:
         """Counts per status.

@@ -140,6 +140,54 @@ class JobStoreContract:
         none = await store.list(JobQuery(status=JobStatus.FAILED))
         assert (list(none.items), none.total) == ([], 0)
 
+    async def test_list_without_payloads_keeps_everything_else(self, store: JobStore) -> None:
+        """`payloads=False`: same rows, order and total; every payload is `None`."""
+        jobs = [make_job(payload={"n": i}, now=_T0 + timedelta(seconds=i)) for i in range(4)]
+        await store.insert(jobs)
+        expected = sorted(jobs, key=lambda j: (j.created, j.id), reverse=True)
+        page = await store.list(JobQuery(limit=3, offset=1, payloads=False))
+        assert (page.total, page.limit, page.offset) == (4, 3, 1)
+        assert (page.payloads, page.truncated) == (False, False)
+        assert list(page.items) == [attrs.evolve(j, payload=None) for j in expected[1:4]]
+        whole = await store.list(JobQuery(limit=3, offset=1))
+        assert whole.payloads is True
+        assert list(whole.items) == expected[1:4]
+
+    async def test_list_stops_at_the_payload_byte_budget(self, store: JobStore) -> None:
+        """Rows are taken while their payload JSON fits the budget; the page says truncated."""
+        # A string of n ASCII letters is n + 2 bytes of JSON text in every store.
+        sizes = [1000, 3000, 500, 500, 4000]
+        jobs = [
+            make_job(payload="x" * (size - 2), now=_T0 + timedelta(seconds=-i))
+            for i, size in enumerate(sizes)
+        ]
+        await store.insert(jobs)  # newest first is the order of `sizes`
+
+        page = await store.list(JobQuery(limit=10, max_payload_bytes=4499))
+        assert list(page.items) == jobs[:2], "1000 + 3000 fit, + 500 would not"
+        assert (page.total, page.truncated, page.payloads) == (5, True, True)
+
+        exact = await store.list(JobQuery(limit=10, offset=1, max_payload_bytes=4000))
+        assert list(exact.items) == jobs[1:4], "a page may use the budget exactly"
+        assert (exact.total, exact.truncated) == (5, True)
+
+        huge = await store.list(JobQuery(limit=10, offset=4, max_payload_bytes=10))
+        assert list(huge.items) == jobs[4:], "one row even when it alone is over budget"
+        assert huge.truncated is False, "nothing more matched"
+
+        first = await store.list(JobQuery(limit=10, max_payload_bytes=0))
+        assert (list(first.items), first.truncated) == (jobs[:1], True)
+
+        by_limit = await store.list(JobQuery(limit=2, max_payload_bytes=10_000))
+        assert (list(by_limit.items), by_limit.truncated) == (jobs[:2], False)
+
+        bare = await store.list(JobQuery(limit=10, payloads=False, max_payload_bytes=0))
+        assert len(bare.items) == 5, "without payloads the budget has nothing to count"
+        assert bare.truncated is False
+
+        nothing = await store.list(JobQuery(limit=10, offset=5, max_payload_bytes=0))
+        assert (list(nothing.items), nothing.total, nothing.truncated) == ([], 5, False)
+
     async def test_claim_takes_due_jobs_of_given_topics_in_order(self, store: JobStore) -> None:
         """Order (`run_at`, `id`); future jobs and other topics are left alone."""
         due = [make_job(run_at=_T0 - timedelta(seconds=s)) for s in (1, 3, 2)]
@@ -493,13 +541,28 @@ def make_state_machine(
             status=st.none() | st.sampled_from(list(JobStatus)),
             limit=st.integers(1, 5),
             offset=st.integers(0, 6),
+            payloads=st.booleans(),
+            max_payload_bytes=st.none() | st.integers(0, 40),
         )
         def list_jobs(
-            self, topic: str | None, status: JobStatus | None, limit: int, offset: int
+            self,
+            *,
+            topic: str | None,
+            status: JobStatus | None,
+            limit: int,
+            offset: int,
+            payloads: bool,
+            max_payload_bytes: int | None,
         ) -> None:
-            page = self.run(
-                self.store.list(JobQuery(topic=topic, status=status, limit=limit, offset=offset))
+            query = JobQuery(
+                topic=topic,
+                status=status,
+                limit=limit,
+                offset=offset,
+                payloads=payloads,
+                max_payload_bytes=max_payload_bytes,
             )
+            page = self.run(self.store.list(query))
             matches = sorted(
                 (
                     j
@@ -511,7 +574,21 @@ def make_state_machine(
                 reverse=True,
             )
             assert page.total == len(matches)
-            assert list(page.items) == matches[offset : offset + limit]
+            assert page.payloads is payloads
+            wanted = matches[offset : offset + limit]
+            if not payloads:
+                wanted = [attrs.evolve(j, payload=None) for j in wanted]
+            items = list(page.items)
+            if payloads and max_payload_bytes is not None:
+                # How a store measures JSON text may differ (spacing, characters or
+                # bytes), so check the shape of the cut rather than where it falls.
+                assert items == wanted[: len(items)], "a budgeted page is a prefix"
+                assert bool(items) == bool(wanted), "at least one row when any matches"
+                assert page.truncated is (len(items) < len(wanted))
+                event("list cut by budget" if page.truncated else "list within budget")
+            else:
+                assert items == wanted
+                assert page.truncated is False
 
         @rule(job_id=job_ids)
         def get(self, job_id: str) -> None:

@@ -59,7 +59,8 @@ const jobPath = (id) => `/api/jobs/${encodeURIComponent(id)}`;
 export function api(token) {
   return {
     stats: () => call(token, "GET", "/api/jobs/stats"),
-    list: (query) => call(token, "GET", "/api/jobs", query),
+    // The table shows no payloads, so the list leaves them out (the detail view gets them).
+    list: (query) => call(token, "GET", "/api/jobs", { ...query, payloads: "false" }),
     get: (id) => call(token, "GET", jobPath(id)),
     requeue: (id) => call(token, "POST", `${jobPath(id)}/requeue`),
     remove: (id) => call(token, "DELETE", jobPath(id)),
