@@ -128,7 +128,8 @@ class Schema:
 
     async def _pending_index_present(self, conn: AsyncConnection) -> bool:
         prefix = f"{self.schema}." if self.schema else ""
-        found = await conn.scalar(sa.select(sa.func.to_regclass(prefix + self.pending_index.name)))
+        name = f"{prefix}{self.pending_index.name}"
+        found = await conn.scalar(sa.select(sa.func.to_regclass(name)))
         return found is not None
 
     async def create(self, conn: AsyncConnection) -> None:
