@@ -150,6 +150,15 @@ async def analyze(url: str, table: str) -> None:
         await conn.close()
 
 
+async def keep_unanalyzed(url: str, table: str) -> None:
+    """Keep autovacuum off `table`, so it stays without statistics for the whole run."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    finally:
+        await conn.close()
+
+
 async def _drain_loop(url: str, table: str, batch: int, counter: list[int]) -> None:
     conn = await asyncpg.connect(url)
     try:
