@@ -36,6 +36,7 @@ class Backend(Protocol):
     async def inserter(self, table: str) -> Inserter: ...
     async def fill_pending(self, table: str, n: int) -> None: ...
     async def analyze(self, table: str) -> None: ...
+    async def keep_unanalyzed(self, table: str) -> None: ...
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float: ...
     async def fill_finished(self, table: str, n: int) -> None: ...
     async def describe(self) -> str: ...
@@ -85,6 +86,9 @@ class SQLiteBackend:
 
     async def analyze(self, table: str) -> None:
         return None  # the floors do not ANALYZE on SQLite either
+
+    async def keep_unanalyzed(self, table: str) -> None:
+        return None  # SQLite never analyzes on its own
 
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float:
         return _sqlite_raw.drain(self.path(table), n, batch)
@@ -147,6 +151,9 @@ class PostgresBackend:
 
     async def analyze(self, table: str) -> None:
         await _pg_raw.analyze(self._url, table)
+
+    async def keep_unanalyzed(self, table: str) -> None:
+        await _pg_raw.keep_unanalyzed(self._url, table)
 
     async def drain_floor(self, table: str, n: int, *, batch: int) -> float:
         # One commit per job runs 10 connections (like a pool of 10); batched runs one

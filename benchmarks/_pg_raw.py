@@ -31,15 +31,19 @@ def _insert(table: str) -> str:
 
 
 def _claim(table: str) -> str:
+    """The store's claim statement (`jobs_postgres._statements`), written out."""
     return f"""
     WITH picked AS (
-        SELECT id FROM {table}
-        WHERE status = 'pending' AND run_at <= $1 AND topic = ANY($2::text[])
-        ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
+        SELECT c.id FROM unnest($2::text[]) AS w(topic) CROSS JOIN LATERAL (
+            SELECT id, run_at FROM {table}
+            WHERE status = 'pending' AND topic = w.topic AND run_at <= $1
+            ORDER BY run_at, id LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED
+        ) AS c
+        ORDER BY c.run_at, c.id LIMIT $3
     )
     UPDATE {table} AS t SET status = 'processing', locked_until = $4,
         lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1
-    FROM picked WHERE t.id = picked.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.*
     """
 
@@ -146,6 +150,15 @@ async def analyze(url: str, table: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f"ANALYZE {table}")
+    finally:
+        await conn.close()
+
+
+async def keep_unanalyzed(url: str, table: str) -> None:
+    """Keep autovacuum off `table`, so it stays without statistics for the whole run."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
     finally:
         await conn.close()
 

@@ -40,6 +40,7 @@ def test_benchmarks_print_the_table_on_sqlite(tmp_path: Path) -> None:
     for workload in (
         "W1 enqueue 200 one by one",
         "W2 drain 200",
+        "W2 drain 200 (pool 10), table not analyzed",
         "W2 worker peak RSS",
         "W3 wake-up, same process",
         "Scale: claim p50 at 1,000 finished",

@@ -156,7 +156,7 @@ async def test_claim_query_uses_the_partial_index(db_url: str) -> None:
     plan = "\n".join(str(r[0]) for r in rows)
     await jobs.aclose()
     print("PostgreSQL claim plan:\n" + plan)
-    assert "plan_check_pending_idx" in plan, plan
+    assert "plan_check_pending_topic_idx" in plan, plan
     assert "Seq Scan" not in plan, plan
 
 

@@ -274,7 +274,7 @@ async def test_claim_plan_uses_the_pending_index(pg_store: PostgresStore, pg_url
     finally:
         await conn.close()
     plan = "\n".join(row[0] for row in rows)
-    assert f"{name}_pending_idx" in plan, plan
+    assert f"{name}_pending_topic_idx" in plan, plan
     assert "Seq Scan" not in plan, plan
 
 

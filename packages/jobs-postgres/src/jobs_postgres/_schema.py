@@ -57,9 +57,11 @@ class Schema:
             ),
         )
         c = self.jobs.c
-        # The claim reads this index only: due pending jobs in (run_at, id) order.
-        sa.Index(
-            f"{table}_pending_idx",
+        # The claim reads this index only: one ordered walk per claimed topic over its
+        # pending jobs by (run_at, id), so no plan needs to sort (see `_statements`).
+        self.pending_index = sa.Index(
+            f"{table}_pending_topic_idx",
+            c.topic,
             c.run_at,
             c.id,
             postgresql_where=c.status == "pending",
@@ -108,10 +110,32 @@ class Schema:
         version = await conn.scalar(sa.select(sa.func.max(self.versions.c.version)))
         return None if version is None else int(version)
 
+    def pending_by_topic_ddl(self) -> list[str]:
+        """Bring a table laid out by an earlier release to this claim index: the
+        per-topic pending index in, the `(run_at, id)` one it replaces out.
+
+        Plain `CREATE INDEX` (not CONCURRENTLY: it runs inside the setup transaction),
+        so writers wait while it is built: a few seconds per million pending jobs.
+        Idempotent; one step of the numbered migrations to come.
+        """
+        prefix = f'"{self.schema}".' if self.schema else ""
+        index = self.pending_index
+        create = sa.schema.CreateIndex(index, if_not_exists=True)
+        return [
+            str(create.compile(dialect=pg.dialect())),  # type: ignore[no-untyped-call]
+            f'DROP INDEX IF EXISTS {prefix}"{self.name}_pending_idx"',
+        ]
+
+    async def _pending_index_present(self, conn: AsyncConnection) -> bool:
+        prefix = f"{self.schema}." if self.schema else ""
+        name = f"{prefix}{self.pending_index.name}"
+        found = await conn.scalar(sa.select(sa.func.to_regclass(name)))
+        return found is not None
+
     async def create(self, conn: AsyncConnection) -> None:
         """Create what is missing, in the caller's transaction, under the advisory lock."""
         found = await self.installed_version(conn)
-        if found == SCHEMA_VERSION:
+        if found == SCHEMA_VERSION and await self._pending_index_present(conn):
             return
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self.lock_key)))
         found = await self.installed_version(conn)
@@ -121,6 +145,12 @@ class Schema:
                 f" understands up to {SCHEMA_VERSION}: upgrade jobs-postgres"
             )
         if found == SCHEMA_VERSION:
+            # Same columns, older claim index: the version stays 1, so processes still
+            # running the previous release keep working (their claim just sorts again).
+            if not await self._pending_index_present(conn):
+                for statement in self.pending_by_topic_ddl():
+                    await conn.execute(sa.text(statement))
+                log.info("added the per-topic claim index to %s", self.qualified)
             return
         if self.schema is not None:
             await conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
