@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar, cast
@@ -376,24 +376,24 @@ class SQLiteStore:
         access: Callable[[Connection], object],
     ) -> T:
         """On the store thread: connect if needed, run `fn`, translate driver errors."""
-        try:
+        with self._translated(doing):
             connection = self._connection or self._connect()
             if self._inline:
                 self._session_of(connection).wait_when_busy(True)
             return fn(access(connection), *args)
-        except sqlite3.Error as exc:
-            raise translate(exc, self._path, doing) from exc
-        except sa_exc.DBAPIError as exc:
-            raise translate(exc, self._path, doing) from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"SQLite store {self._path}: {doing} failed: {exc}") from exc
 
     def _run_read(self, doing: str, fn: Callable[..., T], args: tuple[object, ...]) -> T:
         """On the read thread: connect the reader if needed, run `fn`, translate errors."""
-        try:
+        with self._translated(doing):
             if self._reader_session is None:
                 self._connect_reader()
             return fn(self._reader_session, *args)
+
+    @contextlib.contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        """Driver and SQLAlchemy errors of a call, as `jobs_core` errors naming the file."""
+        try:
+            yield
         except sqlite3.Error as exc:
             raise translate(exc, self._path, doing) from exc
         except sa_exc.DBAPIError as exc:
