@@ -81,9 +81,14 @@ class PortUnavailable(OSError):
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to `host:port` (not yet listening), or `PortUnavailable`."""
+    """A TCP socket bound to `host:port` (not yet listening), or `PortUnavailable`.
+
+    The protocol is named (`IPPROTO_TCP`, not 0): asyncio turns Nagle's algorithm off
+    only on such sockets, and with it on every response body waits for the client's
+    delayed ACK of the head (about 40 ms per kept-alive request).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
