@@ -12,11 +12,17 @@ class JobsError(Exception):
     """Base class of every error Jobs raises on purpose."""
 
 
+def _shown_id(job_id: str) -> str:
+    """A job id as messages show it: quoted, cut after 64 characters (ids come from
+    clients, and a 100 kB one must not come back in full)."""
+    return f"{job_id[:64]!r}{'...' if len(job_id) > 64 else ''}"
+
+
 class JobNotFound(JobsError, LookupError):
     """No job has this id."""
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id[:64]!r}{'...' if len(job_id) > 64 else ''} not found")
+        super().__init__(f"job {_shown_id(job_id)} not found")
         self.job_id = job_id
 
 
@@ -115,12 +121,16 @@ class UnreadableJob(StoreError):
     def __init__(
         self, job_id: str, problem: str, status: str | None = None, *, store: str = ""
     ) -> None:
-        shown = job_id if len(job_id) <= 64 else job_id[:64] + "…"
-        self.summary = f"stored job {shown!r} cannot be read: {problem}"
+        self.summary = f"stored job {_shown_id(job_id)} cannot be read: {problem}"
         super().__init__(f"{store}: {self.summary}" if store else self.summary)
         self.job_id = job_id
         self.problem = problem
         self.status = status
+
+    @property
+    def failed_reason(self) -> str:
+        """`last_error` of the row once a claim or sweep has moved it to `failed`."""
+        return f"moved to failed: the stored row could not be read ({self.problem})"
 
 
 class StoreUnavailable(StoreError):

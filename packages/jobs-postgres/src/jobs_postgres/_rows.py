@@ -106,11 +106,6 @@ def decode_each(rows: Sequence[Mapping[Any, Any]]) -> tuple[list[Job], list[Unre
     return jobs, bad
 
 
-def quarantine_reason(error: UnreadableJob) -> str:
-    """`last_error` of a row moved to `failed` because it could not be read."""
-    return f"moved to failed: the stored row could not be read ({error.problem})"
-
-
 def unreadable(row: Mapping[Any, Any], exc: Exception) -> UnreadableJob:
     """The `UnreadableJob` for `row`, carrying its status text when that is readable."""
     status = row["status"]

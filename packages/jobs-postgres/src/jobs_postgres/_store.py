@@ -38,7 +38,6 @@ from jobs_postgres._rows import (
     canonical_id,
     decode_each,
     dumps,
-    quarantine_reason,
     to_job,
     to_row,
 )
@@ -551,7 +550,7 @@ class PostgresStore:
                                 run_at=now,
                                 locked_until=None,
                                 lock_token=None,
-                                last_error=quarantine_reason(error),
+                                last_error=error.failed_reason,
                                 updated=now,
                             )
                         )

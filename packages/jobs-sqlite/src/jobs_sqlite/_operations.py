@@ -169,12 +169,7 @@ def quarantine_values(row: Sequence[Any], error: UnreadableJob, now: datetime) -
     """The `_QUARANTINE_SQL` parameters for `row` (columns in `COLUMNS` order)."""
     values = dict(zip(COLUMNS, row, strict=False))
     stamp = format_time(now)
-    return (stamp, quarantine_reason(error), stamp, values["id"], values["lock_token"])
-
-
-def quarantine_reason(error: UnreadableJob) -> str:
-    """`last_error` of a row moved to `failed` because it could not be read."""
-    return f"moved to failed: the stored row could not be read ({error.problem})"
+    return (stamp, error.failed_reason, stamp, values["id"], values["lock_token"])
 
 
 Unreadable = tuple[Sequence[Any], UnreadableJob]
