@@ -18,18 +18,25 @@ from jobs_core._errors import (
     LockLost,
     PayloadTooLarge,
     SchemaMissing,
+    SchemaTooNew,
     StoreError,
     StoreUnavailable,
     TopicAlreadyRegistered,
     UnknownStoreScheme,
     UnreadableJob,
 )
+from jobs_core._fields import FieldKind, FieldSpec
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
+    CLAIM_FIELDS,
     EARLIEST_TIME,
     JOB_FIELDS,
+    JOB_SCHEMA,
     LATEST_TIME,
     MUTABLE_FIELDS,
+    OPTION_FIELDS,
+    TIME_FIELDS,
+    WIRE_FIELDS,
     EnqueueOptions,
     Job,
     JobPage,
@@ -48,7 +55,7 @@ from jobs_core._transitions import LOCK_EXPIRED
 from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH
 from jobs_core._worker import Handler
 from jobs_core.clock import Clock, SystemClock
-from jobs_core.ports import JobStore
+from jobs_core.ports import JobStore, MigratableStore, SchemaVersion
 
 __all__ = [
     "LOCK_EXPIRED",
@@ -56,14 +63,21 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRIES_LIMIT",
     "MAX_TOPIC_LENGTH",
+    "CLAIM_FIELDS",
     "EARLIEST_TIME",
     "JOB_FIELDS",
+    "JOB_SCHEMA",
     "LATEST_TIME",
     "MUTABLE_FIELDS",
+    "OPTION_FIELDS",
+    "TIME_FIELDS",
+    "WIRE_FIELDS",
     "CannotDelete",
     "CannotRequeue",
     "Clock",
     "EnqueueOptions",
+    "FieldKind",
+    "FieldSpec",
     "Handler",
     "IllegalTransition",
     "InvalidInput",
@@ -85,8 +99,11 @@ __all__ = [
     "JobsError",
     "LockLost",
     "MemoryStore",
+    "MigratableStore",
     "PayloadTooLarge",
     "SchemaMissing",
+    "SchemaTooNew",
+    "SchemaVersion",
     "StoreError",
     "StoreUnavailable",
     "SystemClock",

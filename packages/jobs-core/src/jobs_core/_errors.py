@@ -145,6 +145,23 @@ class SchemaMissing(StoreError):
         self.url = url
 
 
+class SchemaTooNew(StoreError):
+    """The database's jobs schema is newer than this release knows: upgrade the package.
+
+    Raised before anything is written, so a process running an older release next to
+    newer ones stops instead of writing rows in a layout it does not understand.
+    """
+
+    def __init__(self, where: str, found: int, known: int) -> None:
+        super().__init__(
+            f"the jobs schema at {where} is version {found}, newer than this release"
+            f" knows (up to {known}): upgrade the jobs packages"
+        )
+        self.where = where
+        self.found = found
+        self.known = known
+
+
 class UnknownStoreScheme(JobsError, ValueError):
     """No installed store adapter handles this URL scheme."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from jobs_core._fields import FieldKind, FieldSpec, job_field, schema_of
 from jobs_core._payload import unmarshal
 
 if TYPE_CHECKING:
@@ -17,6 +19,15 @@ else:
     JSONValue = Any
 
 T = TypeVar("T")
+
+ID, TEXT, JSON, TIME, INT, STATUS = (
+    FieldKind.ID,
+    FieldKind.TEXT,
+    FieldKind.JSON,
+    FieldKind.TIME,
+    FieldKind.INT,
+    FieldKind.STATUS,
+)
 
 #: The earliest and latest instants a job may hold (`run_at`, leases, timestamps).
 #: Both stores round-trip every instant in between exactly. The ends of `datetime` are
@@ -43,27 +54,59 @@ class JobStatus(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class Job:
-    """One unit of work. Immutable: every change is a new value made by a transition."""
+    """One unit of work. Immutable: every change is a new value made by a transition.
 
-    id: str
-    topic: str
-    payload: JSONValue = attrs.field(eq=True, repr=False)
-    status: JobStatus
-    run_at: datetime
-    locked_until: datetime | None = None
+    Each field is declared once, here, with its kind and roles (`job_field`); the
+    stores' columns and codecs and the API's job shape are built from `JOB_SCHEMA`.
+    """
+
+    id: str = job_field(ID, doc="Unique id, a lower-case UUID the core issues.")
+    topic: str = job_field(TEXT, doc="The handler topic.")
+    payload: JSONValue = job_field(JSON, repr=False, doc="The handler's input, any JSON value.")
+    status: JobStatus = job_field(STATUS, mutable=True, claim=True, doc="Lifecycle status.")
+    run_at: datetime = job_field(
+        TIME, mutable=True, option=True, doc="Run no earlier than this (default: now)."
+    )
+    locked_until: datetime | None = job_field(
+        TIME,
+        nullable=True,
+        mutable=True,
+        claim=True,
+        default=None,
+        doc="When the current lease ends; null unless the job is processing.",
+    )
     #: Fencing token of the current lease; a new one on every claim, `None` when not processing.
-    lock_token: str | None = attrs.field(default=None, repr=False)
-    retries: int = 0
-    max_retries: int
-    last_error: str | None = None
-    created: datetime
-    updated: datetime
+    lock_token: str | None = job_field(
+        TEXT,
+        nullable=True,
+        mutable=True,
+        claim=True,
+        wire=False,
+        default=None,
+        repr=False,
+        doc="Fencing token of the current lease; never shown.",
+    )
+    retries: int = job_field(
+        INT, mutable=True, default=0, doc="Failed attempts so far that were retried."
+    )
+    max_retries: int = job_field(
+        INT, option=True, doc="Retries after the first attempt (default from the config)."
+    )
+    last_error: str | None = job_field(
+        TEXT,
+        nullable=True,
+        mutable=True,
+        default=None,
+        doc="The last failure's message; null if the job never failed.",
+    )
+    created: datetime = job_field(TIME, doc="When the job was enqueued.")
+    updated: datetime = job_field(TIME, mutable=True, claim=True, doc="When it last changed.")
 
     def __attrs_post_init__(self) -> None:
         # Every time is timezone-aware and in EARLIEST_TIME..LATEST_TIME. One check for
-        # all four rather than a validator per field: the worker builds two jobs per job
-        # it runs.
-        for value in (self.run_at, self.locked_until, self.created, self.updated):
+        # all of them rather than a validator per field: the worker builds two jobs per
+        # job it runs.
+        for value in _times_of(self):
             if value is not None and (
                 (value.tzinfo is not UTC and value.utcoffset() is None)
                 or not EARLIEST_TIME <= value <= LATEST_TIME
@@ -79,7 +122,7 @@ class Job:
 
 
 def _bad_time_field(job: Job) -> str:
-    for name in ("run_at", "locked_until", "created", "updated"):
+    for name in TIME_FIELDS:
         value = getattr(job, name)
         problem = None if value is None else time_problem(value, name)
         if problem is not None:
@@ -105,7 +148,11 @@ def _iso(value: datetime) -> str:
 
 @attrs.frozen(kw_only=True)
 class EnqueueOptions:
-    """Per-job options; `None` means "use the `JobsConfig` default" (run now, default retries)."""
+    """Per-job options; `None` means "use the `JobsConfig` default" (run now, default retries).
+
+    One field per `Job` field declared with `option=True`, of the same name (checked at
+    import).
+    """
 
     run_at: datetime | None = None
     max_retries: int | None = None
@@ -188,20 +235,37 @@ class JobStats:
         )
 
 
+#: Every field of `Job` with its kind and roles, in declaration order.
+JOB_SCHEMA: tuple[FieldSpec, ...] = schema_of(Job)
+
 #: Every field of `Job`, in declaration order: stores name their columns after these and
 #: read rows back in this order.
-JOB_FIELDS: tuple[str, ...] = tuple(field.name for field in attrs.fields(Job))
+JOB_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA)
 
 #: The fields a guarded write may change; a job's other fields never change once stored.
-MUTABLE_FIELDS: tuple[str, ...] = (
-    "status",
-    "run_at",
-    "locked_until",
-    "lock_token",
-    "retries",
-    "last_error",
-    "updated",
-)
+MUTABLE_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.mutable)
+
+#: The fields a claim sets (the rest of a claimed job is as it was stored).
+CLAIM_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.claim)
+
+#: The fields a client may set when enqueuing, each an `EnqueueOptions` field.
+OPTION_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.option)
+
+#: The fields the API shows.
+WIRE_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.wire)
+
+#: The fields holding instants (each checked against the stored time range).
+TIME_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.kind is TIME)
+
+#: The instants of a job, as a tuple (read on every `Job` built, so one C call).
+_times_of = operator.attrgetter(*TIME_FIELDS)
+
+_options = tuple(field.name for field in attrs.fields(EnqueueOptions))
+if _options != OPTION_FIELDS:  # pragma: no cover - a declaration mistake, caught at import
+    raise TypeError(
+        f"EnqueueOptions declares {_options}, but the Job fields marked option=True are"
+        f" {OPTION_FIELDS}: give each option field an EnqueueOptions field, in order"
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -13,10 +13,54 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+import attrs
+
 from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
 from jobs_core.clock import Clock
 
-__all__ = ["Clock", "JobStore"]
+__all__ = ["Clock", "JobStore", "MigratableStore", "SchemaVersion"]
+
+
+@attrs.frozen(kw_only=True)
+class SchemaVersion:
+    """Where a store's database schema stands against the layout this code knows.
+
+    `current` is the highest migration step applied (None: no jobs schema yet);
+    `latest` the highest step this release has. Steps are numbered from 1, the first
+    released layout.
+    """
+
+    current: int | None
+    latest: int
+
+    @property
+    def behind(self) -> bool:
+        """Whether migrating would change the database (no schema, or older steps)."""
+        return self.current is None or self.current < self.latest
+
+    @property
+    def ahead(self) -> bool:
+        """Whether the database is newer than this release (it refuses to write)."""
+        return self.current is not None and self.current > self.latest
+
+
+@runtime_checkable
+class MigratableStore(Protocol):
+    """A store whose database has a numbered schema (every SQL store).
+
+    Stores migrate on first use by default; these let an operator do it before a deploy
+    (`jobs migrate`) or check that it was done (`jobs migrate --check`).
+    """
+
+    async def schema_version(self) -> SchemaVersion:
+        """The schema's state, read without writing or creating anything."""
+        ...
+
+    async def migrate(self) -> SchemaVersion:
+        """Create or upgrade the schema to `latest`, step by step in order, under the
+        store's cross-process lock, keeping every row; idempotent. Raises `SchemaTooNew`
+        (writing nothing) when the database is ahead of this release."""
+        ...
 
 
 @runtime_checkable

@@ -1,0 +1,41 @@
+"""The kit's upgrade check, run against the memory store (which has no schema to migrate)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import attrs
+import pytest
+
+from jobs_core import JobStatus, MemoryStore
+from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+
+
+def test_the_upgrade_jobs_cover_every_status() -> None:
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    assert len({job.id for job in jobs}) == len(jobs)
+
+
+async def test_a_store_holding_the_jobs_passes() -> None:
+    store = MemoryStore()
+    jobs = jobs_in_every_status()
+    await store.insert(jobs)
+    await check_upgraded(store, jobs, UPGRADE_NOW + timedelta(seconds=1))
+
+
+async def test_a_store_that_changed_a_job_fails() -> None:
+    store = MemoryStore()
+    jobs = jobs_in_every_status()
+    changed = [attrs.evolve(jobs[0], last_error="lost in migration"), *jobs[1:]]
+    await store.insert(changed)
+    with pytest.raises(AssertionError, match="read back as"):
+        await check_upgraded(store, jobs, UPGRADE_NOW + timedelta(seconds=1))
+
+
+async def test_a_store_that_lost_a_job_fails() -> None:
+    store = MemoryStore()
+    jobs = jobs_in_every_status()
+    await store.insert(jobs[1:])
+    with pytest.raises(Exception, match="00000000-0000-4000-8000-000000000001"):
+        await check_upgraded(store, jobs, UPGRADE_NOW + timedelta(seconds=1))
