@@ -51,13 +51,31 @@ from jobs_core._payload import MAX_DEPTH as MAX_PAYLOAD_DEPTH
 from jobs_core._payload import serialize as serialize_payload
 from jobs_core._registry import available_schemes, open_store
 from jobs_core._service import Jobs
-from jobs_core._transitions import LOCK_EXPIRED
+from jobs_core._transitions import (
+    CLAIM_ORDER,
+    CLAIMABLE_STATUSES,
+    CLIENT_EVENTS,
+    DELETABLE_STATUSES,
+    FINAL_STATUSES,
+    LOCK_EXPIRED,
+    REQUEUEABLE_STATUSES,
+    claim_order_key,
+)
+from jobs_core._transitions import actions as allowed_actions
 from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH
 from jobs_core._worker import Handler
 from jobs_core.clock import Clock, SystemClock
 from jobs_core.ports import JobStore, MigratableStore, SchemaVersion
 
 __all__ = [
+    "CLAIMABLE_STATUSES",
+    "CLAIM_ORDER",
+    "CLIENT_EVENTS",
+    "DELETABLE_STATUSES",
+    "FINAL_STATUSES",
+    "REQUEUEABLE_STATUSES",
+    "allowed_actions",
+    "claim_order_key",
     "LOCK_EXPIRED",
     "MAX_PAGE_SIZE",
     "MAX_PAYLOAD_DEPTH",

@@ -39,6 +39,40 @@ TRANSITIONS: Final[dict[JobStatus, dict[str, JobStatus | str]]] = {
     FAILED: {"requeue": PENDING, "delete": DELETED},
 }
 
+#: The order a claim takes due jobs in: `Job` field names, each ascending. Stores
+#: compile it into their claim's ORDER BY and index; `claim_order_key` sorts by it.
+CLAIM_ORDER: Final = ("run_at", "id")
+
+#: Events a client may ask for (the API's and the UI's actions on one job).
+CLIENT_EVENTS: Final = ("requeue", "delete")
+
+
+def _statuses_with(event: str) -> frozenset[JobStatus]:
+    return frozenset(status for status, row in TRANSITIONS.items() if event in row)
+
+
+#: Statuses no event leaves on its own: the job stays until deleted or requeued.
+FINAL_STATUSES: Final = frozenset(
+    status for status, row in TRANSITIONS.items() if not set(row) - set(CLIENT_EVENTS)
+)
+#: Statuses a claim may take a (due) job from.
+CLAIMABLE_STATUSES: Final = _statuses_with("claim")
+#: Statuses a job may be deleted in.
+DELETABLE_STATUSES: Final = _statuses_with("delete")
+#: Statuses a job may be requeued from.
+REQUEUEABLE_STATUSES: Final = _statuses_with("requeue")
+
+
+def claim_order_key(job: Job) -> tuple[object, ...]:
+    """The sort key of `CLAIM_ORDER` for `job`."""
+    return tuple(getattr(job, name) for name in CLAIM_ORDER)
+
+
+def actions(status: JobStatus) -> tuple[str, ...]:
+    """The client events legal for a job in `status`, in `CLIENT_EVENTS` order."""
+    return tuple(event for event in CLIENT_EVENTS if event in TRANSITIONS[status])
+
+
 #: `last_error` recorded when a lease runs out before its worker reported.
 LOCK_EXPIRED = "lock expired"
 #: Longest `last_error` kept; longer messages are cut, with a marker.
