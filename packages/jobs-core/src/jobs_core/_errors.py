@@ -162,6 +162,20 @@ class SchemaTooNew(StoreError):
         self.known = known
 
 
+class SchemaBehind(StoreError):
+    """The database's jobs schema is older than this release, and the store was opened
+    without migrating (`create_schema=False`): run `jobs migrate`, or open it normally."""
+
+    def __init__(self, where: str, found: int, latest: int) -> None:
+        super().__init__(
+            f"the jobs schema at {where} is version {found}, older than this release's"
+            f" {latest}: run `jobs migrate --db URL` (or open the store with create_schema)"
+        )
+        self.where = where
+        self.found = found
+        self.latest = latest
+
+
 class UnknownStoreScheme(JobsError, ValueError):
     """No installed store adapter handles this URL scheme."""
 
