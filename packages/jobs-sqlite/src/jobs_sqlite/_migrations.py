@@ -101,7 +101,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Files opened by a release that added it outside the numbered steps have it.
             "CREATE INDEX IF NOT EXISTS jobs_status_created_idx ON jobs (status, created, id)",
             f"CREATE TABLE {VERSION_TABLE} ("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)",
+            "version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)",
         ),
     ),
 )

@@ -218,7 +218,9 @@ class SQLiteStore:
         """
         loop = asyncio.get_running_loop()
         shared = self._queued_count
-        if shared is None or shared.started or shared.loop is not loop:
+        # A done one never started: it failed setting the file up (and must not answer
+        # for good).
+        if shared is None or shared.started or shared.loop is not loop or shared.done:
             shared = _SharedRead(loop)
             self._queued_count = shared
             shared.future = asyncio.ensure_future(
@@ -560,6 +562,11 @@ class _SharedRead:
         self.loop = loop
         self.started = False
         self.future: asyncio.Future[Mapping[JobStatus, int]] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether it has answered (or failed) already."""
+        return self.future is not None and self.future.done()
 
     def run_first(
         self, session: Session, read: Callable[[Session], Mapping[JobStatus, int]]
