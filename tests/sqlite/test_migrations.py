@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -460,3 +462,23 @@ async def test_a_rebuild_refuses_a_table_other_tables_reference(
 
 def _with_id(job: Job, job_id: str) -> Job:
     return attrs.evolve(job, id=job_id)
+
+
+# -- the README ---------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "packages" / "jobs-sqlite" / "README.md"
+
+
+def test_the_readme_migration_snippet_runs_as_written(tmp_path: Path) -> None:
+    """On a file of release 1: it reports version 1, then migrates it."""
+    section = README.read_text().split("## Migrations", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    build_v1_file(tmp_path / "jobs.db", jobs_in_every_status())
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        repr(SchemaVersion(current=1, latest=SCHEMA_VERSION)),
+        repr(LATEST),
+    ]

@@ -273,6 +273,35 @@ class SQLiteStore:
         """Delete the job if it is still in `expected_status`."""
         return await self._call("deleting a job", ops.delete_job, job_id, expected_status)
 
+    async def watch(self, on_new_work: Callable[[], None]) -> None:
+        """Report this store's own inserts and re-queues until cancelled.
+
+        SQLite cannot tell us about other processes' writes; workers poll for those.
+        """
+        with self._watch_lock:
+            self._watchers.add(on_new_work)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with self._watch_lock:
+                self._watchers.discard(on_new_work)
+
+    async def close(self) -> None:
+        """Finish the calls already made, close the connections and stop the threads."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # Shielded: a cancelled close still closes each connection on its thread.
+            # The reader goes first, so the writer's connection closes last and its
+            # close can checkpoint the WAL into the file.
+            if self._reads.started:
+                await asyncio.shield(self._reads.submit(self._disconnect_reader))
+            await asyncio.shield(self._thread.submit(self._disconnect))
+        finally:
+            self._reads.stop()
+            self._thread.stop()
+
     # -- schema migrations (`jobs_core.MigratableStore`) --------------------------
 
     async def schema_version(self) -> SchemaVersion:
@@ -325,35 +354,6 @@ class SQLiteStore:
             with read_transaction(connection):
                 current = read_version(fetcher(connection))
             return SchemaVersion(current=current, latest=latest_version())
-
-    async def watch(self, on_new_work: Callable[[], None]) -> None:
-        """Report this store's own inserts and re-queues until cancelled.
-
-        SQLite cannot tell us about other processes' writes; workers poll for those.
-        """
-        with self._watch_lock:
-            self._watchers.add(on_new_work)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            with self._watch_lock:
-                self._watchers.discard(on_new_work)
-
-    async def close(self) -> None:
-        """Finish the calls already made, close the connections and stop the threads."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            # Shielded: a cancelled close still closes each connection on its thread.
-            # The reader goes first, so the writer's connection closes last and its
-            # close can checkpoint the WAL into the file.
-            if self._reads.started:
-                await asyncio.shield(self._reads.submit(self._disconnect_reader))
-            await asyncio.shield(self._thread.submit(self._disconnect))
-        finally:
-            self._reads.stop()
-            self._thread.stop()
 
     # -- plumbing ----------------------------------------------------------------
 
