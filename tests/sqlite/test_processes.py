@@ -11,12 +11,12 @@ from pathlib import Path
 
 from jobs_core import LOCK_EXPIRED, EnqueueOptions, Job, Jobs, JobsConfig, JobStatus
 from jobs_core.testing import FakeClock
-from jobs_sqlite import SQLiteStore
+from jobs_sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.sqlite import _harness as h
 
 
 def test_eight_processes_create_the_schema_at_once(tmp_path: Path) -> None:
-    """All succeed on a brand-new file, and it records exactly one schema version."""
+    """All succeed on a brand-new file, and it records each migration step once."""
     db, go = tmp_path / "jobs.db", tmp_path / "go"
     procs = [h.spawn("schema", db, go) for _ in range(8)]
     for proc in procs:
@@ -26,7 +26,10 @@ def test_eight_processes_create_the_schema_at_once(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=60)
         assert (proc.returncode, out.split()) == (0, ["ok"]), err
     with sqlite3.connect(db) as raw:
-        assert raw.execute("SELECT component, version FROM jobs_schema").fetchall() == [("jobs", 1)]
+        legacy = raw.execute("SELECT component, version FROM jobs_schema").fetchall()
+        steps = raw.execute("SELECT version FROM jobs_schema_version").fetchall()
+        assert legacy == [("jobs", SCHEMA_VERSION)]
+        assert steps == [(n,) for n in range(1, SCHEMA_VERSION + 1)]
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 

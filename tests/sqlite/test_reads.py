@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from jobs_core import JobNotFound, JobQuery, JobStatus, JobUpdate, StoreError
 from jobs_core.testing.contract import LEASE, make_job
-from jobs_sqlite import SQLiteStore
+from jobs_sqlite import SCHEMA_VERSION, SQLiteStore
 from jobs_sqlite._rows import insert_values
 from jobs_sqlite._statements import COUNTED, COUNTS, INSERT
 
@@ -29,22 +29,7 @@ BUSY = timedelta(seconds=60)
 PATIENCE = 10.0
 
 #: The layout of version 1 as first released, before `jobs_status_created_idx`.
-V1_AS_RELEASED = """
-CREATE TABLE jobs (
-    id TEXT NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,
-    run_at TEXT NOT NULL, locked_until TEXT, lock_token TEXT, retries INTEGER NOT NULL,
-    max_retries INTEGER NOT NULL, last_error TEXT, created TEXT NOT NULL,
-    updated TEXT NOT NULL, PRIMARY KEY (id),
-    CONSTRAINT jobs_status_known
-        CHECK (status IN ('pending', 'processing', 'completed', 'failed'))
-);
-CREATE INDEX jobs_claim_idx ON jobs (status, run_at, id);
-CREATE INDEX jobs_created_idx ON jobs (created, id);
-CREATE TABLE jobs_schema (
-    component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component)
-);
-INSERT INTO jobs_schema VALUES ('jobs', 1);
-"""
+V1_AS_RELEASED = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
 
 
 class _ReadGate:
@@ -242,4 +227,4 @@ async def test_a_file_of_the_first_layout_gets_the_status_index_and_keeps_its_jo
     assert "jobs_status_created_idx" in indexes
     assert "jobs_status_created_idx" in str(plan), plan
     assert "TEMP B-TREE" not in str(plan), plan
-    assert version == [(1,)]
+    assert version == [(SCHEMA_VERSION,)]  # migrated, so release 1 refuses it

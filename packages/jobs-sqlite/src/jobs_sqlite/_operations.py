@@ -10,6 +10,7 @@ Writers always begin with `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -17,6 +18,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, delete, insert
 
 from jobs_core import (
+    CLAIM_ORDER,
     Job,
     JobPage,
     JobQuery,
@@ -45,6 +47,8 @@ log = logging.getLogger("jobs_sqlite")
 _t = jobs_table.c
 _ALL: Final = [_t[name] for name in COLUMNS]
 _PROCESSING: Final = JobStatus.PROCESSING.value
+#: The sort key of `CLAIM_ORDER` (`jobs_core.claim_order_key`, in C).
+_claim_order: Final = operator.attrgetter(*CLAIM_ORDER)
 
 
 def insert_jobs(connection: Connection, jobs: Sequence[Job]) -> None:
@@ -117,13 +121,14 @@ def count_by_status(session: Session) -> Mapping[JobStatus, int]:
 
     SQLite counts a whole table far faster than an index range (it counts b-tree cells
     without reading them: ~14 ms against ~51 ms for 1M rows), so the most common status
-    of a long-lived queue, completed, is the total less the other three, each counted
-    on its range of the claim index.
+    of a long-lived queue (`sql.REMAINDER`, completed) is the total less the others,
+    each counted on its range of the claim index.
     """
     with session.read():
         ((total, *others),) = session.fetch(sql.COUNTS, ())
     counts = dict(zip(sql.COUNTED, (int(n) for n in others), strict=True))
-    counts[JobStatus.COMPLETED] = int(total) - sum(counts.values())
+    if sql.REMAINDER is not None:
+        counts[sql.REMAINDER] = int(total) - sum(counts.values())
     return {status: counts[status] for status in JobStatus}
 
 
@@ -186,10 +191,6 @@ def log_quarantined(bad: Sequence[Unreadable]) -> None:
     """Report each unreadable row moved to `failed`, by job id."""
     for _, error in bad:
         log.error("%s; moved to failed", error)
-
-
-def _claim_order(job: Job) -> tuple[datetime, str]:
-    return job.run_at, job.id
 
 
 def expired(

@@ -4,19 +4,31 @@ Times are stored as fixed-width `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so comparing and 
 the text is comparing and ordering the instants, and microseconds round-trip exactly.
 A row that cannot be read back (bad JSON, bad time, unknown status) raises `UnreadableJob`
 naming the job, the column and the value: it is corrupt data, not a caller's mistake.
+
+The codecs (`insert_values`, `guarded_values`, `from_row`) are built from
+`jobs_core.JOB_SCHEMA` and `KINDS` (one codec per field kind): their source is generated
+once at import and compiled, so each is the straight-line function one would write by
+hand, with no per-field loop or lookup on the hot path. `SOURCES` shows the code.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import linecache
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, Protocol
+
+from sqlalchemy import Integer, Text
+from sqlalchemy.types import TypeEngine
 
 from jobs_core import (
     EARLIEST_TIME,
     JOB_FIELDS,
+    JOB_SCHEMA,
     LATEST_TIME,
+    MUTABLE_FIELDS,
+    FieldKind,
     InvalidPayload,
     Job,
     JobStatus,
@@ -66,24 +78,6 @@ def dump_payload(payload: Any) -> str:
         raise InvalidPayload(f"payload is not storable as JSON: {exc}") from exc
 
 
-def to_row(job: Job) -> dict[str, Any]:
-    """All columns of a new job."""
-    return {
-        "id": job.id,
-        "topic": job.topic,
-        "payload": dump_payload(job.payload),
-        "status": job.status.value,
-        "run_at": format_time(job.run_at),
-        "locked_until": format_optional(job.locked_until),
-        "lock_token": job.lock_token,
-        "retries": job.retries,
-        "max_retries": job.max_retries,
-        "last_error": job.last_error,
-        "created": format_time(job.created),
-        "updated": format_time(job.updated),
-    }
-
-
 class TimeTexts:
     """Times and their stored text, both ways, remembered across a store's calls.
 
@@ -127,44 +121,180 @@ class TimeTexts:
         self._time_of[text] = value
 
 
-def insert_values(job: Job, text: Callable[[datetime], str] = format_time) -> tuple[Any, ...]:
-    """All columns of a new job, in `COLUMNS` order (for positional `?` parameters)."""
-    lease = job.locked_until
-    return (
-        job.id,
-        job.topic,
-        dump_payload(job.payload),
-        job.status.value,
-        text(job.run_at),
-        None if lease is None else text(lease),
-        job.lock_token,
-        job.retries,
-        job.max_retries,
-        job.last_error,
-        text(job.created),
-        text(job.updated),
-    )
+# -- the codecs, compiled from the job schema ----------------------------------------
 
 
-def guarded_values(
-    change: JobUpdate, text: Callable[[datetime], str] = format_time
-) -> tuple[Any, ...]:
-    """The new values of `MUTABLE_FIELDS`, in that order, then the guard: id, expected
-    status, expected lock token (the parameters of `_statements.GUARDED_UPDATE`)."""
-    job = change.job
-    lease = job.locked_until
-    return (
-        job.status.value,
-        text(job.run_at),
-        None if lease is None else text(lease),
-        job.lock_token,
-        job.retries,
-        job.last_error,
-        text(job.updated),
-        job.id,
-        _status_text(change.expected_status),
-        change.expected_lock_token,
-    )
+def _job_time(text: str) -> datetime:
+    """`parse_time`, also refusing instants outside the range a `Job` may hold."""
+    value = parse_time(text)
+    if not EARLIEST_TIME <= value <= LATEST_TIME:
+        raise ValueError(f"outside {EARLIEST_TIME.isoformat()}..{LATEST_TIME.isoformat()}")
+    return value
+
+
+def _integer(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"not an integer: {type(value).__name__}")
+    return value
+
+
+class Kind(NamedTuple):
+    """How this store keeps one `FieldKind`: its column type, and Python expressions
+    (`{}` is the value) that encode a field's value for its column and decode it back.
+
+    `guard` is a condition that is true of a stored value `decode` would accept but
+    `Job` must not hold (the fast path checks it once per row); `check` reads a stored
+    value strictly, raising if it is corrupt, to name the bad column of a failed row.
+    """
+
+    column: type[TypeEngine[Any]]
+    encode: str = "{}"
+    decode: str = "{}"
+    guard: str | None = None
+    check: Callable[[Any], object] | None = None
+
+
+#: Every `FieldKind` as a SQLite column and its codec.
+KINDS: Final[Mapping[FieldKind, Kind]] = {
+    FieldKind.ID: Kind(Text),
+    FieldKind.TEXT: Kind(Text),
+    FieldKind.JSON: Kind(Text, "dump_payload({})", "_loads({})", check=_loads),
+    FieldKind.TIME: Kind(Text, "text({})", "read_time({})", check=_job_time),
+    FieldKind.INT: Kind(Integer, guard="type({}) is not int", check=_integer),
+    FieldKind.STATUS: Kind(Text, "{}.value", "_STATUSES[{}]", check=_STATUSES.__getitem__),
+}
+_KIND_OF: Final = {spec.name: KINDS[spec.kind] for spec in JOB_SCHEMA}
+_SPEC_OF: Final = {spec.name: spec for spec in JOB_SCHEMA}
+_ID: Final = next(spec.name for spec in JOB_SCHEMA if spec.kind is FieldKind.ID)
+_STATUS: Final = next(spec.name for spec in JOB_SCHEMA if spec.kind is FieldKind.STATUS)
+
+
+def _encoded(name: str, source: str) -> tuple[list[str], str]:
+    """Lines binding the value of field `name` (read by the expression `source`) to a
+    local when the encoding needs it twice, and the expression of its stored value."""
+    spec, kind = _SPEC_OF[name], _KIND_OF[name]
+    if kind.encode == "{}":
+        return [], source
+    if not spec.nullable:
+        return [], kind.encode.format(source)
+    local = f"v_{name}"
+    return [f"    {local} = {source}"], f"None if {local} is None else {kind.encode.format(local)}"
+
+
+def _values_function(name: str, signature: str, fields: Sequence[str], tail: Sequence[str]) -> str:
+    """The source of a function returning the stored values of `fields` of `job`, then
+    the expressions `tail`, as one tuple."""
+    lines = [f"def {name}({signature}):"]
+    if signature.startswith("change"):
+        lines.append("    job = change.job")
+    values = []
+    for field in fields:
+        bind, value = _encoded(field, f"job.{field}")
+        lines += bind
+        values.append(value)
+    lines.append(f"    return ({', '.join([*values, *tail])},)")
+    return "\n".join(lines) + "\n"
+
+
+def _from_row_source() -> str:
+    names = [f"c_{name}" for name in COLUMNS]
+    guards = [
+        kind.guard.format(f"c_{name}")
+        if not _SPEC_OF[name].nullable
+        else f"(c_{name} is not None and {kind.guard.format(f'c_{name}')})"
+        for name, kind in _KIND_OF.items()
+        if kind.guard is not None
+    ]
+    fields = []
+    for name in COLUMNS:
+        kind, local = _KIND_OF[name], f"c_{name}"
+        value = kind.decode.format(local)
+        if _SPEC_OF[name].nullable and kind.decode != "{}":
+            value = f"None if {local} is None else {value}"
+        fields.append(f"{name}={value}")
+    lines = [
+        "def from_row(row, path, read_time=parse_time):",
+        "    try:",
+        f"        ({', '.join(names)},) = row",
+    ]
+    if guards:
+        lines += [
+            f"        if {' or '.join(guards)}:",
+            "            raise TypeError('a column holds a value of the wrong type')",
+        ]
+    lines += [
+        f"        return Job({', '.join(fields)})",
+        "    except (ValueError, TypeError, KeyError) as exc:",
+        "        raise _corrupt(row, path, exc) from exc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _compile(name: str, source: str, doc: str) -> Any:
+    """Define the function `name` from `source` (registered with `linecache`, so
+    tracebacks show its lines) in this module's namespace."""
+    filename = f"<jobs_sqlite._rows.{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), globals(), namespace)  # noqa: S102 (our own text)
+    function = namespace[name]
+    function.__doc__ = doc
+    function.__module__ = __name__
+    return function
+
+
+class _InsertValues(Protocol):
+    def __call__(self, job: Job, text: Callable[[datetime], str] = ..., /) -> tuple[Any, ...]: ...
+
+
+class _GuardedValues(Protocol):
+    def __call__(
+        self, change: JobUpdate, text: Callable[[datetime], str] = ..., /
+    ) -> tuple[Any, ...]: ...
+
+
+class _FromRow(Protocol):
+    def __call__(
+        self, row: Sequence[Any], path: str, read_time: Callable[[str], datetime] = ..., /
+    ) -> Job: ...
+
+
+#: The generated source of each codec, for reading (and the tests).
+SOURCES: Final = {
+    "insert_values": _values_function("insert_values", "job, text=format_time", COLUMNS, ()),
+    "guarded_values": _values_function(
+        "guarded_values",
+        "change, text=format_time",
+        MUTABLE_FIELDS,
+        ("job.id", "_status_text(change.expected_status)", "change.expected_lock_token"),
+    ),
+    "from_row": _from_row_source(),
+}
+
+#: All columns of a new job, in `COLUMNS` order (for positional `?` parameters).
+insert_values: Final[_InsertValues] = _compile(
+    "insert_values",
+    SOURCES["insert_values"],
+    "All columns of a new job, in `COLUMNS` order (for positional `?` parameters).",
+)
+guarded_values: Final[_GuardedValues] = _compile(
+    "guarded_values",
+    SOURCES["guarded_values"],
+    "The new values of `MUTABLE_FIELDS`, in that order, then the guard: id, expected"
+    " status, expected lock token (the parameters of `_statements.GUARDED_UPDATE`).",
+)
+from_row: Final[_FromRow] = _compile(
+    "from_row",
+    SOURCES["from_row"],
+    "The `Job` stored in `row` (columns in `COLUMNS` order), or `UnreadableJob` if corrupt."
+    "\n\nThe fast path checks nothing twice; only a row that fails is looked at again,"
+    " column by column, to say which value is wrong.",
+)
+
+
+def to_row(job: Job) -> dict[str, Any]:
+    """All columns of a new job, by name (for SQLAlchemy's `insert`)."""
+    return dict(zip(COLUMNS, insert_values(job), strict=True))
 
 
 def _status_text(status: JobStatus | str) -> str:
@@ -196,89 +326,38 @@ def decode_each(
     return jobs, bad
 
 
-def from_row(
-    row: Sequence[Any], path: str, read_time: Callable[[str], datetime] = parse_time
-) -> Job:
-    """The `Job` stored in `row` (columns in `COLUMNS` order), or `UnreadableJob` if corrupt.
+def _nullable(check: Callable[[Any], object]) -> Callable[[Any], object]:
+    return lambda value: None if value is None else check(value)
 
-    The fast path checks nothing twice; only a row that fails is looked at again, column
-    by column, to say which value is wrong.
-    """
-    try:
-        (
-            job_id,
-            topic,
-            payload,
-            status,
-            run_at,
-            locked_until,
-            lock_token,
-            retries,
-            max_retries,
-            last_error,
-            created,
-            updated,
-        ) = row
-        if type(retries) is not int or type(max_retries) is not int:
-            raise TypeError("retry counts must be integers")
-        return Job(
-            id=job_id,
-            topic=topic,
-            payload=_loads(payload),
-            status=_STATUSES[status],
-            run_at=read_time(run_at),
-            locked_until=None if locked_until is None else read_time(locked_until),
-            lock_token=lock_token,
-            retries=retries,
-            max_retries=max_retries,
-            last_error=last_error,
-            created=read_time(created),
-            updated=read_time(updated),
-        )
-    except (ValueError, TypeError, KeyError) as exc:
-        raise _corrupt(row, path, exc) from exc
+
+#: (column, strict reader) of each column whose value can be corrupt, in column order.
+_READERS: Final = tuple(
+    (name, _nullable(kind.check) if _SPEC_OF[name].nullable else kind.check)
+    for name, kind in _KIND_OF.items()
+    if kind.check is not None
+)
 
 
 def _corrupt(row: Sequence[Any], path: str, exc: Exception) -> UnreadableJob:
     """Name the first column of `row` that cannot be read (or, failing that, `exc`)."""
     values = dict(zip(COLUMNS, row, strict=False))
-    readers: list[tuple[str, Callable[[Any], object]]] = [
-        ("payload", _loads),
-        ("status", _STATUSES.__getitem__),
-        ("run_at", _job_time),
-        ("locked_until", lambda v: None if v is None else _job_time(v)),
-        ("created", _job_time),
-        ("updated", _job_time),
-    ]
     column: str = "row"
     shown: object = tuple(row)
     problem: Exception = exc
-    for name, read in readers:
+    for name, read in _READERS:
         try:
             read(values.get(name))
         except (ValueError, TypeError, KeyError) as found:
             column, shown, problem = name, values.get(name), found
             break
-    else:
-        counts = (values.get("retries"), values.get("max_retries"))
-        if not all(type(count) is int for count in counts):
-            column, shown = "retries", counts
-    status = values.get("status")
+    status = values.get(_STATUS)
     return UnreadableJob(
-        str(values.get("id")),
+        str(values.get(_ID)),
         f"corrupt row: column {column} holds {_clip(shown)}, which cannot be read"
         f" ({type(problem).__name__}: {problem})",
         status if status in _STATUSES else None,
         store=f"SQLite store {path}",
     )
-
-
-def _job_time(text: str) -> datetime:
-    """`parse_time`, also refusing instants outside the range a `Job` may hold."""
-    value = parse_time(text)
-    if not EARLIEST_TIME <= value <= LATEST_TIME:
-        raise ValueError(f"outside {EARLIEST_TIME.isoformat()}..{LATEST_TIME.isoformat()}")
-    return value
 
 
 def _clip(value: object, limit: int = 80) -> str:

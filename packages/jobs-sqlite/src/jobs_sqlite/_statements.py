@@ -1,7 +1,9 @@
 """SQL text of the hot statements (insert, claim, guarded update), built once at import.
 
 Plain `?` parameters, so the same text runs on the sqlite3 cursor or through
-SQLAlchemy's `exec_driver_sql` (see `_sessions`). Column order is `_rows.COLUMNS`.
+SQLAlchemy's `exec_driver_sql` (see `_sessions`). Column order is `_rows.COLUMNS`; the
+column lists come from the job schema (`MUTABLE_FIELDS`, `CLAIM_FIELDS`), the claim's
+order from `CLAIM_ORDER` and the counts from `JobStatus`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Final
 
-from jobs_core import MUTABLE_FIELDS, JobStatus
+from jobs_core import (
+    CLAIM_FIELDS,
+    CLAIM_ORDER,
+    FINAL_STATUSES,
+    MUTABLE_FIELDS,
+    REQUEUEABLE_STATUSES,
+    JobStatus,
+)
 from jobs_sqlite._rows import COLUMNS
 
 _ALL: Final = ", ".join(COLUMNS)
@@ -59,33 +68,54 @@ def list_page(by_topic: bool, by_status: bool, payloads: bool = True) -> tuple[s
     return total, page, sizes
 
 
+#: What a claim writes in each of `CLAIM_FIELDS` (a `?` is a parameter, in this order).
+_CLAIM_SETS: Final = {
+    "status": f"'{_PROCESSING}'",
+    "locked_until": "?",
+    "lock_token": "lower(hex(randomblob(16)))",
+    "updated": "?",
+}
+if set(_CLAIM_SETS) != set(CLAIM_FIELDS):  # a field a claim sets needs its SQL here
+    raise AssertionError(f"the claim sets {CLAIM_FIELDS}, _CLAIM_SETS covers {set(_CLAIM_SETS)}")
+_CLAIM_SET: Final = ", ".join(f"{name} = {_CLAIM_SETS[name]}" for name in CLAIM_FIELDS)
+_CLAIM_ORDER: Final = ", ".join(CLAIM_ORDER)
+
+
 @lru_cache(maxsize=64)
 def claim(topic_count: int) -> str:
     """Lease the first due pending jobs of `topic_count` topics, returning them whole.
 
-    Parameters: locked_until, now (updated), now (due), the topics, limit. SQLite makes
-    the fresh fencing token inside the UPDATE. The outer `status = 'pending'` re-checks
-    each row it changes; `status || ''` keeps the planner on the primary key for
-    `id IN (...)` rather than scanning every pending row through the status index.
+    Parameters: the `?` of `_CLAIM_SETS` (locked_until, then now for updated), now
+    (due), the topics, limit. SQLite makes the fresh fencing token inside the UPDATE.
+    The outer `status = 'pending'` re-checks each row it changes; `status || ''` keeps
+    the planner on the primary key for `id IN (...)` rather than scanning every pending
+    row through the status index.
     """
     topics = ", ".join(["?"] * topic_count)
     return (
-        f"UPDATE jobs SET status = '{_PROCESSING}', locked_until = ?,"  # noqa: S608
-        " lock_token = lower(hex(randomblob(16))), updated = ?"
+        f"UPDATE jobs SET {_CLAIM_SET}"  # noqa: S608
         " WHERE id IN ("
         f"SELECT id FROM jobs WHERE status = '{_PENDING}' AND run_at <= ?"
-        f" AND topic IN ({topics}) ORDER BY run_at, id LIMIT ?"
+        f" AND topic IN ({topics}) ORDER BY {_CLAIM_ORDER} LIMIT ?"
         f") AND status || '' = '{_PENDING}'"
         f" RETURNING {_ALL}"
     )
 
 
-#: The statuses `COUNTS` counts one by one; completed is the total less these.
-COUNTED: Final = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
-#: The number of jobs, then of each `COUNTED` status.
-COUNTS: Final = (
-    "SELECT (SELECT count(*) FROM jobs),"
-    " (SELECT count(*) FROM jobs WHERE status = 'pending'),"
-    " (SELECT count(*) FROM jobs WHERE status = 'processing'),"
-    " (SELECT count(*) FROM jobs WHERE status = 'failed')"
-)
+def _remainder() -> JobStatus | None:
+    """The status `COUNTS` takes as the total less the others: the one where a
+    long-lived queue's jobs pile up (final, and never requeued), if there is one."""
+    piles = [status for status in JobStatus if status in FINAL_STATUSES - REQUEUEABLE_STATUSES]
+    return piles[0] if len(piles) == 1 else None
+
+
+#: The status counted as the total less `COUNTED` (None: every status is counted).
+REMAINDER: Final = _remainder()
+#: The statuses `COUNTS` counts one by one (each on its range of the claim index).
+COUNTED: Final = tuple(status for status in JobStatus if status is not REMAINDER)
+#: The number of jobs, then of each `COUNTED` status. SQLite counts a whole table far
+#: faster than an index range (it counts b-tree cells without reading them), so the
+#: commonest status is the total less the others.
+_COUNT_ONE: Final = "(SELECT count(*) FROM jobs WHERE status = '{}')"
+_TOTAL: Final = "(SELECT count(*) FROM jobs)"
+COUNTS: Final = "SELECT " + ", ".join([_TOTAL, *(_COUNT_ONE.format(s.value) for s in COUNTED)])

@@ -40,7 +40,10 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    SchemaBehind,
     SchemaMissing,
+    SchemaTooNew,
+    SchemaVersion,
     StoreError,
 )
 from jobs_sqlite import _operations as ops
@@ -52,8 +55,8 @@ from jobs_sqlite._engine import (
     write_transaction,
 )
 from jobs_sqlite._errors import is_busy, translate
+from jobs_sqlite._migrations import fetcher, latest_version, migrate, read_version
 from jobs_sqlite._rows import TimeTexts
-from jobs_sqlite._schema import SCHEMA_VERSION, create_schema, missing_indexes, stored_version
 from jobs_sqlite._sessions import Session
 from jobs_sqlite._thread import StoreThread
 
@@ -80,9 +83,13 @@ class SQLiteStore:
     beside the writer. With `inline_writes` (the default), enqueues, claims and
     results of up to `LOOP_ROWS` rows run on the calling thread when the store thread
     is idle and no other process holds the write lock (never under
-    `synchronous="FULL"`); pass False to run every call on the store thread. With
-    `create_schema=False` nothing is created: a missing file or table raises
-    `SchemaMissing` on first use (for read-only tools like `jobs stats`).
+    `synchronous="FULL"`); pass False to run every call on the store thread.
+
+    The first use migrates the file to this release's schema (`migrate`), under the
+    file's write lock; a file newer than this release raises `SchemaTooNew` and is not
+    written. With `create_schema=False` nothing is created or migrated: a missing file
+    or table raises `SchemaMissing` on first use, an older schema `SchemaBehind` (for
+    read-only tools like `jobs stats`).
     """
 
     def __init__(
@@ -211,7 +218,9 @@ class SQLiteStore:
         """
         loop = asyncio.get_running_loop()
         shared = self._queued_count
-        if shared is None or shared.started or shared.loop is not loop:
+        # A done one never started: it failed setting the file up (and must not answer
+        # for good).
+        if shared is None or shared.started or shared.loop is not loop or shared.done:
             shared = _SharedRead(loop)
             self._queued_count = shared
             shared.future = asyncio.ensure_future(
@@ -292,6 +301,59 @@ class SQLiteStore:
         finally:
             self._reads.stop()
             self._thread.stop()
+
+    # -- schema migrations (`jobs_core.MigratableStore`) --------------------------
+
+    async def schema_version(self) -> SchemaVersion:
+        """Where the file's schema stands; reads only (a missing file stays missing)."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        return await self._thread.submit(self._read_schema_version)
+
+    async def migrate(self) -> SchemaVersion:
+        """Create or upgrade the file's schema now, step by step under its write lock
+        (also with `create_schema=False`: this is the explicit request). Idempotent;
+        `SchemaTooNew`, writing nothing, when the file is newer than this release."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        if self._read_only:
+            raise StoreError(f"SQLite store {self._path} is opened read-only: cannot migrate")
+        return await self._thread.submit(self._migrate_now)
+
+    def _read_schema_version(self) -> SchemaVersion:
+        """On the store thread: the version, through the store's connection if it has
+        one, else a read-only connection of its own that cannot create the file."""
+        latest = latest_version()
+        with self._translated("reading the schema version"):
+            if self._connection is not None:
+                with read_transaction(self._connection):
+                    return SchemaVersion(
+                        current=read_version(fetcher(self._connection)), latest=latest
+                    )
+            if self._path in ("", ":memory:") or not Path(self._path).is_file():
+                return SchemaVersion(current=None, latest=latest)
+            uri = f"{Path(self._path).absolute().as_uri()}?mode=ro"
+            raw = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout_ms / 1000)
+            try:
+                raw.execute("BEGIN")
+                current = read_version(lambda sql, params: raw.execute(sql, params).fetchall())
+            finally:
+                raw.close()
+            return SchemaVersion(current=current, latest=latest)
+
+    def _migrate_now(self) -> SchemaVersion:
+        """On the store thread: migrate through the writer's connection."""
+        with self._translated("migrating the schema"):
+            connection = self._connection
+            if connection is None:
+                connection = self._connect(migrating=True)
+            else:
+                if self._inline:
+                    self._session_of(connection).wait_when_busy(True)
+                self._ensure_schema(connection, migrating=True)
+            with read_transaction(connection):
+                current = read_version(fetcher(connection))
+            return SchemaVersion(current=current, latest=latest_version())
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -436,36 +498,41 @@ class SQLiteStore:
             self._raw, self._raw_of = Session(raw.cursor(), self._busy_timeout_ms), raw
         return self._raw
 
-    def _connect(self) -> Connection:
-        if not self._create_schema and not _exists(self._path):
+    def _connect(self, *, migrating: bool = False) -> Connection:
+        """The writer's connection, the file brought to the latest schema first (or,
+        with `create_schema=False` and not `migrating`, checked to be there already)."""
+        if not (self._create_schema or migrating) and not _exists(self._path):
             raise SchemaMissing(self._path)  # connecting would create the file
         connection = self._engine.connect()
         try:
-            self._ensure_schema(connection)
+            self._ensure_schema(connection, migrating=migrating)
         except BaseException:
             connection.close()
             raise
         self._connection = connection
         return connection
 
-    def _ensure_schema(self, connection: Connection) -> None:
+    def _ensure_schema(self, connection: Connection, *, migrating: bool = False) -> None:
+        """Migrate the file to the latest version unless it is there (the common case:
+        one read, nothing written). Refuses, writing nothing, a newer file, and an
+        older or missing one it may not change (read-only, or `create_schema=False`)."""
         with read_transaction(connection):
-            version = stored_version(connection)
-            missing = missing_indexes(connection) if version == SCHEMA_VERSION else []
-        if version == SCHEMA_VERSION and (not missing or self._read_only):
+            version = read_version(fetcher(connection))
+        latest = latest_version()
+        if version == latest:
             return
-        if version is None and not self._create_schema:
+        if version is not None and version > latest:
+            raise SchemaTooNew(self._path, version, latest)
+        if version is None and not (self._create_schema or migrating):
             raise SchemaMissing(self._path)
-        if self._read_only:
+        if version is None and self._read_only:
             raise StoreError(
-                f"SQLite store {self._path}: the file has no jobs schema (version"
-                f" {version}, need {SCHEMA_VERSION}) and it is opened read-only"
+                f"SQLite store {self._path}: the file has no jobs schema and it is opened read-only"
             )
-        try:
-            with write_transaction(connection):
-                create_schema(connection)
-        except StoreError as exc:
-            raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+        if version is not None and (self._read_only or not (self._create_schema or migrating)):
+            raise SchemaBehind(self._path, version, latest)
+        with write_transaction(connection):
+            migrate(connection, self._path)
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
@@ -495,6 +562,11 @@ class _SharedRead:
         self.loop = loop
         self.started = False
         self.future: asyncio.Future[Mapping[JobStatus, int]] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether it has answered (or failed) already."""
+        return self.future is not None and self.future.done()
 
     def run_first(
         self, session: Session, read: Callable[[Session], Mapping[JobStatus, int]]

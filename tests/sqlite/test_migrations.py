@@ -1,0 +1,484 @@
+"""Numbered schema migrations: a file of release 1 (built here from its DDL, kept as a
+fixture) is migrated by today's store and every job reads back and keeps working; a
+new file gets exactly the layout `jobs_table` describes; a newer file, or an older one
+opened without migrating, is refused without a write; several processes migrate one
+file once; a table-rebuilding step adds a status and keeps every row."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+import pytest
+import sqlalchemy
+
+from jobs_core import (
+    Job,
+    JobStatus,
+    MigratableStore,
+    SchemaBehind,
+    SchemaTooNew,
+    SchemaVersion,
+    StoreError,
+    open_store,
+)
+from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+from jobs_sqlite import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    SQLiteStore,
+    _migrations,
+    jobs_table,
+    rebuild_table,
+    version_table,
+)
+from tests.sqlite import _harness as h
+
+V1_SCHEMA = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
+V1_COLUMNS = (
+    "id, topic, payload, status, run_at, locked_until, lock_token, retries, max_retries,"
+    " last_error, created, updated"
+)
+LATEST = SchemaVersion(current=SCHEMA_VERSION, latest=SCHEMA_VERSION)
+AFTER = UPGRADE_NOW + timedelta(seconds=1)
+
+
+def v1_time(value: datetime | None) -> str | None:
+    """A time as release 1 stored it."""
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def v1_row(job: Job) -> tuple[Any, ...]:
+    """A job as a row of release 1 (JSON text payload, fixed-width UTC text times)."""
+    payload = json.dumps(job.payload, ensure_ascii=False, separators=(",", ":"))
+    return (
+        job.id,
+        job.topic,
+        payload,
+        job.status.value,
+        v1_time(job.run_at),
+        v1_time(job.locked_until),
+        job.lock_token,
+        job.retries,
+        job.max_retries,
+        job.last_error,
+        v1_time(job.created),
+        v1_time(job.updated),
+    )
+
+
+def build_v1_file(path: Path, jobs: list[Job]) -> None:
+    """A file as release 1 left it: its DDL, WAL mode, and `jobs` in its row format."""
+    with _raw(path) as raw:
+        raw.execute("PRAGMA journal_mode = WAL")
+        raw.executescript(V1_SCHEMA)
+        raw.executemany(
+            f"INSERT INTO jobs ({V1_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+            [v1_row(job) for job in jobs],
+        )
+
+
+@pytest.fixture
+def v1_file(db_path: Path) -> Path:
+    build_v1_file(db_path, jobs_in_every_status())
+    return db_path
+
+
+class Snapshot:
+    """Everything in a file (its SQL dump and its bytes), to prove nothing was written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dump, self.data = self._take()
+
+    def _take(self) -> tuple[list[str], bytes]:
+        with _raw(self.path) as raw:
+            dump = list(raw.iterdump())
+        return dump, self.path.read_bytes()
+
+    def assert_unchanged(self) -> None:
+        dump, data = self._take()
+        assert dump == self.dump
+        assert data == self.data, "the file's bytes changed"
+
+
+@contextlib.contextmanager
+def _raw(path: Path) -> Iterator[sqlite3.Connection]:
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+def version_rows(path: Path) -> list[tuple[Any, ...]]:
+    with _raw(path) as raw:
+        return raw.execute("SELECT version, name, applied FROM jobs_schema_version").fetchall()
+
+
+def legacy_rows(path: Path) -> list[tuple[Any, ...]]:
+    with _raw(path) as raw:
+        return raw.execute("SELECT component, version FROM jobs_schema").fetchall()
+
+
+def layout(raw: sqlite3.Connection, table: str) -> dict[str, Any]:
+    """What SQLite enforces of `table`: columns (type, NOT NULL, default, key), its
+    indexes (unique, partial, columns), and its CHECK constraints."""
+    columns = raw.execute(
+        'SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?)', (table,)
+    ).fetchall()
+    indexes = {}
+    for name, unique, origin, partial in raw.execute(
+        'SELECT name, "unique", origin, partial FROM pragma_index_list(?)', (table,)
+    ).fetchall():
+        on = [r[0] for r in raw.execute("SELECT name FROM pragma_index_info(?)", (name,))]
+        indexes[name if origin == "c" else origin] = (unique, partial, on)
+    (sql,) = raw.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return {"columns": columns, "indexes": indexes, "checks": checks_of(sql)}
+
+
+def checks_of(sql: str) -> list[str]:
+    """The conditions of the CHECK constraints in a CREATE TABLE text, blanks collapsed."""
+    found = []
+    at = sql.find("CHECK")
+    while at >= 0:
+        start = sql.index("(", at)
+        depth, end = 0, start
+        for end in range(start, len(sql)):
+            depth += {"(": 1, ")": -1}.get(sql[end], 0)
+            if depth == 0:
+                break
+        found.append(" ".join(sql[start + 1 : end].split()))
+        at = sql.find("CHECK", end)
+    return sorted(found)
+
+
+def derived_layout(table: sqlalchemy.Table) -> dict[str, Any]:
+    """The layout SQLAlchemy creates from today's `table`, in a scratch database."""
+    engine = sqlalchemy.create_engine("sqlite://")
+    with engine.begin() as connection:
+        table.create(connection)
+        raw = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+        return layout(raw, table.name)
+
+
+# -- release 1's file, opened by today's store -------------------------------------
+
+
+async def test_a_v1_file_is_migrated_and_every_job_reads_back_and_keeps_working(
+    v1_file: Path,
+) -> None:
+    store = SQLiteStore(v1_file)
+    try:
+        assert isinstance(store, MigratableStore)
+        before = Snapshot(v1_file)
+        assert await store.schema_version() == SchemaVersion(current=1, latest=SCHEMA_VERSION)
+        before.assert_unchanged()  # reading the version wrote nothing
+        await check_upgraded(store, jobs_in_every_status(), AFTER)
+        assert await store.schema_version() == LATEST
+    finally:
+        await store.close()
+    rows = version_rows(v1_file)
+    assert [(v, n) for v, n, _ in rows] == [(m.version, m.name) for m in MIGRATIONS]
+    for _, _, applied in rows:  # the store's UTC time text
+        assert datetime.fromisoformat(applied).tzinfo is UTC
+        assert len(applied) == len("2030-01-01T00:00:00.000000Z")
+    # The legacy row follows, so release 1 (which reads only it) refuses the file.
+    assert legacy_rows(v1_file) == [("jobs", SCHEMA_VERSION)]
+
+
+async def test_a_migrated_v1_file_has_the_layout_of_a_new_file(
+    v1_file: Path, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    for path in (v1_file, fresh):
+        store = SQLiteStore(path)
+        assert await store.migrate() == LATEST
+        await store.close()
+    with _raw(v1_file) as old, _raw(fresh) as new:
+        for table in ("jobs", "jobs_schema", "jobs_schema_version"):
+            assert layout(old, table) == layout(new, table)
+
+
+async def test_migrate_is_idempotent_and_a_current_file_is_not_written(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=None, latest=SCHEMA_VERSION)
+        assert not db_path.exists(), "reading the version created the file"
+        assert await store.migrate() == LATEST
+        assert await store.migrate() == LATEST
+    finally:
+        await store.close()
+    rows = version_rows(db_path)
+    assert [v for v, _, _ in rows] == list(range(1, SCHEMA_VERSION + 1))
+    before = Snapshot(db_path)
+    again = SQLiteStore(db_path)
+    try:
+        assert await again.migrate() == LATEST
+        assert await again.count_by_status() == dict.fromkeys(JobStatus, 0)
+    finally:
+        await again.close()
+    before.assert_unchanged()
+
+
+async def test_an_in_memory_store_reports_no_schema_until_first_use() -> None:
+    store = SQLiteStore(":memory:")
+    try:
+        assert await store.schema_version() == SchemaVersion(current=None, latest=SCHEMA_VERSION)
+        await store.count_by_status()
+        assert await store.schema_version() == LATEST
+    finally:
+        await store.close()
+
+
+# -- one path for every file: the steps make what `jobs_table` describes -----------
+
+
+async def test_a_new_file_has_exactly_the_derived_tables(db_path: Path) -> None:
+    """Columns, types, NOT NULL, CHECK and indexes of a file built by the steps equal
+    what today's `jobs_table` (derived from the job schema) would create."""
+    store = SQLiteStore(db_path)
+    await store.migrate()
+    await store.close()
+    with _raw(db_path) as raw:
+        assert layout(raw, "jobs") == derived_layout(jobs_table)
+        assert layout(raw, "jobs_schema_version") == derived_layout(version_table)
+    statuses = ", ".join(repr(status.value) for status in JobStatus)
+    assert derived_layout(jobs_table)["checks"] == [f"status IN ({statuses})"]
+
+
+def test_step_1_is_the_released_layout(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 1 alone leaves what release 1 left in a new file (the fixture), to the byte
+    of the stored SQL."""
+    monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:1])
+    engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+    with engine.begin() as connection:
+        assert _migrations.migrate(connection, str(db_path)) == 1
+    engine.dispose()
+    with _raw(db_path) as migrated, _raw(db_path.with_name("v1.db")) as released:
+        released.executescript(V1_SCHEMA)
+        query = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+        assert migrated.execute(query).fetchall() == released.execute(query).fetchall()
+        legacy = "SELECT * FROM jobs_schema"
+        assert migrated.execute(legacy).fetchall() == released.execute(legacy).fetchall()
+
+
+# -- refusals: nothing is written -----------------------------------------------------
+
+
+def _make_newer(path: Path) -> None:
+    with _raw(path) as raw:
+        raw.execute(
+            "INSERT INTO jobs_schema_version VALUES (?, 'from the future', ?)",
+            (SCHEMA_VERSION + 1, "2031-01-01T00:00:00.000000Z"),
+        )
+        raw.execute("UPDATE jobs_schema SET version = ?", (SCHEMA_VERSION + 1,))
+
+
+@pytest.mark.parametrize("mode", ["create", "no-create", "read-only"])
+async def test_a_newer_file_is_refused_and_not_written(v1_file: Path, mode: str) -> None:
+    setup = SQLiteStore(v1_file)
+    await setup.migrate()
+    await setup.close()
+    _make_newer(v1_file)
+    before = Snapshot(v1_file)
+    store = SQLiteStore(v1_file, create_schema=mode != "no-create", read_only=mode == "read-only")
+    try:
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION + 1, latest=SCHEMA_VERSION
+        )
+        with pytest.raises(SchemaTooNew) as caught:
+            await store.count_by_status()
+        assert (caught.value.found, caught.value.known) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
+        assert str(v1_file) in str(caught.value)
+        with pytest.raises(SchemaTooNew):
+            await store.insert([jobs_in_every_status()[0]])
+        if mode != "read-only":
+            with pytest.raises(SchemaTooNew):
+                await store.migrate()
+    finally:
+        await store.close()
+    before.assert_unchanged()
+
+
+async def test_a_file_only_release_1_recorded_as_newer_is_refused(db_path: Path) -> None:
+    """The legacy record alone counts too (a newer release keeps it up to date)."""
+    build_v1_file(db_path, [])
+    with _raw(db_path) as raw:
+        raw.execute("UPDATE jobs_schema SET version = 99")
+    before = Snapshot(db_path)
+    store = SQLiteStore(db_path)
+    with pytest.raises(SchemaTooNew, match="version 99"):
+        await store.get("00000000-0000-4000-8000-000000000001")
+    await store.close()
+    before.assert_unchanged()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_an_older_file_opened_without_migrating_is_behind_and_not_written(
+    v1_file: Path, read_only: bool
+) -> None:
+    before = Snapshot(v1_file)
+    store = SQLiteStore(v1_file, create_schema=False, read_only=read_only)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=1, latest=SCHEMA_VERSION)
+        with pytest.raises(SchemaBehind) as caught:
+            await store.count_by_status()
+        assert (caught.value.found, caught.value.latest) == (1, SCHEMA_VERSION)
+        assert "jobs migrate" in str(caught.value)
+    finally:
+        await store.close()
+    before.assert_unchanged()
+
+
+async def test_migrate_upgrades_a_store_opened_without_migrating(v1_file: Path) -> None:
+    """`jobs migrate` is the explicit request: it works on a `create_schema=False` store."""
+    store = open_store(f"sqlite:///{v1_file}", create_schema=False)
+    assert isinstance(store, SQLiteStore)
+    try:
+        with pytest.raises(SchemaBehind):
+            await store.count_by_status()
+        assert await store.migrate() == LATEST
+        counts = await store.count_by_status()
+        assert sum(counts.values()) == len(jobs_in_every_status())
+    finally:
+        await store.close()
+
+
+# -- several processes at once ------------------------------------------------------
+
+
+def test_processes_opening_one_v1_file_at_once_migrate_it_once(v1_file: Path) -> None:
+    """All succeed; each step is recorded once, and every job is still there."""
+    go = v1_file.with_name("go")
+    procs = [h.spawn("schema", v1_file, go) for _ in range(6)]
+    for proc in procs:
+        h.wait_line(proc, "ready")
+    go.touch()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.split()) == (0, ["ok"]), err
+    assert [v for v, _, _ in version_rows(v1_file)] == list(range(1, SCHEMA_VERSION + 1))
+    assert legacy_rows(v1_file) == [("jobs", SCHEMA_VERSION)]
+    with _raw(v1_file) as raw:
+        stored = raw.execute(f"SELECT {V1_COLUMNS} FROM jobs ORDER BY id").fetchall()
+    assert stored == sorted(v1_row(job) for job in jobs_in_every_status())
+
+
+# -- a step that rebuilds the table ---------------------------------------------------
+
+#: `jobs` with a fifth status in its CHECK, as a step adding `JobStatus.ARCHIVED` would
+#: write it.
+WITH_ARCHIVED = """
+    id TEXT NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,
+    run_at TEXT NOT NULL, locked_until TEXT, lock_token TEXT, retries INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL, last_error TEXT, created TEXT NOT NULL,
+    updated TEXT NOT NULL, PRIMARY KEY (id),
+    CONSTRAINT jobs_status_known
+        CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'archived'))
+"""
+
+
+def _archived_step(connection: sqlalchemy.Connection) -> None:
+    rebuild_table(connection, "jobs", WITH_ARCHIVED)
+
+
+@pytest.fixture
+def with_archived_step(monkeypatch: pytest.MonkeyPatch) -> int:
+    step = Migration(SCHEMA_VERSION + 1, "status archived", _archived_step)
+    monkeypatch.setattr(_migrations, "MIGRATIONS", (*MIGRATIONS, step))
+    return step.version
+
+
+def _insert_raw(path: Path, job: Job, status: str) -> None:
+    row = list(v1_row(job))
+    row[3] = status
+    with _raw(path) as raw:
+        raw.execute(f"INSERT INTO jobs ({V1_COLUMNS}) VALUES ({', '.join('?' * 12)})", row)
+
+
+async def test_a_rebuild_step_adds_a_status_and_keeps_every_row_and_index(
+    v1_file: Path, with_archived_step: int
+) -> None:
+    jobs = jobs_in_every_status()
+    with _raw(v1_file) as raw:
+        raw.execute(
+            "CREATE INDEX IF NOT EXISTS jobs_status_created_idx ON jobs (status, created, id)"
+        )
+    with _raw(v1_file) as raw:
+        indexes_before = layout(raw, "jobs")["indexes"]
+    store = SQLiteStore(v1_file)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=1, latest=with_archived_step)
+        for job in jobs:
+            assert await store.get(job.id) == job
+        assert await store.schema_version() == SchemaVersion(
+            current=with_archived_step, latest=with_archived_step
+        )
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(v1_file)] == list(range(1, with_archived_step + 1))
+    with _raw(v1_file) as raw:
+        after = layout(raw, "jobs")
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert after["indexes"] == indexes_before
+    assert after["checks"] == [
+        "status IN ('pending', 'processing', 'completed', 'failed', 'archived')"
+    ]
+    extra = jobs_in_every_status(UPGRADE_NOW + timedelta(days=1))[0]
+    _insert_raw(v1_file, _with_id(extra, "archived-1"), "archived")  # the new status is accepted
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        _insert_raw(v1_file, _with_id(extra, "bogus-1"), "bogus")  # the CHECK still holds
+
+
+async def test_a_rebuild_refuses_a_table_other_tables_reference(
+    v1_file: Path, with_archived_step: int
+) -> None:
+    """Dropping it would cascade into (or fail on) the referencing rows: refused, and
+    the migration's transaction leaves the file as it was."""
+    with _raw(v1_file) as raw:
+        raw.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, job TEXT REFERENCES jobs (id))")
+        raw.execute("INSERT INTO orders VALUES (1, ?)", (jobs_in_every_status()[0].id,))
+    before = Snapshot(v1_file)
+    store = SQLiteStore(v1_file)
+    try:
+        with pytest.raises(StoreError, match=r"cannot rebuild table 'jobs'.*orders"):
+            await store.count_by_status()
+    finally:
+        await store.close()
+    before.assert_unchanged()
+
+
+def _with_id(job: Job, job_id: str) -> Job:
+    return attrs.evolve(job, id=job_id)
+
+
+# -- the README ---------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "packages" / "jobs-sqlite" / "README.md"
+
+
+def test_the_readme_migration_snippet_runs_as_written(tmp_path: Path) -> None:
+    """On a file of release 1: it reports version 1, then migrates it."""
+    section = README.read_text().split("## Migrations", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    build_v1_file(tmp_path / "jobs.db", jobs_in_every_status())
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        repr(SchemaVersion(current=1, latest=SCHEMA_VERSION)),
+        repr(LATEST),
+    ]
