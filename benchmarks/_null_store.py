@@ -62,6 +62,11 @@ class NullStore:
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         raise NotImplementedError
 
+    async def delete_finished(
+        self, *, statuses: Collection[JobStatus], before: datetime, limit: int
+    ) -> int:
+        raise NotImplementedError
+
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         await asyncio.Event().wait()
 

@@ -212,6 +212,11 @@ class LedgerStore:
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         return await self.inner.delete(job_id, expected_status=expected_status)
 
+    async def delete_finished(
+        self, *, statuses: Collection[JobStatus], before: datetime, limit: int
+    ) -> int:
+        return await self.inner.delete_finished(statuses=statuses, before=before, limit=limit)
+
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         await self.inner.watch(on_new_work)
 

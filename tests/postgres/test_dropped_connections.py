@@ -272,3 +272,23 @@ async def test_reads_killed_mid_statement_are_repeated(own_db: str) -> None:
         assert [j.id for j in page.items] == [job.id]
     finally:
         await store.close()
+
+
+async def test_a_bulk_delete_killed_mid_statement_is_repeated(own_db: str) -> None:
+    """Deleting finished jobs is safe to repeat: the call answers, and the jobs are gone."""
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        now = datetime.now(UTC)
+        done = [
+            evolve(jobs.prepare("t", {}), status=JobStatus.COMPLETED, updated=now) for _ in range(3)
+        ]
+        await store.insert(done)
+        deleting = store.delete_finished(
+            statuses=[JobStatus.COMPLETED], before=now + timedelta(seconds=1), limit=10
+        )
+        assert await _killed_while_blocked(own_db, "jobs", deleting) == 3
+        with admin_connect(own_db) as admin:
+            assert _rows(admin, "jobs") == set()
+    finally:
+        await store.close()

@@ -63,7 +63,7 @@ from jobs_core._transitions import (
     claim_order_key,
 )
 from jobs_core._transitions import actions as allowed_actions
-from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH
+from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH, check_delete_finished
 from jobs_core._worker import Handler
 from jobs_core.clock import Clock, SystemClock
 from jobs_core.ports import JobStore, MigratableStore, SchemaVersion
@@ -131,6 +131,7 @@ __all__ = [
     "UnknownStoreScheme",
     "UnreadableJob",
     "available_schemes",
+    "check_delete_finished",
     "exponential_backoff",
     "open_store",
     "rows_within_budget",

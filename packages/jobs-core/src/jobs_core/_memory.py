@@ -22,6 +22,7 @@ from jobs_core._model import (
     rows_within_budget,
 )
 from jobs_core._payload import serialize
+from jobs_core._validation import check_delete_finished
 
 #: Large enough for any payload: `serialize` only measures here, the service checked it.
 _NO_LIMIT = 2**62
@@ -163,6 +164,19 @@ class MemoryStore:
             return False
         del self._jobs[job_id]
         return True
+
+    async def delete_finished(
+        self, *, statuses: Collection[JobStatus], before: datetime, limit: int
+    ) -> int:
+        """Remove the `limit` oldest (`updated`, then `id`) final jobs updated before `before`."""
+        wanted, before, limit = check_delete_finished(statuses, before, limit)
+        old = sorted(
+            (job for job in self._jobs.values() if job.status in wanted and job.updated < before),
+            key=lambda job: (job.updated, job.id),
+        )[:limit]
+        for job in old:
+            del self._jobs[job.id]
+        return len(old)
 
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         """Report inserts and re-queues made through this store, until cancelled."""

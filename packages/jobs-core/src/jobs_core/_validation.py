@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from jobs_core._errors import InvalidOptions, InvalidTopic
 from jobs_core._model import JobStatus, time_problem
+from jobs_core._transitions import FINAL_STATUSES
 
 MAX_TOPIC_LENGTH = 255
 #: Largest `limit` of one `list()` page.
@@ -63,3 +65,25 @@ def check_page(limit: object, offset: object) -> tuple[int, int]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidOptions(f"offset must be a non-negative integer, got {offset!r}")
     return limit, offset
+
+
+def check_delete_finished(
+    statuses: Collection[object], before: object, limit: object
+) -> tuple[tuple[JobStatus, ...], datetime, int]:
+    """The arguments of `JobStore.delete_finished`, checked the same in every store: the
+    statuses (final ones only, at least one) sorted and without repeats, `before` as UTC,
+    and `limit` (at least 1). Anything else is `InvalidOptions`, before any row is read."""
+    if isinstance(statuses, str | bytes):
+        raise InvalidOptions(f"statuses must be a collection of statuses, got {statuses!r}")
+    finals = ", ".join(sorted(status.value for status in FINAL_STATUSES))
+    wanted: set[JobStatus] = set()
+    for value in statuses:
+        # A `JobStatus` is its own string value, so "failed" names FAILED here too.
+        if not isinstance(value, str) or value not in FINAL_STATUSES:
+            raise InvalidOptions(f"statuses must be final ({finals}), got {value!r}")
+        wanted.add(JobStatus(value))
+    if not wanted:
+        raise InvalidOptions(f"statuses must name at least one of {finals}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidOptions(f"limit must be an integer of at least 1, got {limit!r}")
+    return tuple(sorted(wanted)), check_time(before, "before"), limit

@@ -122,6 +122,17 @@ class JobStore(Protocol):
         """Delete the job if it is still in `expected_status`; False if it is not (or gone)."""
         ...
 
+    async def delete_finished(
+        self, *, statuses: Collection[JobStatus], before: datetime, limit: int
+    ) -> int:
+        """Delete up to `limit` jobs whose status is one of `statuses` and whose `updated` is
+        earlier than `before`, oldest `updated` first (then `id`); return how many went.
+        `statuses` must be final statuses (`jobs_core.FINAL_STATUSES`: completed, failed);
+        anything else is `InvalidOptions`, and so is `limit < 1` or an empty `statuses`.
+        One atomic statement per call; a retention duty calls it repeatedly until it returns
+        less than `limit`, so no call holds a long lock."""
+        ...
+
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         """Call `on_new_work` whenever work may have become due, until cancelled.
 

@@ -16,7 +16,7 @@ from typing import Final
 
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from jobs_core import JOB_FIELDS, MUTABLE_FIELDS
+from jobs_core import JOB_FIELDS, MUTABLE_FIELDS, JobStatus
 from jobs_postgres._schema import Schema
 
 #: Every column (one per `Job` field, same name), in the order rows are returned and
@@ -128,3 +128,35 @@ def statements(schema: Schema) -> Statements:
         " END AS notified FROM changed"
     )
     return Statements(insert=insert, insert_one=insert_one, claim=claim, update=update)
+
+
+def delete_finished(schema: Schema, statuses: tuple[JobStatus, ...]) -> str:
+    """Delete up to $2 of the oldest (`updated`, `id`) jobs of the final `statuses` updated
+    before $1, in one statement; the command tag says how many went.
+
+    Each status is its own CTE: an ordered pick of at most $2 rows, locked `FOR UPDATE SKIP
+    LOCKED`, so a round never waits for a row someone is changing (a requeue, a single
+    delete, another round) and two rounds at once delete different rows; the first $2 of
+    the picks by (`updated`, `id`) go. The DELETE re-checks status and time, and touches
+    only rows its own picks locked, so it never waits on a row lock either. Statuses are
+    literals so that a partial index `(status, updated, id) WHERE status IN ('completed',
+    'failed')` matches them; until the schema has one (or a plain index on those columns)
+    each pick is a scan of the table and a top-$2 sort. The LIMIT is a sub-select for the
+    reason the claim's is (see `statements`).
+    """
+    t = schema.jobs
+    table = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
+    literals = [f"'{JobStatus(status).value}'" for status in statuses]
+    picks = [
+        f"p{i} AS (SELECT id, updated FROM {table} WHERE status = {literal}"  # noqa: S608
+        " AND updated < $1 ORDER BY updated, id LIMIT (SELECT $2::bigint)"
+        " FOR UPDATE SKIP LOCKED)"
+        for i, literal in enumerate(literals)
+    ]
+    merged = " UNION ALL ".join(f"SELECT id, updated FROM p{i}" for i in range(len(picks)))  # noqa: S608
+    return (
+        f"WITH {', '.join(picks)},"  # noqa: S608
+        f" picked AS (SELECT id FROM ({merged}) AS u ORDER BY updated, id LIMIT $2)"
+        f" DELETE FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM picked))"
+        f" AND status IN ({', '.join(literals)}) AND updated < $1"
+    )

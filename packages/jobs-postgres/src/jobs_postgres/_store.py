@@ -28,6 +28,7 @@ from jobs_core import (
     JobUpdate,
     SchemaMissing,
     StoreError,
+    check_delete_finished,
     rows_within_budget,
 )
 from jobs_postgres._errors import translated
@@ -43,6 +44,7 @@ from jobs_postgres._rows import (
 )
 from jobs_postgres._schema import Schema
 from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, statements
+from jobs_postgres._statements import delete_finished as delete_finished_sql
 from jobs_postgres._url import StoreURL, check_name, parse_url
 
 log = logging.getLogger("jobs_postgres")
@@ -79,6 +81,11 @@ RETRY_POLICY: Final[Mapping[str, Retry]] = MappingProxyType(
         # would lease more jobs without freeing those. Only a claim that never left runs
         # again.
         "claim": Retry(unsent=True, unknown=False),
+        # Deleting finished jobs is safe to repeat: the repeat deletes only rows that still
+        # match. After an unknown outcome its count misses what the first attempt deleted
+        # (up to `limit` more rows may have gone in this call), so a retention loop at
+        # worst stops a round early and carries on at its next run.
+        "delete_finished": Retry(unsent=True, unknown=True),
     }
 )
 
@@ -117,6 +124,7 @@ class PostgresStore:
         self._ready = False
         self._ready_lock: asyncio.Lock | None = None
         self._sql = statements(self._schema)
+        self._delete_finished_sql: dict[tuple[JobStatus, ...], str] = {}
 
     @classmethod
     def from_url(cls, url: str, *, create_schema: bool = True) -> PostgresStore:
@@ -406,6 +414,25 @@ class PostgresStore:
                     .returning(t.c.id)
                 )
                 return result.first() is not None
+
+    async def delete_finished(
+        self, *, statuses: Collection[JobStatus], before: datetime, limit: int
+    ) -> int:
+        """Delete up to `limit` of the oldest final jobs updated before `before`, in one
+        autocommitted statement that skips rows other transactions hold."""
+        wanted, before, limit = check_delete_finished(statuses, before, limit)
+        text = self._delete_finished_sql.get(wanted)
+        if text is None:
+            text = self._delete_finished_sql[wanted] = delete_finished_sql(self._schema, wanted)
+        pool = await self._hot_pool()
+
+        async def delete(conn: asyncpg.Connection, repeat: bool) -> str:
+            tag: str = await conn.execute(text, before, limit)
+            return tag
+
+        with translated("deleting finished jobs"):
+            tag = await pool.run(delete, RETRY_POLICY["delete_finished"])
+        return int(tag.rsplit(" ", 1)[-1])  # "DELETE <count>"
 
     # -- reads ------------------------------------------------------------------------
 

@@ -240,3 +240,15 @@ def delete_job(connection: Connection, job_id: str, expected_status: JobStatus) 
     )
     with write_transaction(connection):
         return connection.execute(statement).rowcount == 1
+
+
+def delete_finished(
+    connection: Connection, statuses: tuple[JobStatus, ...], before: datetime, limit: int
+) -> int:
+    """Delete up to `limit` of the oldest final jobs updated before `before`, in one
+    statement and transaction; how many went. Arguments were checked by the store."""
+    with write_transaction(connection):
+        result = connection.exec_driver_sql(
+            sql.delete_finished(statuses), (format_time(before), limit)
+        )
+        return int(result.rowcount)

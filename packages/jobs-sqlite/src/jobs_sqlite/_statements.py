@@ -102,6 +102,34 @@ def claim(topic_count: int) -> str:
     )
 
 
+@lru_cache(maxsize=8)
+def delete_finished(statuses: tuple[JobStatus, ...]) -> str:
+    """Delete the oldest (`updated`, `id`) jobs of the final `statuses` updated before a
+    time, at most a limit of them. Parameters: before (?1), limit (?2).
+
+    SQLite has no DELETE ... LIMIT (unless compiled with it), so the rows are picked by id
+    in a sub-select; `BEGIN IMMEDIATE` makes pick and delete one step. Each status is its
+    own ordered branch of at most ?2 rows, merged: with an index on (status, updated, id)
+    each branch is a covering walk of at most ?2 entries and only the merge of those sorts.
+    Until the schema has one, each branch finds its status on `jobs_claim_idx`, reads every
+    row of it for `updated` and sorts them: a call costs all the finished rows it looks at.
+    Statuses are literals (the core's own enum values). A partial index (`WHERE status IN
+    ('completed', 'failed')`) would serve only if each branch also repeated that term word
+    for word: SQLite does not prove `status = 'completed'` implies it.
+    """
+    branches = [
+        f"SELECT id, updated FROM jobs WHERE status = '{JobStatus(status).value}'"  # noqa: S608
+        " AND updated < ?1 ORDER BY updated, id LIMIT ?2"
+        for status in statuses
+    ]
+    if len(branches) == 1:
+        picked = branches[0]
+    else:
+        merged = " UNION ALL ".join(f"SELECT * FROM ({branch})" for branch in branches)  # noqa: S608
+        picked = f"SELECT id, updated FROM ({merged}) ORDER BY updated, id LIMIT ?2"  # noqa: S608
+    return f"DELETE FROM jobs WHERE id IN (SELECT id FROM ({picked}))"  # noqa: S608
+
+
 def _remainder() -> JobStatus | None:
     """The status `COUNTS` takes as the total less the others: the one where a
     long-lived queue's jobs pile up (final, and never requeued), if there is one."""

@@ -45,6 +45,7 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    check_delete_finished,
 )
 from jobs_sqlite import _operations as ops
 from jobs_sqlite._engine import (
@@ -272,6 +273,19 @@ class SQLiteStore:
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         """Delete the job if it is still in `expected_status`."""
         return await self._call("deleting a job", ops.delete_job, job_id, expected_status)
+
+    async def delete_finished(
+        self, *, statuses: Collection[JobStatus], before: datetime, limit: int
+    ) -> int:
+        """Delete up to `limit` of the oldest final jobs updated before `before`.
+
+        On the store thread (not inline: a round may touch thousands of rows), in one
+        `BEGIN IMMEDIATE` transaction that holds the file's write lock only for its one
+        statement."""
+        wanted, before, limit = check_delete_finished(statuses, before, limit)
+        return await self._call(
+            "deleting finished jobs", ops.delete_finished, wanted, before, limit
+        )
 
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         """Report this store's own inserts and re-queues until cancelled.

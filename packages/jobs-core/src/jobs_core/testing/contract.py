@@ -40,8 +40,10 @@ from hypothesis.stateful import (
 )
 
 from jobs_core import _transitions as transitions
+from jobs_core._errors import InvalidOptions
 from jobs_core._ids import new_job_id
 from jobs_core._model import MUTABLE_FIELDS, Job, JobQuery, JobStatus, JobUpdate
+from jobs_core._transitions import FINAL_STATUSES
 from jobs_core.ports import JobStore
 
 __all__ = ["LEASE", "JobStoreContract", "make_job", "make_state_machine"]
@@ -288,10 +290,157 @@ class JobStoreContract:
             JobStatus.FAILED: 0,
         }
 
+    # -- delete_finished (retention) ---------------------------------------------------
+
+    async def test_delete_finished_takes_the_oldest_final_jobs_first(self, store: JobStore) -> None:
+        """Only the asked-for final statuses, `updated < before` (strict), by (`updated`,
+        `id`), at most `limit`; pending and processing jobs are never touched."""
+        at = [_T0 + timedelta(seconds=s) for s in range(5)]
+        tied = [_finished_job(JobStatus.COMPLETED, at[1]) for _ in range(3)]
+        oldest = _finished_job(JobStatus.COMPLETED, at[0])
+        on_the_cut = _finished_job(JobStatus.COMPLETED, at[2])
+        failed = _finished_job(JobStatus.FAILED, at[0])
+        old_pending = make_job(now=at[0] - timedelta(days=1))
+        running = attrs.evolve(
+            make_job(now=at[0] - timedelta(days=1)),
+            status=JobStatus.PROCESSING,
+            locked_until=at[0],
+            lock_token=uuid.uuid4().hex,
+        )
+        await store.insert([*tied, oldest, on_the_cut, failed, old_pending, running])
+        completed = [JobStatus.COMPLETED]
+
+        assert await store.delete_finished(statuses=completed, before=at[2], limit=2) == 2
+        first_two = sorted([oldest, *tied], key=lambda j: (j.updated, j.id))[:2]
+        left = {j.id for j in (await store.list(JobQuery(limit=20))).items}
+        assert not left & {j.id for j in first_two}, "the two oldest went"
+        assert len(left) == 6
+
+        assert await store.delete_finished(statuses=completed, before=at[2], limit=10) == 2
+        assert await store.delete_finished(statuses=completed, before=at[2], limit=10) == 0
+        assert await store.get(on_the_cut.id) == on_the_cut, "updated == before stays"
+        assert await store.get(failed.id) == failed, "failed was not asked for"
+
+        every = [JobStatus.FAILED, JobStatus.COMPLETED]
+        far = at[4] + timedelta(days=365)
+        assert await store.delete_finished(statuses=every, before=far, limit=10) == 2
+        remaining = await store.list(JobQuery(limit=20))
+        assert {j.id for j in remaining.items} == {old_pending.id, running.id}
+        assert await store.get(running.id) == running
+
+    async def test_delete_finished_refuses_anything_but_final_statuses(
+        self, store: JobStore
+    ) -> None:
+        """Non-final or no statuses, and `limit < 1`, are `InvalidOptions`; nothing goes."""
+        jobs = [
+            _finished_job(JobStatus.COMPLETED, _T0),
+            _finished_job(JobStatus.FAILED, _T0),
+            make_job(),
+        ]
+        await store.insert(jobs)
+        later = _T0 + timedelta(hours=1)
+        refused: list[tuple[Any, Any, Any]] = [
+            ([JobStatus.PENDING], later, 10),
+            ([JobStatus.PROCESSING], later, 10),
+            ([JobStatus.COMPLETED, JobStatus.PENDING], later, 10),
+            ([], later, 10),
+            ([JobStatus.COMPLETED], later, 0),
+            ([JobStatus.FAILED], later, -1),
+            ([JobStatus.FAILED], later.replace(tzinfo=None), 10),
+        ]
+        for statuses, before, limit in refused:
+            with pytest.raises(InvalidOptions):
+                await store.delete_finished(statuses=statuses, before=before, limit=limit)
+        assert (await store.list(JobQuery(limit=10))).total == 3
+        assert await store.delete_finished(statuses=FINAL_STATUSES, before=later, limit=10) == 2
+
+    async def test_delete_finished_in_rounds_until_short(self, store: JobStore) -> None:
+        """A retention duty's loop: full rounds, then a short one, then nothing."""
+        await store.insert([_finished_job(JobStatus.COMPLETED, _T0) for _ in range(7)])
+        later = _T0 + timedelta(seconds=1)
+        rounds = [
+            await store.delete_finished(statuses=FINAL_STATUSES, before=later, limit=3)
+            for _ in range(4)
+        ]
+        assert rounds == [3, 3, 1, 0]
+        assert (await store.list(JobQuery(limit=10))).total == 0
+
+    async def test_concurrent_bulk_deletes_count_each_job_once(self, store: JobStore) -> None:
+        """Racing calls never report a job twice nor delete one they should not."""
+        keep = _finished_job(JobStatus.COMPLETED, _T0 + timedelta(hours=1))
+        await store.insert([_finished_job(JobStatus.FAILED, _T0) for _ in range(12)] + [keep])
+        later = _T0 + timedelta(seconds=1)
+        counts = await asyncio.gather(
+            *(
+                store.delete_finished(statuses=FINAL_STATUSES, before=later, limit=5)
+                for _ in range(4)
+            )
+        )
+        assert all(0 <= n <= 5 for n in counts)
+        left = (await store.list(JobQuery(limit=20))).total
+        assert sum(counts) == 13 - left
+        rest = await store.delete_finished(statuses=FINAL_STATUSES, before=later, limit=20)
+        assert sum(counts) + rest == 12
+        assert await store.get(keep.id) == keep
+
+    async def test_claim_never_returns_a_job_deleted_in_bulk(self, store: JobStore) -> None:
+        """A failed job deleted by `delete_finished` while it is requeued and claimed is
+        either requeued (and claimable) or gone (never claimed); counts and list agree."""
+        doomed = [make_job(max_retries=0) for _ in range(3)]
+        done = [make_job() for _ in range(3)]
+        await store.insert([*doomed, *done])
+        claimed = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=6)
+        failed: list[Job] = []
+        finish = []
+        for job in claimed:
+            token = str(job.lock_token)
+            if job.max_retries == 0:
+                after = transitions.fail(job, token=token, error="x", now=_T0, backoff=_backoff)
+                failed.append(after)
+            else:
+                after = transitions.complete(job, token=token, now=_T0)
+            finish.append(transitions.update(job, after))
+        assert list(await store.update(finish)) == [True] * 6
+        assert {j.status for j in failed} == {JobStatus.FAILED}
+        waiting = make_job()
+        await store.insert([waiting])
+
+        later = _T0 + timedelta(seconds=1)
+        requeues = [transitions.update(j, transitions.requeue(j, now=later)) for j in failed]
+        deleted, flags, first = await asyncio.gather(
+            store.delete_finished(statuses=[JobStatus.FAILED], before=later, limit=10),
+            asyncio.gather(*(store.update([change]) for change in requeues)),
+            store.claim(topics=["t"], now=later, lease=LEASE, limit=10),
+        )
+        requeued = {c.job.id for c, (ok,) in zip(requeues, flags, strict=True) if ok}
+        gone = {j.id for j in failed} - requeued
+        assert deleted == len(gone)
+        rest = await store.claim(topics=["t"], now=later, lease=LEASE, limit=10)
+        taken = [j.id for j in [*first, *rest]]
+        assert sorted(taken) == sorted({waiting.id} | requeued), "every live job, once"
+        assert not gone & set(taken), "a deleted job was claimed"
+
+        page = await store.list(JobQuery(limit=20))
+        counts = await store.count_by_status()
+        assert page.total == sum(counts.values()) == 7 - len(gone)
+        for status in JobStatus:
+            listed = await store.list(JobQuery(status=status, limit=20))
+            assert listed.total == counts.get(status, 0), status
+        assert counts.get(JobStatus.COMPLETED, 0) == 3
+        assert counts.get(JobStatus.FAILED, 0) == 0
+
+
+def _finished_job(status: JobStatus, updated: datetime) -> Job:
+    """A job that ended in `status` at `updated` (built directly, to set the time exactly)."""
+    job = make_job(now=updated - timedelta(minutes=1), run_at=updated - timedelta(minutes=1))
+    error = "gave up" if status is JobStatus.FAILED else None
+    return attrs.evolve(job, status=status, updated=updated, last_error=error)
+
 
 # -- the stateful model test ----------------------------------------------------------
 
 _TOPICS = ("a", "b")
+_TICK = timedelta(microseconds=1)
 _OFFSETS = st.sampled_from([-10.0, -1.0, 0.0, 0.5, 1.0, 10.0]).map(lambda s: timedelta(seconds=s))
 _STEPS = st.sampled_from(
     [
@@ -535,6 +684,25 @@ def make_state_machine(
                 event(f"deleted {job.status.value}")
             else:
                 event(f"delete refused ({job.status.value})")
+
+        @rule(
+            statuses=st.sets(st.sampled_from(sorted(FINAL_STATUSES)), min_size=1).map(sorted),
+            back=st.sampled_from([timedelta(hours=1), LEASE, timedelta(0), -_TICK]),
+            limit=st.integers(1, 4),
+        )
+        def delete_finished(self, statuses: list[JobStatus], back: timedelta, limit: int) -> None:
+            before = self.now - back
+            gone = sorted(
+                (j for j in self.model.values() if j.status in statuses and j.updated < before),
+                key=lambda j: (j.updated, j.id),
+            )[:limit]
+            count = self.run(
+                self.store.delete_finished(statuses=statuses, before=before, limit=limit)
+            )
+            assert count == len(gone), f"deleted {count}, the model says {len(gone)}"
+            for job in gone:
+                del self.model[job.id]
+            event(f"bulk-deleted {len(gone)}" + (" (full)" if len(gone) == limit else ""))
 
         @rule(
             topic=st.none() | st.sampled_from(_TOPICS),
