@@ -6,7 +6,8 @@ a new table is laid out exactly as an upgraded one. Each step is frozen once rel
 which later steps change); `<table>_schema_version` gets one row per applied step.
 
 Steps run in order, in one transaction, under a transaction-scoped advisory lock keyed
-by the table's qualified name, so processes starting together apply each step once. A
+by the table's qualified name, so processes starting together apply each step once
+(each reads the version again once it holds the lock). A
 process that finds the latest step recorded does no DDL and takes no lock. One that
 finds a step it does not know raises `SchemaTooNew` before writing anything; releases
 before the numbered steps read `max(version)` too and refuse with their own error.
@@ -80,31 +81,38 @@ async def _v1(conn: AsyncConnection, schema: Schema) -> None:
 
 async def _v2(conn: AsyncConnection, schema: Schema) -> None:
     """The per-topic claim index in, the `(run_at, id)` one out; the version table in
-    its common shape (a `name` per step, `version` a plain integer).
+    the shape every store shares: `(version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+    applied TIMESTAMPTZ NOT NULL DEFAULT now())`.
 
-    Idempotent: databases of an unnumbered release between 1 and 2 already have the
-    index. Plain `CREATE INDEX` (not CONCURRENTLY: it runs inside the migration's
-    transaction), so writers wait while it is built: seconds per million pending jobs.
+    Idempotent for the index: tables of the unnumbered release between 1 and 2 have it.
+    Plain `CREATE INDEX` (not CONCURRENTLY: it runs inside the migration's transaction),
+    so writers wait while it is built: seconds per million pending jobs. The version
+    table (a row or two) is rebuilt rather than altered, for its column order and to
+    lose v1's SERIAL.
     """
     t = schema.name
     versions = schema.sql(t + "_schema_version")
-    serial = await conn.scalar(
-        sa.select(sa.func.pg_get_serial_sequence(versions, sa.literal("version")))
-    )
+    read = f"SELECT version, applied FROM {versions}"  # noqa: S608
+    applied = (await conn.execute(sa.text(read))).all()
     await _run(
         conn,
         [
             f"CREATE INDEX IF NOT EXISTS {quote(t + '_pending_topic_idx')}"
             f" ON {schema.sql(t)} (topic, run_at, id) WHERE status = 'pending'",
             f"DROP INDEX IF EXISTS {schema.sql(t + '_pending_idx')}",
-            f"ALTER TABLE {versions} ADD COLUMN name TEXT",
-            f"UPDATE {versions} SET name = 'v1 layout' WHERE version = 1",  # noqa: S608
-            f"ALTER TABLE {versions} ALTER COLUMN name SET NOT NULL,"
-            " ALTER COLUMN version DROP DEFAULT",
+            f"DROP TABLE {versions}",
+            f"CREATE TABLE {versions} (version INTEGER NOT NULL, name TEXT NOT NULL,"
+            " applied TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, PRIMARY KEY (version))",
         ],
     )
-    if serial is not None:
-        await _run(conn, [f"DROP SEQUENCE {serial}"])
+    insert = f"INSERT INTO {versions} (version, name, applied) VALUES (:v, :n, :at)"  # noqa: S608
+    for version, when in applied:
+        names = {"v": version, "n": _V1_NAMES.get(version, f"step {version}"), "at": when}
+        await conn.execute(sa.text(insert), names)
+
+
+#: The names of the steps a v1 version table can hold (step 2 writes them in).
+_V1_NAMES: Final = {1: "v1 layout"}
 
 
 #: Every step, in order; `len(STEPS)` is the latest version.
@@ -158,28 +166,37 @@ def _refuse_newer(found: int | None, known: int, where: str) -> None:
 
 
 async def migrate(conn: AsyncConnection, schema: Schema, where: str) -> SchemaVersion:
-    """Apply the steps the table lacks, in the caller's transaction; `where` names the
-    table in errors. Raises `SchemaTooNew`, having written nothing, if it is newer."""
+    """Apply the steps the table lacks; `where` names the table in errors. Raises
+    `SchemaTooNew`, having written nothing, if the table is newer than `STEPS`.
+
+    `conn` must be outside a transaction: the version is read in a transaction of its
+    own, which ends before the lock is awaited. A reader still holding its share lock
+    on the version table while it waits would deadlock with the step that alters it.
+    """
     steps = STEPS
     known = len(steps)
-    found = await installed_version(conn, schema)
+    async with conn.begin():
+        found = await installed_version(conn, schema)
     if found == known:
         return SchemaVersion(current=found, latest=known)
     _refuse_newer(found, known, where)
-    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(schema.lock_key)))
-    found = await installed_version(conn, schema)
-    _refuse_newer(found, known, where)
-    versions = schema.sql(schema.name + "_schema_version")
-    for step in steps[found or 0 :]:
-        await step.apply(conn, schema)
-        # v1's version table has no `name` (step 2 adds it and names row 1).
-        insert = (
-            f"INSERT INTO {versions} (version) VALUES (:version)"  # noqa: S608
-            if step.version == 1
-            else f"INSERT INTO {versions} (version, name) VALUES (:version, :name)"  # noqa: S608
-        )
-        await conn.execute(sa.text(insert), {"version": step.version, "name": step.name})
-        log.info("jobs table %s: applied step %d (%s)", schema.qualified, step.version, step.name)
+    async with conn.begin():
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(schema.lock_key)))
+        found = await installed_version(conn, schema)
+        _refuse_newer(found, known, where)
+        versions = schema.sql(schema.name + "_schema_version")
+        for step in steps[found or 0 :]:
+            await step.apply(conn, schema)
+            # v1's version table has no `name` (step 2 adds it and names row 1).
+            insert = (
+                f"INSERT INTO {versions} (version) VALUES (:version)"  # noqa: S608
+                if step.version == 1
+                else f"INSERT INTO {versions} (version, name) VALUES (:version, :name)"  # noqa: S608
+            )
+            await conn.execute(sa.text(insert), {"version": step.version, "name": step.name})
+            log.info(
+                "jobs table %s: applied step %d (%s)", schema.qualified, step.version, step.name
+            )
     return SchemaVersion(current=known, latest=known)
 
 

@@ -176,7 +176,7 @@ class PostgresStore:
             self._ready_lock = asyncio.Lock()
         async with self._ready_lock:
             if not self._ready:
-                await self._open_schema(engine)
+                await self._open_schema()
                 with translated("checking the server clock"):
                     await self._check_clock(engine)
                 self._ready = True
@@ -187,19 +187,11 @@ class PostgresStore:
         """The table, as schema errors name it."""
         return f"table {self._schema.qualified} of {self._shown_url}"
 
-    async def _open_schema(self, engine: AsyncEngine) -> SchemaVersion:
+    async def _open_schema(self) -> SchemaVersion:
         """Migrate the table (`create_schema`), or check that it is at the latest step."""
-        action = "migrating the jobs table" if self._create_schema else "looking for the jobs table"
-        # The inner block names schema failures; the outer one, the connection's.
-        with translated("connecting to the database"):
-            async with engine.connect() as conn:
-                with translated(action):
-                    async with conn.begin():
-                        if self._create_schema:
-                            return await migrate(conn, self._schema, self._where)
-                        version = SchemaVersion(
-                            current=await installed_version(conn, self._schema), latest=latest()
-                        )
+        if self._create_schema:
+            return await self.migrate()
+        version = await self.schema_version()
         if version.current is None:
             raise SchemaMissing(self._shown_url)
         if version.ahead:
@@ -210,9 +202,10 @@ class PostgresStore:
 
     async def schema_version(self) -> SchemaVersion:
         """Where the table's schema stands (`current=None`: no table); writes nothing."""
+        # The inner block names schema failures; the outer one, the connection's.
         with translated("connecting to the database"):
             async with self.engine.connect() as conn:
-                with translated("reading the schema version"):
+                with translated("looking for the jobs table"):
                     current = await installed_version(conn, self._schema)
         return SchemaVersion(current=current, latest=latest())
 
@@ -222,8 +215,7 @@ class PostgresStore:
         with translated("connecting to the database"):
             async with self.engine.connect() as conn:
                 with translated("migrating the jobs table"):
-                    async with conn.begin():
-                        return await migrate(conn, self._schema, self._where)
+                    return await migrate(conn, self._schema, self._where)
 
     async def _hot_pool(self) -> HotPool:
         """The asyncpg pool of the hot path, created (with the table) on first use."""
