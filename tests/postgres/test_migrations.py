@@ -33,7 +33,7 @@ from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from jobs_postgres import _migrations as migrations
 from jobs_postgres._schema import Schema
 from tests.pg_admin import admin_connect, throwaway_database
-from tests.postgres.procs import spawn
+from tests.postgres.procs import spawn, wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 V1_DDL = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
@@ -320,9 +320,8 @@ async def test_connections_opening_one_v1_table_at_once_apply_each_step_once(
     stores = [PostgresStore(url) for _ in range(6)]
     try:
         opening = [asyncio.create_task(store.count_by_status()) for store in stores]
-        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
         async with asyncio.timeout(30):
-            while db.execute(waiting).fetchone() != (6,):
+            while db.execute(_WAITING).fetchone() != (6,):
                 await asyncio.sleep(0.01)
         db.execute("SELECT pg_advisory_unlock_all()")
         counts = await asyncio.gather(*opening)
@@ -335,13 +334,22 @@ async def test_connections_opening_one_v1_table_at_once_apply_each_step_once(
 
 
 def test_processes_opening_one_v1_table_at_once_apply_each_step_once(url: str, db: Conn) -> None:
+    """As above, with four worker processes queued on the lock together."""
     create_v1(db)
     jobs = jobs_in_every_status()
     write_v1_rows(db, jobs)
+    db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
     procs = [spawn({"store_url": f"{url}?table=jobs", "mode": "init"}) for _ in range(4)]
+    try:
+        wait_for(db, _WAITING, 4, timeout=120)
+    finally:
+        db.execute("SELECT pg_advisory_unlock_all()")
     assert [proc.wait(120) for proc in procs] == [0] * 4
     assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (len(jobs),)
+
+
+_WAITING = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
 
 
 async def _allow_cancelled(conn: AsyncConnection, schema: Schema) -> None:
@@ -388,14 +396,19 @@ async def test_a_table_with_its_own_name_and_schema_is_upgraded(url: str, db: Co
     write_v1_rows(db, jobs, relation="queue.work")
     store = PostgresStore(url, table="work", schema="queue")
     other = PostgresStore(url)  # the default table, elsewhere, is not touched
+    nowhere = PostgresStore(url, table="work", schema="absent")
     try:
         assert await store.schema_version() == SchemaVersion(current=1, latest=SCHEMA_VERSION)
-        assert await other.schema_version() == SchemaVersion(current=None, latest=SCHEMA_VERSION)
+        missing = SchemaVersion(current=None, latest=SCHEMA_VERSION)
+        assert await other.schema_version() == missing
+        assert await nowhere.schema_version() == missing
         await check_upgraded(store, jobs, LATER)
     finally:
         await store.close()
         await other.close()
+        await nowhere.close()
     assert [v for v, _ in versions(db, "queue.work_schema_version")] == [1, 2]
+    assert db.execute("SELECT to_regnamespace('absent')").fetchone() == (None,)
     indexes = {name for name, _ in describe(db, "queue")["work"]["indexes"]}
     assert {"work_pending_topic_idx", "work_processing_idx"} <= indexes
     assert "work_pending_idx" not in indexes

@@ -69,7 +69,7 @@ class Schema:
         c = self.jobs.c
         # The claim reads this index only: one ordered walk per claimed topic over its
         # pending jobs in `CLAIM_ORDER`, so no plan needs to sort (see `_statements`).
-        self.pending_index = sa.Index(
+        sa.Index(
             f"{table}_pending_topic_idx",
             c.topic,
             *(c[name[1:]].desc() if name.startswith("-") else c[name] for name in CLAIM_ORDER),
