@@ -107,8 +107,8 @@ async def _v2(conn: AsyncConnection, schema: Schema) -> None:
     )
     insert = f"INSERT INTO {versions} (version, name, applied) VALUES (:v, :n, :at)"  # noqa: S608
     for version, when in applied:
-        names = {"v": version, "n": _V1_NAMES.get(version, f"step {version}"), "at": when}
-        await conn.execute(sa.text(insert), names)
+        row = {"v": version, "n": _V1_NAMES.get(version, f"step {version}"), "at": when}
+        await conn.execute(sa.text(insert), row)
 
 
 #: The names of the steps a v1 version table can hold (step 2 writes them in).
