@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from jobs_core import JobStatus
-from jobs_postgres import PostgresStore
+from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from tests.pg_admin import throwaway_database
 
 PENDING = 20_000
@@ -157,34 +158,15 @@ def rescue_statement(
     return str(compiled), tuple(params[name] for name in compiled.positiontup or ())
 
 
-#: The table as the previous release laid it out (its DDL, copied), schema version 1.
-OLD_LAYOUT = [
-    "CREATE TABLE jobs (id UUID NOT NULL, topic TEXT NOT NULL, payload JSONB NOT NULL,"
-    " status TEXT NOT NULL, run_at TIMESTAMP WITH TIME ZONE NOT NULL,"
-    " locked_until TIMESTAMP WITH TIME ZONE, lock_token TEXT, retries INTEGER NOT NULL,"
-    " max_retries INTEGER NOT NULL, last_error TEXT,"
-    " created TIMESTAMP WITH TIME ZONE NOT NULL, updated TIMESTAMP WITH TIME ZONE NOT NULL,"
-    " PRIMARY KEY (id),"
-    " CONSTRAINT jobs_status_check CHECK"
-    " (status IN ('pending', 'processing', 'completed', 'failed')),"
-    " CONSTRAINT jobs_lock_check CHECK"
-    " ((status = 'processing') = (lock_token IS NOT NULL AND locked_until IS NOT NULL)))",
-    "CREATE INDEX jobs_pending_idx ON jobs (run_at, id) WHERE status = 'pending'",
-    "CREATE INDEX jobs_processing_idx ON jobs (locked_until, id) WHERE status = 'processing'",
-    "CREATE INDEX jobs_created_idx ON jobs (created, id)",
-    "CREATE INDEX jobs_topic_created_idx ON jobs (topic, created, id)",
-    "CREATE TABLE jobs_schema_version (version INTEGER NOT NULL,"
-    " applied TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, PRIMARY KEY (version))",
-    "INSERT INTO jobs_schema_version (version) VALUES (1)",
-]
+#: The table as the first release laid it out (schema version 1, `(run_at, id)` index).
+OLD_LAYOUT = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
 
 
 async def test_a_table_of_the_previous_layout_gets_the_claim_index(plan_db: str) -> None:
     """Opening it adds the per-topic index, drops the one it replaces, keeps the rows."""
     conn = await asyncpg.connect(plan_db)
     try:
-        for statement in OLD_LAYOUT:
-            await conn.execute(statement)
+        await conn.execute(OLD_LAYOUT)
         await fill(plan_db, "pending", 100)
         store = PostgresStore(plan_db, table="jobs")
         try:
@@ -205,4 +187,4 @@ async def test_a_table_of_the_previous_layout_gets_the_claim_index(plan_db: str)
     assert len(claimed) == 10
     assert counts[JobStatus.PENDING] == 90
     assert counts[JobStatus.PROCESSING] == 10
-    assert version == 1
+    assert version == SCHEMA_VERSION

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from jobs_core import Jobs
-from jobs_postgres import PostgresStore
+from jobs_postgres import SCHEMA_VERSION, PostgresStore
 
 from .procs import check_ledger, spawn, wait_for, worker_options, workers
 
@@ -99,5 +99,5 @@ def test_schema_created_by_eight_processes_at_once(
     procs = [spawn({"store_url": url, "mode": "init"}) for _ in range(8)]
     codes = [proc.wait(60) for proc in procs]
     assert codes == [0] * 8
-    rows = db.execute(f"SELECT version FROM {schema}.jobs_schema_version").fetchall()
-    assert rows == [(1,)]
+    rows = db.execute(f"SELECT version FROM {schema}.jobs_schema_version ORDER BY 1").fetchall()
+    assert rows == [(step,) for step in range(1, SCHEMA_VERSION + 1)]

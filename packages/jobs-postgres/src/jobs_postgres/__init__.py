@@ -4,7 +4,7 @@
 `jobs_core.stores` entry point; construct it directly for the keyword options.
 """
 
-from jobs_postgres._schema import SCHEMA_VERSION
+from jobs_postgres._migrations import SCHEMA_VERSION
 from jobs_postgres._store import PostgresStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]

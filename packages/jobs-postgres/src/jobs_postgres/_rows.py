@@ -1,20 +1,75 @@
-"""Rows to `Job` values and back; ids checked before they reach the database."""
+"""Rows to `Job` values and back, built from the core's `JOB_SCHEMA`.
+
+One table, `KINDS`, says for each field kind how PostgreSQL keeps it: the column type,
+the value the hot path sends (asyncpg), the value SQLAlchemy's insert takes, and how a
+row value reads back. The codecs below are generated from it once, at import, as plain
+Python functions (one attribute read and one expression per field, as hand-written
+codecs would be), so a new `Job` field needs no edit here.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from jobs_core import Job, JobStatus, UnreadableJob
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from jobs_core import (
+    JOB_SCHEMA,
+    MUTABLE_FIELDS,
+    FieldKind,
+    FieldSpec,
+    Job,
+    JobStatus,
+    JobUpdate,
+    UnreadableJob,
+)
 
 
 def dumps(value: object) -> str:
     """JSON text of a payload, as the core's canonical form writes it (strict, UTF-8)."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How PostgreSQL keeps one field kind. Templates take the value's expression as `{v}`
+    (and the field's name as `{name}`)."""
+
+    #: The column's SQLAlchemy type.
+    column: Callable[[], sa.types.TypeEngine[Any]]
+    #: The value the hot path sends to asyncpg.
+    sent: str = "{v}"
+    #: The SQL type it is sent as, when not the column's own (then cast in the SQL).
+    sent_as: str | None = None
+    #: The value SQLAlchemy's insert takes (it applies the column type's own encoding).
+    stored: str = "{v}"
+    #: The field's value from a non-NULL row value.
+    read: str = "{v}"
+
+
+KINDS: Final[Mapping[FieldKind, Kind]] = {
+    FieldKind.ID: Kind(lambda: pg.UUID(as_uuid=False), read="str({v})"),
+    FieldKind.TEXT: Kind(sa.Text),
+    # Sent as JSON text: in an array, a JSON null must not become an SQL NULL.
+    FieldKind.JSON: Kind(lambda: pg.JSONB(none_as_null=False), sent="dumps({v})", sent_as="TEXT"),
+    FieldKind.TIME: Kind(lambda: sa.DateTime(timezone=True), read="_time({v}, {name!r})"),
+    FieldKind.INT: Kind(sa.Integer),
+    FieldKind.STATUS: Kind(sa.Text, sent="{v}.value", stored="{v}.value", read="_status({v})"),
+}
+
+#: Every column (one per `Job` field, same name), in the order rows are returned.
+COLUMNS: Final = tuple(spec.name for spec in JOB_SCHEMA)
+#: The arrays a guarded update takes, in parameter order: the input position, the
+#: guard, then the new values of `MUTABLE_FIELDS`.
+UPDATE_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token", *MUTABLE_FIELDS)
+#: Stands in for an id that is no UUID in an update: it matches no row.
+_NO_ID: Final = "00000000-0000-0000-0000-000000000000"
 
 #: The canonical form of a UUID, as the core issues ids: lower-case 8-4-4-4-12 hex.
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -31,63 +86,133 @@ def canonical_id(job_id: object) -> str | None:
     return None
 
 
-def _utc(value: datetime | None, column: str) -> datetime | None:
+def _time(value: datetime | None, column: str) -> datetime:
     """`value` in UTC. asyncpg decodes `timestamptz` as aware UTC, except `-infinity`
     and `infinity`, which come back as naive `datetime.min`/`max`: no instant at all."""
     if value is None:
-        return None
+        raise ValueError(f"{column} is NULL")
     if value.utcoffset() is None:
         stored = "-infinity" if value == datetime.min else "infinity"
         raise ValueError(f"{column} holds {stored}, which is no valid time")
     return value.astimezone(UTC)
 
 
-def to_row(job: Job) -> dict[str, Any]:
-    """Column values of a new job."""
-    return {
-        "id": job.id,
-        "topic": job.topic,
-        "payload": job.payload,
-        "status": job.status.value,
-        "run_at": job.run_at,
-        "locked_until": job.locked_until,
-        "lock_token": job.lock_token,
-        "retries": job.retries,
-        "max_retries": job.max_retries,
-        "last_error": job.last_error,
-        "created": job.created,
-        "updated": job.updated,
-    }
+_status = JobStatus
 
 
-def to_job(row: Mapping[Any, Any]) -> Job:
-    """The `Job` a row holds (times in UTC, id as its canonical string).
+def _spec_column(spec: FieldSpec) -> sa.Column[Any]:
+    return sa.Column(
+        spec.name,
+        KINDS[spec.kind].column(),
+        primary_key=spec.kind is FieldKind.ID,
+        nullable=spec.nullable,
+    )
 
-    A row that is no valid `Job` (a time of `±infinity` or outside the range the core
-    allows, an unknown status...) raises `UnreadableJob` naming the job and the problem.
-    """
-    try:
-        run_at = _utc(row["run_at"], "run_at")
-        created = _utc(row["created"], "created")
-        updated = _utc(row["updated"], "updated")
-        if run_at is None or created is None or updated is None:
-            raise ValueError("a required time is NULL")
-        return Job(
-            id=str(row["id"]),
-            topic=row["topic"],
-            payload=row["payload"],
-            status=JobStatus(row["status"]),
-            run_at=run_at,
-            locked_until=_utc(row["locked_until"], "locked_until"),
-            lock_token=row["lock_token"],
-            retries=row["retries"],
-            max_retries=row["max_retries"],
-            last_error=row["last_error"],
-            created=created,
-            updated=updated,
+
+def job_columns() -> list[sa.Column[Any]]:
+    """A fresh `sa.Column` per `Job` field, in `JOB_SCHEMA` order (for one `sa.Table`)."""
+    return [_spec_column(spec) for spec in JOB_SCHEMA]
+
+
+def sent_as(name: str) -> str | None:
+    """The SQL type the hot path sends field `name` as, when not its column's type."""
+    return KINDS[_SPECS[name].kind].sent_as
+
+
+_SPECS: Final = {spec.name: spec for spec in JOB_SCHEMA}
+
+
+def _expr(template: str, value: str, spec: FieldSpec) -> str:
+    """`template` applied to the expression `value`; NULL passes through unconverted."""
+    converted = template.format(v=value, name=spec.name)
+    if converted == value or not spec.nullable:
+        return converted
+    return f"(None if (_n := {value}) is None else {template.format(v='_n', name=spec.name)})"
+
+
+_SOURCE: Final = "\n".join(
+    [
+        "def to_row(job):",
+        "    return {"
+        + ", ".join(
+            f"{s.name!r}: {_expr(KINDS[s.kind].stored, f'job.{s.name}', s)}" for s in JOB_SCHEMA
         )
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise unreadable(row, exc) from exc
+        + "}",
+        "",
+        "def insert_values(job):",
+        "    return ("
+        + ", ".join(_expr(KINDS[s.kind].sent, f"job.{s.name}", s) for s in JOB_SCHEMA)
+        + ",)",
+        "",
+        "def to_job(row):",
+        "    try:",
+        "        return Job("
+        + ", ".join(
+            f"{s.name}={_expr(KINDS[s.kind].read, f'row[{s.name!r}]', s)}" for s in JOB_SCHEMA
+        )
+        + ")",
+        "    except (ValueError, TypeError, OverflowError) as exc:",
+        "        raise unreadable(row, exc) from exc",
+        "",
+        "def update_arrays(indexed):",
+        "    ordered = sorted(indexed, key=_by_id)",
+        "    "
+        + ", ".join(f"a{i}" for i in range(len(UPDATE_ARRAYS)))
+        + " = "
+        + ", ".join("[]" for _ in UPDATE_ARRAYS),
+        "    for position, change in ordered:",
+        "        job = change.job",
+        "        a0.append(position)",
+        "        a1.append(canonical_id(job.id) or _NO_ID)",
+        "        a2.append(_status(change.expected_status).value)",
+        "        a3.append(change.expected_lock_token)",
+        *(
+            f"        a{i}.append({_expr(KINDS[_SPECS[n].kind].sent, f'job.{n}', _SPECS[n])})"
+            for i, n in enumerate(MUTABLE_FIELDS, start=4)
+        ),
+        "    return [" + ", ".join(f"a{i}" for i in range(len(UPDATE_ARRAYS))) + "]",
+    ]
+)
+
+
+def _by_id(item: tuple[int, JobUpdate]) -> str:
+    return item[1].job.id
+
+
+def unreadable(row: Mapping[Any, Any], exc: Exception) -> UnreadableJob:
+    """The `UnreadableJob` for `row`, carrying its status text when that is readable."""
+    status = row["status"]
+    known = status if status in _STATUS_VALUES else None
+    return UnreadableJob(str(row["id"]), f"{type(exc).__name__}: {exc}", known)
+
+
+_STATUS_VALUES: Final = frozenset(s.value for s in JobStatus)
+
+_compiled: dict[str, Any] = {
+    "Job": Job,
+    "dumps": dumps,
+    "_time": _time,
+    "_status": _status,
+    "_by_id": _by_id,
+    "_NO_ID": _NO_ID,
+    "canonical_id": canonical_id,
+    "unreadable": unreadable,
+}
+exec(compile(_SOURCE, "<jobs_postgres._rows codecs>", "exec"), _compiled)  # noqa: S102
+
+#: Column values of a new job, for SQLAlchemy's insert (`insert_with`).
+to_row = cast(Callable[[Job], dict[str, Any]], _compiled["to_row"])
+#: A new job's values in `COLUMNS` order, as the hot insert sends them (JSON as text).
+insert_values = cast(Callable[[Job], tuple[Any, ...]], _compiled["insert_values"])
+#: The `Job` a row holds (times in UTC, id as its canonical string). A row that is no
+#: valid `Job` (a time of `±infinity` or outside the range the core allows, an unknown
+#: status...) raises `UnreadableJob` naming the job and the problem.
+to_job = cast(Callable[[Mapping[Any, Any]], Job], _compiled["to_job"])
+#: The parallel arrays of `UPDATE_ARRAYS` for one round of `(position, update)`, in id
+#: order (rows are then locked in that order).
+update_arrays = cast(
+    Callable[[Sequence[tuple[int, JobUpdate]]], list[list[Any]]], _compiled["update_arrays"]
+)
 
 
 Unreadable = tuple[Mapping[Any, Any], UnreadableJob]
@@ -104,10 +229,3 @@ def decode_each(rows: Sequence[Mapping[Any, Any]]) -> tuple[list[Job], list[Unre
         except UnreadableJob as exc:
             bad.append((row, exc))
     return jobs, bad
-
-
-def unreadable(row: Mapping[Any, Any], exc: Exception) -> UnreadableJob:
-    """The `UnreadableJob` for `row`, carrying its status text when that is readable."""
-    status = row["status"]
-    known = status if status in {s.value for s in JobStatus} else None
-    return UnreadableJob(str(row["id"]), f"{type(exc).__name__}: {exc}", known)

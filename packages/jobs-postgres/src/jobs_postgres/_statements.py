@@ -16,16 +16,12 @@ from typing import Final
 
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from jobs_core import JOB_FIELDS, MUTABLE_FIELDS, JobStatus
-from jobs_postgres._schema import Schema
+from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, JobStatus
+from jobs_postgres._rows import COLUMNS, UPDATE_ARRAYS, sent_as
+from jobs_postgres._schema import Schema, claim_order
 
-#: Every column (one per `Job` field, same name), in the order rows are returned and
-#: `to_job` reads them.
-COLUMNS: Final = JOB_FIELDS
-#: The arrays a guarded update takes, in parameter order ($1 ... $11): the input
-#: position, the guard, then the new values of `MUTABLE_FIELDS`.
-UPDATE_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token", *MUTABLE_FIELDS)
 _DIALECT: Final = PGDialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
+
 #: Longest NOTIFY payload we send; longer topics are announced with an empty payload.
 NOTIFY_TOPIC_BYTES: Final = 64
 
@@ -34,16 +30,16 @@ NOTIFY_TOPIC_BYTES: Final = 64
 class Statements:
     """The hot-path SQL for one jobs table."""
 
-    #: `COLUMNS` as $1 ... $12 (arrays, one element per job; payloads as JSON text),
-    #: $13 the channel, $14 the NOTIFY payloads.
+    #: `COLUMNS` as $1 ... $n (arrays, one element per job, as `_rows.insert_values`
+    #: gives them), $n+1 the channel, $n+2 the NOTIFY payloads.
     insert: str
-    #: One job: `COLUMNS` as $1 ... $12 (payload as JSON text), $13 channel, $14 payload.
+    #: One job: `COLUMNS` as $1 ... $n, $n+1 channel, $n+2 payload.
     #: Cheaper than `insert` with one-element arrays, and enqueueing one job is the
     #: common case.
     insert_one: str
     #: $1 now, $2 topics, $3 limit, $4 lease end. Returns the leased rows.
     claim: str
-    #: `UPDATE_ARRAYS` as $1 ... $11, $12 channel. Returns (ord, topic, status) of
+    #: `UPDATE_ARRAYS` as $1 ... $m, $m+1 channel. Returns (ord, topic, status) of
     #: every row whose compare-and-set held.
     update: str
 
@@ -61,30 +57,28 @@ def statements(schema: Schema) -> Statements:
     }
     columns = ", ".join(COLUMNS)
     returned = ", ".join(f"t.{name}" for name in COLUMNS)
-    # Payloads travel as JSON text: a JSON null must not become an SQL NULL in an array.
-    insert_arrays = ", ".join(
-        f"${i}::{'TEXT' if name == 'payload' else types[name]}[]"
-        for i, name in enumerate(COLUMNS, start=1)
-    )
-    selected = ", ".join(
-        "v.payload::jsonb" if name == "payload" else f"v.{name}" for name in COLUMNS
-    )
+    # Some kinds travel as another type (JSON as text: a JSON null must not become an
+    # SQL NULL in an array), cast to the column's in the statement.
+    sent = {name: sent_as(name) or types[name] for name in COLUMNS}
+    insert_arrays = ", ".join(f"${i}::{sent[name]}[]" for i, name in enumerate(COLUMNS, start=1))
+
+    def cast(value: str, name: str) -> str:
+        return value if sent[name] == types[name] else f"{value}::{types[name]}"
+
+    selected = ", ".join(cast(f"v.{name}", name) for name in COLUMNS)
     n = len(COLUMNS)
     insert = (
         f"WITH inserted AS (INSERT INTO {table} ({columns})"  # noqa: S608
         f" SELECT {selected} FROM unnest({insert_arrays}) AS v({columns}) RETURNING 1)"
         f" SELECT pg_notify(${n + 1}, p) FROM unnest(${n + 2}::text[]) AS p"
     )
-    values = ", ".join(
-        f"${i}::TEXT::JSONB" if name == "payload" else f"${i}::{types[name]}"
-        for i, name in enumerate(COLUMNS, start=1)
-    )
+    values = ", ".join(cast(f"${i}::{sent[name]}", name) for i, name in enumerate(COLUMNS, start=1))
     insert_one = (
         f"WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING 1)"  # noqa: S608
         f" SELECT pg_notify(${n + 1}, ${n + 2})"
     )
     # One ordered walk of the per-topic pending index for each claimed topic, then the
-    # first $3 of those (at most topics x $3 rows) by (run_at, id); the plan never sorts
+    # first $3 of those (at most topics x $3 rows) in `CLAIM_ORDER`; the plan never sorts
     # the pending jobs themselves, whatever the table's statistics say. Written as
     # `topic = ANY(...) ORDER BY run_at, id`, a table without fresh statistics (new, or
     # just filled) got a bitmap scan sorting every pending job on each claim.
@@ -95,19 +89,21 @@ def statements(schema: Schema) -> Statements:
     #   busy topics locks up to topics x $3 rows for the statement and updates $3.
     # - `id = ANY(ARRAY(...))` keeps the UPDATE on the primary key; a join with
     #   `picked` could plan a hash join over the whole table for larger batches.
+    walked = ", ".join(dict.fromkeys(["id", *(name.removeprefix("-") for name in CLAIM_ORDER)]))
     claim = (
         "WITH picked AS (SELECT c.id FROM unnest($2::text[]) AS w(topic)"  # noqa: S608
-        f" CROSS JOIN LATERAL (SELECT id, run_at FROM {table}"
+        f" CROSS JOIN LATERAL (SELECT {walked} FROM {table}"
         " WHERE status = 'pending' AND topic = w.topic AND run_at <= $1"
-        " ORDER BY run_at, id LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED) AS c"
-        " ORDER BY c.run_at, c.id LIMIT $3)"
+        f" ORDER BY {claim_order()} LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED) AS c"
+        f" ORDER BY {claim_order('c.')} LIMIT $3)"
         f" UPDATE {table} AS t SET status = 'processing', locked_until = $4,"
         " lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1"
         f" WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {returned}"
     )
-    arrays = ", ".join(f"${i}::{types[name]}[]" for i, name in enumerate(UPDATE_ARRAYS, start=1))
+    sent |= {name: types[name] for name in UPDATE_ARRAYS if name not in sent}
+    arrays = ", ".join(f"${i}::{sent[name]}[]" for i, name in enumerate(UPDATE_ARRAYS, start=1))
     names = ", ".join(UPDATE_ARRAYS)
-    sets = ", ".join(f"{name} = v.{name}" for name in MUTABLE_FIELDS)
+    sets = ", ".join(f"{name} = {cast(f'v.{name}', name)}" for name in MUTABLE_FIELDS)
     channel = f"${len(UPDATE_ARRAYS) + 1}"
     # Rows are locked by ascending id before any is changed (`locked` emits them in id
     # order and the UPDATE only touches rows it has emitted), so two writers whose

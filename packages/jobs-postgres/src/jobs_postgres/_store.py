@@ -26,24 +26,31 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    SchemaBehind,
     SchemaMissing,
+    SchemaTooNew,
+    SchemaVersion,
     StoreError,
     check_delete_finished,
+    claim_order_key,
     rows_within_budget,
 )
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
+from jobs_postgres._migrations import installed_version, latest, migrate
 from jobs_postgres._pool import HotPool, Retry
 from jobs_postgres._rows import (
     Unreadable,
     canonical_id,
     decode_each,
     dumps,
+    insert_values,
     to_job,
     to_row,
+    update_arrays,
 )
 from jobs_postgres._schema import Schema
-from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, UPDATE_ARRAYS, statements
+from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, statements
 from jobs_postgres._statements import delete_finished as delete_finished_sql
 from jobs_postgres._url import StoreURL, check_name, parse_url
 
@@ -93,8 +100,10 @@ RETRY_POLICY: Final[Mapping[str, Retry]] = MappingProxyType(
 class PostgresStore:
     """Jobs in one PostgreSQL table, claimed with `FOR UPDATE SKIP LOCKED`.
 
-    Connects lazily on first use, creating the table if needed (with
-    `create_schema=False` nothing is created: a missing table raises `SchemaMissing`).
+    Connects lazily on first use, creating the table or migrating it to this release's
+    layout if needed (with `create_schema=False` nothing is written: a missing table
+    raises `SchemaMissing`, an older one `SchemaBehind`; a newer one always raises
+    `SchemaTooNew`). `migrate()` and `schema_version()` do or check that up front.
     Every method is one short transaction on a pooled connection; no connection is held
     while a handler runs. `watch` holds one extra, dedicated connection for LISTEN.
     """
@@ -175,27 +184,46 @@ class PostgresStore:
             self._ready_lock = asyncio.Lock()
         async with self._ready_lock:
             if not self._ready:
-                schema_action = (
-                    "creating the jobs table"
-                    if self._create_schema
-                    else "looking for the jobs table"
-                )
-                # The inner block names schema failures; the outer one, the connection's.
-                with translated("connecting to the database"):
-                    async with engine.connect() as conn:
-                        with translated(schema_action):
-                            async with conn.begin():
-                                await self._open_schema(conn)
+                await self._open_schema()
                 with translated("checking the server clock"):
                     await self._check_clock(engine)
                 self._ready = True
         return engine
 
-    async def _open_schema(self, conn: AsyncConnection) -> None:
+    @property
+    def _where(self) -> str:
+        """The table, as schema errors name it."""
+        return f"table {self._schema.qualified} of {self._shown_url}"
+
+    async def _open_schema(self) -> SchemaVersion:
+        """Migrate the table (`create_schema`), or check that it is at the latest step."""
         if self._create_schema:
-            await self._schema.create(conn)
-        elif await self._schema.installed_version(conn) is None:
+            return await self.migrate()
+        version = await self.schema_version()
+        if version.current is None:
             raise SchemaMissing(self._shown_url)
+        if version.ahead:
+            raise SchemaTooNew(self._where, version.current, version.latest)
+        if version.behind:
+            raise SchemaBehind(self._where, version.current, version.latest)
+        return version
+
+    async def schema_version(self) -> SchemaVersion:
+        """Where the table's schema stands (`current=None`: no table); writes nothing."""
+        # The inner block names schema failures; the outer one, the connection's.
+        with translated("connecting to the database"):
+            async with self.engine.connect() as conn:
+                with translated("looking for the jobs table"):
+                    current = await installed_version(conn, self._schema)
+        return SchemaVersion(current=current, latest=latest())
+
+    async def migrate(self) -> SchemaVersion:
+        """Create the table or apply the steps it lacks (also with `create_schema=False`);
+        idempotent. Raises `SchemaTooNew`, writing nothing, if the table is newer."""
+        with translated("connecting to the database"):
+            async with self.engine.connect() as conn:
+                with translated("migrating the jobs table"):
+                    return await migrate(conn, self._schema, self._where)
 
     async def _hot_pool(self) -> HotPool:
         """The asyncpg pool of the hot path, created (with the table) on first use."""
@@ -254,10 +282,13 @@ class PostgresStore:
             try:
                 if len(jobs) == 1:
                     await conn.execute(
-                        self._sql.insert_one, *_values(jobs[0]), self._schema.channel, notify[0]
+                        self._sql.insert_one,
+                        *insert_values(jobs[0]),
+                        self._schema.channel,
+                        notify[0],
                     )
                 else:
-                    columns = list(zip(*map(_values, jobs), strict=True))
+                    columns = list(zip(*map(insert_values, jobs), strict=True))
                     await conn.execute(self._sql.insert, *columns, self._schema.channel, notify)
             except asyncpg.UniqueViolationError:
                 if not repeat:
@@ -344,7 +375,7 @@ class PostgresStore:
         jobs, bad = decode_each(rows)
         if bad:
             await self._quarantine(bad, now)
-        jobs.sort(key=lambda job: (job.run_at, job.id))
+        jobs.sort(key=claim_order_key)
         return jobs
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
@@ -360,14 +391,14 @@ class PostgresStore:
         ) -> tuple[list[asyncpg.Record], bool]:
             if len(rounds) == 1:
                 rows = await conn.fetch(
-                    self._sql.update, *_update_arrays(rounds[0]), self._schema.channel
+                    self._sql.update, *update_arrays(rounds[0]), self._schema.channel
                 )
                 return rows, repeat
             rows = []  # one job named twice: one statement per round, one transaction
             async with conn.transaction():
                 for indexed in rounds:
                     rows += await conn.fetch(
-                        self._sql.update, *_update_arrays(indexed), self._schema.channel
+                        self._sql.update, *update_arrays(indexed), self._schema.channel
                     )
             return rows, repeat
 
@@ -625,24 +656,6 @@ def _rounds(updates: Sequence[JobUpdate]) -> list[list[tuple[int, JobUpdate]]]:
     return rounds
 
 
-def _values(job: Job) -> tuple[Any, ...]:
-    """A new job's column values, in `COLUMNS` order (payload as JSON text)."""
-    return (
-        job.id,
-        job.topic,
-        dumps(job.payload),
-        job.status.value,
-        job.run_at,
-        job.locked_until,
-        job.lock_token,
-        job.retries,
-        job.max_retries,
-        job.last_error,
-        job.created,
-        job.updated,
-    )
-
-
 def _notify_payloads(topics: set[str]) -> list[str]:
     """What to NOTIFY for new work on `topics`: each short topic, or one empty payload.
 
@@ -652,23 +665,6 @@ def _notify_payloads(topics: set[str]) -> list[str]:
     if len(topics) > _MAX_TOPIC_NOTIFIES:
         return [""]
     return sorted({t if len(t.encode()) <= NOTIFY_TOPIC_BYTES else "" for t in topics})
-
-
-def _update_arrays(indexed: Sequence[tuple[int, JobUpdate]]) -> list[list[Any]]:
-    """The parallel arrays of `UPDATE_ARRAYS` for one round, in id order."""
-    ordered = sorted(indexed, key=lambda item: item[1].job.id)
-    arrays: list[list[Any]] = [[] for _ in UPDATE_ARRAYS]
-    ords, ids, expected_statuses, expected_tokens, *fields = arrays
-    for position, change in ordered:
-        job = change.job
-        ords.append(position)
-        ids.append(canonical_id(job.id) or "00000000-0000-0000-0000-000000000000")
-        expected_statuses.append(JobStatus(change.expected_status).value)
-        expected_tokens.append(change.expected_lock_token)
-        for name, values in zip(MUTABLE_FIELDS, fields, strict=True):
-            value = getattr(job, name)
-            values.append(value.value if name == "status" else value)
-    return arrays
 
 
 def _without_password(url: str) -> str:

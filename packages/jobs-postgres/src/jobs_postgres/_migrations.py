@@ -1,0 +1,204 @@
+"""The numbered steps that build and upgrade a jobs table, and the code that runs them.
+
+A fresh database runs every step from 1, an older one the steps it lacks: one path, so
+a new table is laid out exactly as an upgraded one. Each step is frozen once released
+(literal DDL templated on the table's names, never generated from today's `sa.Table`,
+which later steps change); `<table>_schema_version` gets one row per applied step.
+
+Steps run in order, in one transaction, under a transaction-scoped advisory lock keyed
+by the table's qualified name, so processes starting together apply each step once
+(each reads the version again once it holds the lock). A
+process that finds the latest step recorded does no DDL and takes no lock. One that
+finds a step it does not know raises `SchemaTooNew` before writing anything; releases
+before the numbered steps read `max(version)` too and refuse with their own error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobs_core import SchemaTooNew, SchemaVersion
+from jobs_postgres._schema import Schema, quote, status_check
+
+log = logging.getLogger("jobs_postgres")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One migration step: `apply` changes the table, in the caller's transaction."""
+
+    version: int
+    name: str
+    apply: Callable[[AsyncConnection, Schema], Awaitable[None]]
+
+
+async def _run(conn: AsyncConnection, statements: Iterable[str]) -> None:
+    for statement in statements:
+        await conn.execute(sa.text(statement))
+
+
+def v1_layout(schema: Schema) -> list[str]:
+    """The DDL of the first release's layout (jobs-postgres 0.1.0), as it shipped.
+
+    Frozen: the claim index on `(run_at, id)`, and `version` a SERIAL (SQLAlchemy made
+    the integer primary key autoincrement); step 2 changes both.
+    """
+    t = schema.name
+    jobs = schema.sql(t)
+    own_schema = [f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}"] if schema.schema else []
+    return [
+        *own_schema,
+        f"CREATE TABLE {jobs} ("
+        "id UUID NOT NULL, topic TEXT NOT NULL, payload JSONB NOT NULL, status TEXT NOT NULL,"
+        " run_at TIMESTAMP WITH TIME ZONE NOT NULL, locked_until TIMESTAMP WITH TIME ZONE,"
+        " lock_token TEXT, retries INTEGER NOT NULL, max_retries INTEGER NOT NULL,"
+        " last_error TEXT, created TIMESTAMP WITH TIME ZONE NOT NULL,"
+        " updated TIMESTAMP WITH TIME ZONE NOT NULL,"
+        " PRIMARY KEY (id),"
+        f" CONSTRAINT {quote(t + '_status_check')} CHECK"
+        " (status IN ('pending', 'processing', 'completed', 'failed')),"
+        f" CONSTRAINT {quote(t + '_lock_check')} CHECK"
+        " ((status = 'processing') = (lock_token IS NOT NULL AND locked_until IS NOT NULL)))",
+        f"CREATE INDEX {quote(t + '_pending_idx')} ON {jobs} (run_at, id) WHERE status = 'pending'",
+        f"CREATE INDEX {quote(t + '_processing_idx')} ON {jobs} (locked_until, id)"
+        " WHERE status = 'processing'",
+        f"CREATE INDEX {quote(t + '_created_idx')} ON {jobs} (created, id)",
+        f"CREATE INDEX {quote(t + '_topic_created_idx')} ON {jobs} (topic, created, id)",
+        f"CREATE TABLE {schema.sql(t + '_schema_version')} (version SERIAL NOT NULL,"
+        " applied TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, PRIMARY KEY (version))",
+    ]
+
+
+async def _v1(conn: AsyncConnection, schema: Schema) -> None:
+    await _run(conn, v1_layout(schema))
+
+
+async def _v2(conn: AsyncConnection, schema: Schema) -> None:
+    """The per-topic claim index in, the `(run_at, id)` one out; the version table in
+    the shape every store shares: `(version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+    applied TIMESTAMPTZ NOT NULL DEFAULT now())`.
+
+    Idempotent for the index: tables of the unnumbered release between 1 and 2 have it.
+    Plain `CREATE INDEX` (not CONCURRENTLY: it runs inside the migration's transaction),
+    so writers wait while it is built: seconds per million pending jobs. The version
+    table (a row or two) is rebuilt rather than altered, for its column order and to
+    lose v1's SERIAL.
+    """
+    t = schema.name
+    versions = schema.sql(t + "_schema_version")
+    read = f"SELECT version, applied FROM {versions}"  # noqa: S608
+    applied = (await conn.execute(sa.text(read))).all()
+    await _run(
+        conn,
+        [
+            f"CREATE INDEX IF NOT EXISTS {quote(t + '_pending_topic_idx')}"
+            f" ON {schema.sql(t)} (topic, run_at, id) WHERE status = 'pending'",
+            f"DROP INDEX IF EXISTS {schema.sql(t + '_pending_idx')}",
+            f"DROP TABLE {versions}",
+            f"CREATE TABLE {versions} (version INTEGER NOT NULL, name TEXT NOT NULL,"
+            " applied TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, PRIMARY KEY (version))",
+        ],
+    )
+    insert = f"INSERT INTO {versions} (version, name, applied) VALUES (:v, :n, :at)"  # noqa: S608
+    for version, when in applied:
+        row = {"v": version, "n": _V1_NAMES.get(version, f"step {version}"), "at": when}
+        await conn.execute(sa.text(insert), row)
+
+
+#: The names of the steps a v1 version table can hold (step 2 writes them in).
+_V1_NAMES: Final = {1: "v1 layout"}
+
+
+#: Every step, in order; `len(STEPS)` is the latest version.
+STEPS: Sequence[Step] = (
+    Step(1, "v1 layout", _v1),
+    Step(2, "per-topic claim index, named version rows", _v2),
+)
+
+
+#: The latest schema version this release reads and writes (its last step).
+SCHEMA_VERSION: Final = len(STEPS)
+
+
+def latest() -> int:
+    """The highest step known (`SCHEMA_VERSION`, read when called: tests add steps)."""
+    return len(STEPS)
+
+
+async def replace_status_check(
+    conn: AsyncConnection, schema: Schema, statuses: Iterable[str], column: str = "status"
+) -> None:
+    """The body of a step that changes the statuses: `column`'s CHECK then allows
+    exactly `statuses` (the new step's `JobStatus` values, listed in the step).
+
+    One `ALTER TABLE`, which checks every row against the new constraint while holding
+    the table's lock. `NOT VALID` + `VALIDATE` would not shorten that here: the steps
+    share one transaction, which keeps the `ALTER`'s exclusive lock until it commits.
+    """
+    name = quote(schema.status_check_name(column))
+    await _run(
+        conn,
+        [
+            f"ALTER TABLE {schema.sql(schema.name)} DROP CONSTRAINT IF EXISTS {name},"
+            f" ADD CONSTRAINT {name} CHECK ({status_check(column, statuses)})"
+        ],
+    )
+
+
+async def installed_version(conn: AsyncConnection, schema: Schema) -> int | None:
+    """The highest recorded step, or None when there is no version table. Reads only."""
+    versions = schema.sql(schema.name + "_schema_version")
+    if await conn.scalar(sa.select(sa.func.to_regclass(versions))) is None:
+        return None
+    found = await conn.scalar(sa.text(f"SELECT max(version) FROM {versions}"))  # noqa: S608
+    return None if found is None else int(found)
+
+
+def _refuse_newer(found: int | None, known: int, where: str) -> None:
+    if found is not None and found > known:
+        raise SchemaTooNew(where, found, known)
+
+
+async def migrate(conn: AsyncConnection, schema: Schema, where: str) -> SchemaVersion:
+    """Apply the steps the table lacks; `where` names the table in errors. Raises
+    `SchemaTooNew`, having written nothing, if the table is newer than `STEPS`.
+
+    `conn` must be outside a transaction: the version is read in a transaction of its
+    own, which ends before the lock is awaited. A reader still holding its share lock
+    on the version table while it waits would deadlock with the step that alters it.
+    """
+    steps = STEPS
+    known = len(steps)
+    async with conn.begin():
+        found = await installed_version(conn, schema)
+    if found == known:
+        return SchemaVersion(current=found, latest=known)
+    _refuse_newer(found, known, where)
+    async with conn.begin():
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(schema.lock_key)))
+        found = await installed_version(conn, schema)
+        _refuse_newer(found, known, where)
+        versions = schema.sql(schema.name + "_schema_version")
+        for step in steps[found or 0 :]:
+            await step.apply(conn, schema)
+            # v1's version table has no `name` (step 2 adds it and names row 1).
+            insert = (
+                f"INSERT INTO {versions} (version) VALUES (:version)"  # noqa: S608
+                if step.version == 1
+                else f"INSERT INTO {versions} (version, name) VALUES (:version, :name)"  # noqa: S608
+            )
+            await conn.execute(sa.text(insert), {"version": step.version, "name": step.name})
+            log.info(
+                "jobs table %s: applied step %d (%s)", schema.qualified, step.version, step.name
+            )
+    return SchemaVersion(current=known, latest=known)
+
+
+if [step.version for step in STEPS] != list(range(1, len(STEPS) + 1)):  # pragma: no cover
+    raise AssertionError("migration steps must be numbered 1, 2, ... in order")

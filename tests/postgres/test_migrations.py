@@ -1,0 +1,415 @@
+"""Numbered schema steps: a v1 database is upgraded in place, and a newer one refused.
+
+The v1 database is built from `fixtures/v1_schema.sql`, the first release's DDL as it
+shipped (never from today's code), with jobs in every status written as raw rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobs_core import (
+    Job,
+    JobStatus,
+    MigratableStore,
+    SchemaBehind,
+    SchemaTooNew,
+    SchemaVersion,
+)
+from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+from jobs_postgres import SCHEMA_VERSION, PostgresStore
+from jobs_postgres import _migrations as migrations
+from jobs_postgres._schema import Schema
+from tests.pg_admin import admin_connect, throwaway_database
+from tests.postgres.procs import spawn, wait_for
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+V1_DDL = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
+LATER = UPGRADE_NOW + timedelta(seconds=1)
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A fresh, empty database."""
+    with throwaway_database("jobs_migrate") as url:
+        yield url
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[Conn]:
+    with admin_connect(url) as conn:
+        yield conn
+
+
+def create_v1(db: Conn, table: str = "jobs", schema: str | None = None) -> None:
+    """The fixture's v1 layout (for `table` in `schema`), as the first release made it."""
+    if schema is not None:
+        db.execute(f'CREATE SCHEMA "{schema}"')
+        db.execute(f'SET search_path TO "{schema}"')
+    db.execute(V1_DDL.replace("jobs", table))
+    db.execute("RESET search_path")
+
+
+def write_v1_rows(db: Conn, jobs: Sequence[Job], relation: str = "jobs") -> None:
+    """`jobs` as rows of the v1 layout, written with plain SQL."""
+    for job in jobs:
+        db.execute(
+            f"INSERT INTO {relation} (id, topic, payload, status, run_at, locked_until,"
+            " lock_token, retries, max_retries, last_error, created, updated)"
+            " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                job.id,
+                job.topic,
+                json.dumps(job.payload),
+                job.status.value,
+                job.run_at,
+                job.locked_until,
+                job.lock_token,
+                job.retries,
+                job.max_retries,
+                job.last_error,
+                job.created,
+                job.updated,
+            ),
+        )
+
+
+def describe(db: Conn, schema: str = "public") -> dict[str, Any]:
+    """Every table and sequence of `schema` as the catalog has it: columns (type,
+    nullability, default), constraints, indexes; names of `schema` left out."""
+    found: dict[str, Any] = {}
+    relations = db.execute(
+        "SELECT oid, relname, relkind FROM pg_class WHERE relnamespace = %s::regnamespace"
+        " AND relkind IN ('r', 'S') ORDER BY relname",
+        (schema,),
+    ).fetchall()
+    for oid, name, kind in relations:
+        columns = db.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+            " pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d"
+            " ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+            " WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (oid,),
+        ).fetchall()
+        constraints = db.execute(
+            "SELECT conname, contype, pg_get_constraintdef(oid), convalidated"
+            " FROM pg_constraint WHERE conrelid = %s ORDER BY conname",
+            (oid,),
+        ).fetchall()
+        indexes = db.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s ORDER BY 1",
+            (oid,),
+        ).fetchall()
+        found[name] = {
+            "kind": kind,
+            "columns": columns,
+            "constraints": constraints,
+            "indexes": indexes,
+        }
+    # Leave the schema's own name out of index definitions and defaults.
+    text = json.dumps(found).replace(f'"{schema}".', "")
+    return dict(json.loads(re.sub(rf"\b{re.escape(schema)}\.", "", text)))
+
+
+def versions(db: Conn, relation: str = "jobs_schema_version") -> list[tuple[Any, ...]]:
+    return db.execute(f"SELECT version, name FROM {relation} ORDER BY version").fetchall()
+
+
+def snapshot(db: Conn, schema: str = "public", table: str = "jobs") -> tuple[object, ...]:
+    """Layout and every row of the jobs table and its version table."""
+    rows = db.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY id').fetchall()
+    kept = db.execute(f'SELECT * FROM "{schema}"."{table}_schema_version" ORDER BY 1').fetchall()
+    return describe(db, schema), rows, kept
+
+
+async def test_the_fixture_is_the_layout_of_step_1(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 1 lays out exactly what the first release did (the fixture, frozen)."""
+    create_v1(db)
+    monkeypatch.setattr(migrations, "STEPS", migrations.STEPS[:1])
+    store = PostgresStore(url, schema="by_step_1")
+    try:
+        assert await store.migrate() == SchemaVersion(current=1, latest=1)
+    finally:
+        await store.close()
+    assert describe(db, "by_step_1") == describe(db, "public")
+    assert db.execute("SELECT version FROM by_step_1.jobs_schema_version").fetchall() == [(1,)]
+
+
+async def test_a_migrated_table_is_what_the_derived_table_describes(url: str, db: Conn) -> None:
+    """Steps 1..N give the columns, types, nullability, CHECKs and indexes that today's
+    `sa.Table` (built from the core's job schema) declares: the two cannot drift."""
+    store = PostgresStore(url, schema="migrated")
+    try:
+        assert await store.migrate() == SchemaVersion(current=SCHEMA_VERSION, latest=SCHEMA_VERSION)
+        declared = Schema("jobs", "declared")
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.schema.CreateSchema("declared"))
+            await conn.run_sync(declared.metadata.create_all)
+    finally:
+        await store.close()
+    migrated = describe(db, "migrated")
+    assert migrated == describe(db, "declared")
+    assert set(migrated) == {"jobs", "jobs_schema_version"}  # v1's SERIAL sequence is gone
+    assert [c[0] for c in migrated["jobs_schema_version"]["columns"]] == [
+        "version",
+        "name",
+        "applied",
+    ]
+
+
+async def test_a_v1_database_is_upgraded_and_every_job_reads_back_and_works(
+    url: str, db: Conn
+) -> None:
+    create_v1(db)
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs)
+    store = PostgresStore(url)
+    try:
+        assert isinstance(store, MigratableStore)
+        before = await store.schema_version()
+        assert before == SchemaVersion(current=1, latest=SCHEMA_VERSION)
+        assert before.behind
+        assert versions_v1(db) == [(1,)]  # reading the version wrote nothing
+        await check_upgraded(store, jobs, LATER)  # first use migrates
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+    finally:
+        await store.close()
+    assert versions(db) == [(1, "v1 layout"), (2, "per-topic claim index, named version rows")]
+    indexes = {name for name, _ in describe(db)["jobs"]["indexes"]}
+    assert "jobs_pending_topic_idx" in indexes
+    assert "jobs_pending_idx" not in indexes
+    # Releases before the numbered steps read max(version) and refuse anything above 1.
+    assert db.execute("SELECT max(version) FROM jobs_schema_version").fetchone() == (2,)
+
+
+def versions_v1(db: Conn) -> list[tuple[Any, ...]]:
+    return db.execute("SELECT version FROM jobs_schema_version ORDER BY version").fetchall()
+
+
+async def test_a_table_of_the_release_between_gets_the_same_layout(url: str, db: Conn) -> None:
+    """The unnumbered release after v1 recorded version 1 with the per-topic index in
+    place already: step 2 takes it as it is."""
+    create_v1(db)
+    db.execute(
+        "CREATE INDEX jobs_pending_topic_idx ON jobs (topic, run_at, id) WHERE status = 'pending'"
+    )
+    db.execute("DROP INDEX jobs_pending_idx")
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs)
+    store = PostgresStore(url)
+    fresh = PostgresStore(url, schema="fresh")
+    try:
+        await check_upgraded(store, jobs, LATER)
+        await fresh.migrate()
+    finally:
+        await store.close()
+        await fresh.close()
+    assert describe(db) == describe(db, "fresh")
+
+
+async def test_migrate_is_idempotent_and_schema_version_creates_nothing(url: str, db: Conn) -> None:
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=None, latest=SCHEMA_VERSION)
+        assert describe(db) == {}
+        latest = SchemaVersion(current=SCHEMA_VERSION, latest=SCHEMA_VERSION)
+        assert await store.migrate() == latest
+        once = snapshot(db)
+        assert await store.migrate() == latest
+        assert await store.count_by_status() == dict.fromkeys(JobStatus, 0)
+        assert snapshot(db) == once  # same rows, `applied` times included
+    finally:
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused_without_writing_or_locking(url: str, db: Conn) -> None:
+    create_v1(db)
+    write_v1_rows(db, jobs_in_every_status())
+    setup = PostgresStore(url)
+    try:
+        await setup.migrate()
+    finally:
+        await setup.close()
+    db.execute("INSERT INTO jobs_schema_version (version, name) VALUES (99, 'from the future')")
+    before = snapshot(db)
+    # Holding the DDL lock: a store that tried to take it would wait here for ever.
+    db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
+    for create_schema in (True, False):
+        store = PostgresStore(url, create_schema=create_schema)
+        try:
+            version = await asyncio.wait_for(store.schema_version(), 30)
+            assert version == SchemaVersion(current=99, latest=SCHEMA_VERSION)
+            assert version.ahead
+            with pytest.raises(SchemaTooNew, match="version 99, newer than this release") as info:
+                await asyncio.wait_for(store.count_by_status(), 30)
+            assert (info.value.found, info.value.known) == (99, SCHEMA_VERSION)
+            assert "table jobs of postgresql://" in str(info.value)
+            with pytest.raises(SchemaTooNew):
+                await asyncio.wait_for(store.migrate(), 30)
+            with pytest.raises(SchemaTooNew):
+                await asyncio.wait_for(store.insert(jobs_in_every_status()[:1]), 30)
+        finally:
+            await store.close()
+    db.execute("SELECT pg_advisory_unlock_all()")
+    assert snapshot(db) == before
+
+
+async def test_opened_without_migrating_an_older_schema_raises_schema_behind(
+    url: str, db: Conn
+) -> None:
+    create_v1(db)
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs)
+    before = snapshot(db)
+    store = PostgresStore(url, create_schema=False)
+    try:
+        with pytest.raises(SchemaBehind, match="version 1, older than this release's 2") as info:
+            await store.get(jobs[0].id)
+        assert (info.value.found, info.value.latest) == (1, SCHEMA_VERSION)
+        assert snapshot(db) == before
+        # `migrate()` is the operator's way through, whatever create_schema says.
+        assert await store.migrate() == SchemaVersion(current=SCHEMA_VERSION, latest=SCHEMA_VERSION)
+        await check_upgraded(store, jobs, LATER)
+    finally:
+        await store.close()
+
+
+async def test_the_latest_schema_opens_without_taking_the_lock(url: str, db: Conn) -> None:
+    setup = PostgresStore(url)
+    try:
+        await setup.migrate()
+    finally:
+        await setup.close()
+    db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
+    for create_schema in (True, False):
+        store = PostgresStore(url, create_schema=create_schema)
+        try:
+            assert await asyncio.wait_for(store.count_by_status(), 30) == dict.fromkeys(
+                JobStatus, 0
+            )
+        finally:
+            await store.close()
+
+
+async def test_connections_opening_one_v1_table_at_once_apply_each_step_once(
+    url: str, db: Conn
+) -> None:
+    """Six stores (six connections) all find version 1 and queue on the lock; each
+    re-reads the version under it, so the steps run once and every store succeeds."""
+    create_v1(db)
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs)
+    db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
+    stores = [PostgresStore(url) for _ in range(6)]
+    try:
+        opening = [asyncio.create_task(store.count_by_status()) for store in stores]
+        async with asyncio.timeout(30):
+            while db.execute(_WAITING).fetchone() != (6,):
+                await asyncio.sleep(0.01)
+        db.execute("SELECT pg_advisory_unlock_all()")
+        counts = await asyncio.gather(*opening)
+        assert all(sum(c.values()) == len(jobs) for c in counts)
+        await check_upgraded(stores[0], jobs, LATER)
+    finally:
+        for store in stores:
+            await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_processes_opening_one_v1_table_at_once_apply_each_step_once(url: str, db: Conn) -> None:
+    """As above, with four worker processes queued on the lock together."""
+    create_v1(db)
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs)
+    db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
+    procs = [spawn({"store_url": f"{url}?table=jobs", "mode": "init"}) for _ in range(4)]
+    try:
+        wait_for(db, _WAITING, 4, timeout=120)
+    finally:
+        db.execute("SELECT pg_advisory_unlock_all()")
+    assert [proc.wait(120) for proc in procs] == [0] * 4
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+    assert db.execute("SELECT count(*) FROM jobs").fetchone() == (len(jobs),)
+
+
+_WAITING = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+
+
+async def _allow_cancelled(conn: AsyncConnection, schema: Schema) -> None:
+    statuses = [*(status.value for status in JobStatus), "cancelled"]
+    await migrations.replace_status_check(conn, schema, statuses)
+
+
+async def test_a_step_replacing_the_status_check_keeps_rows_and_admits_the_new_status(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = migrations.Step(SCHEMA_VERSION + 1, "cancelled status", _allow_cancelled)
+    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, step))
+    create_v1(db)
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs)
+    store = PostgresStore(url)
+    try:
+        await check_upgraded(store, jobs, LATER)
+        top = SCHEMA_VERSION + 1
+        assert await store.schema_version() == SchemaVersion(current=top, latest=top)
+    finally:
+        await store.close()
+    assert versions(db)[-1] == (SCHEMA_VERSION + 1, "cancelled status")
+    cancelled = attrs.evolve(jobs[0], id="00000000-0000-4000-8000-00000000c0de")
+    write_v1_rows(db, [cancelled])
+    db.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (cancelled.id,))
+    read = "SELECT status FROM jobs WHERE id = %s"
+    assert db.execute(read, (cancelled.id,)).fetchone() == ("cancelled",)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("UPDATE jobs SET status = 'paused' WHERE id = %s", (cancelled.id,))
+    check = describe(db)["jobs"]["constraints"]
+    assert ["jobs_status_check", "c", _CANCELLED_CHECK, True] in check
+
+
+_CANCELLED_CHECK = (
+    "CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text,"
+    " 'failed'::text, 'cancelled'::text])))"
+)
+
+
+async def test_a_table_with_its_own_name_and_schema_is_upgraded(url: str, db: Conn) -> None:
+    create_v1(db, table="work", schema="queue")
+    jobs = jobs_in_every_status()
+    write_v1_rows(db, jobs, relation="queue.work")
+    store = PostgresStore(url, table="work", schema="queue")
+    other = PostgresStore(url)  # the default table, elsewhere, is not touched
+    nowhere = PostgresStore(url, table="work", schema="absent")
+    try:
+        assert await store.schema_version() == SchemaVersion(current=1, latest=SCHEMA_VERSION)
+        missing = SchemaVersion(current=None, latest=SCHEMA_VERSION)
+        assert await other.schema_version() == missing
+        assert await nowhere.schema_version() == missing
+        await check_upgraded(store, jobs, LATER)
+    finally:
+        await store.close()
+        await other.close()
+        await nowhere.close()
+    assert [v for v, _ in versions(db, "queue.work_schema_version")] == [1, 2]
+    assert db.execute("SELECT to_regnamespace('absent')").fetchone() == (None,)
+    indexes = {name for name, _ in describe(db, "queue")["work"]["indexes"]}
+    assert {"work_pending_topic_idx", "work_processing_idx"} <= indexes
+    assert "work_pending_idx" not in indexes
+    assert describe(db) == {}
