@@ -76,7 +76,7 @@ class Jobs:
 
     @property
     def observers(self) -> tuple[JobsObserver, ...]:
-        """Who receives the worker's events, in call order (the `LoggingObserver` first)."""
+        """Who receives the worker's events, in call order (a default `LoggingObserver` first)."""
         return self._observers.observers
 
     @property
