@@ -378,8 +378,14 @@ async def test_stop_releases_jobs_still_running_after_the_grace(
     await jobs.start()
     await started.wait()
     stopping = asyncio.create_task(jobs.stop(grace=timedelta(seconds=10)))
-    # Claim loop gone; left: the handler's timeout and stop's grace period.
-    await until(lambda: not jobs.running and clock.sleepers == 2)
+    # Claim loop and services gone; left: the handler's timeout and stop's grace period.
+    await until(
+        lambda: (
+            not jobs.running
+            and not any(service.running for service in jobs.services)
+            and clock.sleepers == 2
+        )
+    )
     clock.advance(timedelta(seconds=10))
     await stopping
     after = await jobs.get(job.id)

@@ -26,7 +26,9 @@ from jobs_core._errors import (
     UnknownStoreScheme,
     UnreadableJob,
 )
+from jobs_core._events import BaseObserver, JobsObserver, LoggingObserver, Outcome
 from jobs_core._fields import FieldKind, FieldSpec
+from jobs_core._maintenance import LeaseRescuer, MaintenanceService
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
     CLAIM_FIELDS,
@@ -91,6 +93,7 @@ __all__ = [
     "OPTION_FIELDS",
     "TIME_FIELDS",
     "WIRE_FIELDS",
+    "BaseObserver",
     "CannotDelete",
     "CannotRequeue",
     "Clock",
@@ -116,9 +119,14 @@ __all__ = [
     "Jobs",
     "JobsConfig",
     "JobsError",
+    "JobsObserver",
+    "LeaseRescuer",
     "LockLost",
+    "LoggingObserver",
+    "MaintenanceService",
     "MemoryStore",
     "MigratableStore",
+    "Outcome",
     "PayloadTooLarge",
     "SchemaBehind",
     "SchemaMissing",

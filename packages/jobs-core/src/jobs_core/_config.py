@@ -34,6 +34,16 @@ def exponential_backoff(
 
 default_backoff: Backoff = exponential_backoff()
 
+#: Longest wait before retrying a failed store call (claim, sweep, watch).
+STORE_BACKOFF_CAP = timedelta(seconds=5)
+
+
+def store_backoff(base: timedelta, failures: int) -> timedelta:
+    """Wait after `failures` failed store calls in a row: `base` doubling from the
+    first failure, at most `STORE_BACKOFF_CAP`."""
+    doubled: timedelta = base * 2 ** min(failures, 16)
+    return min(doubled, STORE_BACKOFF_CAP)
+
 
 def _unitless(name: str, value: object) -> InvalidOptions:
     return InvalidOptions(

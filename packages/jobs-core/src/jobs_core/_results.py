@@ -5,30 +5,31 @@ is in flight wait for the next call and go together. Nothing is delayed on purpo
 batching comes only from writes piling up behind a slow commit. A failed store call is
 retried with a capped backoff (the write is idempotent: it is guarded), so a database
 blip does not leave a finished job `processing` while its worker lives. Nobody awaits a
-single write (that cost a future and a task wake-up per job): a refusal is reported
-through `on_refused`, and `on_settled` tells the worker that the backlog shrank.
+single write (that cost a future and a task wake-up per job): each written result is
+reported to the observer as `finished`, each refused one as `refused`, and `on_settled`
+tells the worker that the backlog shrank.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from jobs_core._model import JobUpdate
+from jobs_core._events import ObserverGroup, Outcome
+from jobs_core._model import Job, JobUpdate
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
-
-log = logging.getLogger("jobs_core.worker")
 
 #: Most updates sent in one store call.
 MAX_GROUP = 500
 _RETRY_START = timedelta(milliseconds=100)
 _RETRY_CAP = timedelta(seconds=5)
+_FAILURES = frozenset({Outcome.RETRIED, Outcome.FAILED})
 
-#: Called with a write the store refused (or that was given up on) and what it recorded.
-OnRefused = Callable[[JobUpdate, str], None]
+#: A queued result: its write, the job as claimed, the outcome, the event a refusal
+#: names, and the handler's run time.
+_Result = tuple[JobUpdate, Job, Outcome, str, timedelta]
 
 
 class ResultWriter:
@@ -39,14 +40,14 @@ class ResultWriter:
         store: JobStore,
         clock: Clock,
         *,
-        on_refused: OnRefused,
+        observer: ObserverGroup,
         on_settled: Callable[[], None],
     ) -> None:
         self._store = store
         self._clock = clock
-        self._on_refused = on_refused
+        self._observer = observer
         self._on_settled = on_settled
-        self._queue: list[tuple[JobUpdate, str]] = []
+        self._queue: list[_Result] = []
         #: Updates in the store call now (they left the queue but are not written yet).
         self._sending = 0
         self._flusher: asyncio.Task[None] | None = None
@@ -58,9 +59,11 @@ class ResultWriter:
         """Writes submitted but not settled yet."""
         return len(self._queue) + self._sending
 
-    def submit(self, update: JobUpdate, what: str) -> None:
-        """Queue `update` for the next group; `what` names the result if it is refused."""
-        self._queue.append((update, what))
+    def submit(
+        self, update: JobUpdate, job: Job, outcome: Outcome, event: str, duration: timedelta
+    ) -> None:
+        """Queue `update` (the run of `job`, as claimed) for the next group."""
+        self._queue.append((update, job, outcome, event, duration))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush(), name="jobs-result-writer"
@@ -87,37 +90,30 @@ class ResultWriter:
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             self._sending = len(group)
             try:
-                flags = await self._store.update([update for update, _ in group])
+                flags = await self._store.update([result[0] for result in group])
             except Exception as exc:  # noqa: BLE001 - any store failure is retried
                 self._sending = 0
                 failures += 1
                 limit = self._attempts_after_close
                 if limit is not None and failures > limit:
-                    log.error(
-                        "giving up on %d job results after %d tries: %s; their"
-                        " leases will expire and the jobs be retried",
-                        len(group),
-                        failures,
-                        exc,
-                    )
-                    for update, what in group:
-                        self._on_refused(update, what)
+                    self._observer.store_error("write", exc, None)  # given up
+                    for _, job, _, event, _ in group:
+                        self._observer.refused(job, event)
                     self._on_settled()
                     failures = 0
                     continue
-                log.warning(
-                    "writing %d job results failed (%s); retrying in %.1fs",
-                    len(group),
-                    exc,
-                    delay.total_seconds(),
-                )
+                self._observer.store_error("write", exc, delay)
                 self._queue[:0] = group
                 await self._clock.sleep(delay)
                 delay = min(delay * 2, _RETRY_CAP)
                 continue
             self._sending = 0
             delay, failures = _RETRY_START, 0
-            for (update, what), ok in zip(group, flags, strict=True):
-                if not ok:
-                    self._on_refused(update, what)
+            observer = self._observer
+            for (update, job, outcome, event, duration), ok in zip(group, flags, strict=True):
+                if ok:
+                    error = update.job.last_error if outcome in _FAILURES else None
+                    observer.finished(update.job, outcome, duration, error)
+                else:
+                    observer.refused(job, event)
             self._on_settled()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -15,7 +16,9 @@ from jobs_core._errors import (
     TopicAlreadyRegistered,
     UnreadableJob,
 )
+from jobs_core._events import JobsObserver, LoggingObserver, ObserverGroup
 from jobs_core._ids import new_job_id
+from jobs_core._maintenance import LeaseRescuer, MaintenanceService
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
 from jobs_core._validation import check_page, check_status, check_time, check_topic
@@ -36,9 +39,12 @@ _DELETABLE = frozenset(
 class Jobs:
     """A job queue over one store: the seed's `app.Jobs()`.
 
-    Handlers are registered per topic; `start()` runs a worker for them in the
-    background of the current event loop. Every method validates its input and raises
-    a specific `JobsError` subclass, storing nothing, when it is wrong.
+    Handlers are registered per topic; `start()` runs a worker for them, and the
+    maintenance services (the lease rescuer), in the background of the current event
+    loop. `observers` receive the worker's events (see `JobsObserver`), after a
+    `LoggingObserver`, which is always there: pass one of your own to replace it (say,
+    with another logger), or silence it through `logging`. Every method validates its
+    input and raises a specific `JobsError` subclass, storing nothing, when it is wrong.
     """
 
     def __init__(
@@ -47,15 +53,36 @@ class Jobs:
         *,
         clock: Clock | None = None,
         config: JobsConfig | None = None,
+        observers: Sequence[JobsObserver] = (),
     ) -> None:
         self.store = store
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.config = config if config is not None else JobsConfig()
         self._handlers: dict[str, Handler] = {}
-        self._worker = Worker(self.store, self.clock, self.config, self._handlers)
+        self._observers = ObserverGroup(_with_logging(observers))
+        self._worker = Worker(self.store, self.clock, self.config, self._handlers, self._observers)
+        self._rescuer = LeaseRescuer(
+            self.store,
+            clock=self.clock,
+            config=self.config,
+            observer=self._observers,
+            wake=self._worker.wake,
+        )
+        #: Periodic duties, started and stopped with the worker.
+        self._services: tuple[MaintenanceService, ...] = (self._rescuer,)
 
     def __repr__(self) -> str:
         return f"Jobs({self.store!r}, topics={sorted(self._handlers)})"
+
+    @property
+    def observers(self) -> tuple[JobsObserver, ...]:
+        """Who receives the worker's events, in call order (a default `LoggingObserver` first)."""
+        return self._observers.observers
+
+    @property
+    def services(self) -> tuple[MaintenanceService, ...]:
+        """The maintenance services `start()` runs beside the worker."""
+        return self._services
 
     # -- handlers -----------------------------------------------------------------
 
@@ -254,16 +281,28 @@ class Jobs:
     # -- run ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run the worker in the background; returns once it is running."""
+        """Run the maintenance services and the worker in the background; returns once
+        the worker is running."""
+        for service in self._services:
+            await service.start()
         await self._worker.start()
 
     async def stop(self, grace: timedelta | None = None) -> None:
-        """Stop claiming; wait up to `grace` (default `shutdown_grace`) for running jobs,
-        then cancel the rest and hand their claims back as `pending`."""
-        await self._worker.stop(None if grace is None else check_grace(grace))
+        """Stop the services and claiming; wait up to `grace` (default `shutdown_grace`)
+        for running jobs, then cancel the rest and hand their claims back as `pending`."""
+        grace = None if grace is None else check_grace(grace)
+        # The worker stops claiming at once; the services end beside its grace period.
+        services = asyncio.gather(*(service.stop() for service in self._services))
+        try:
+            await self._worker.stop(grace)
+        finally:
+            await services
 
     async def run_once(self) -> int:
-        """Rescue expired leases, claim one batch, run it to the end; how many jobs ran."""
+        """Rescue expired leases, claim one batch, run it to the end; how many jobs ran.
+
+        Store errors propagate (the background loops report and retry them instead)."""
+        await self._rescuer.run_once(self.clock.now())
         return await self._worker.run_once()
 
     @property
@@ -272,8 +311,8 @@ class Jobs:
         return self._worker.running
 
     async def aclose(self) -> None:
-        """Stop the worker (if running) and close the store."""
-        if self._worker.running:
+        """Stop the worker and services (if running) and close the store."""
+        if self._worker.running or any(service.running for service in self._services):
             await self.stop()
         await self.store.close()
 
@@ -282,6 +321,16 @@ class Jobs:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _with_logging(observers: Sequence[JobsObserver]) -> list[JobsObserver]:
+    """`observers`, after the default `LoggingObserver` unless they bring their own."""
+    if not isinstance(observers, Sequence):
+        raise TypeError(f"observers must be a sequence of observers, got {observers!r}")
+    given = list(observers)
+    if any(isinstance(observer, LoggingObserver) for observer in given):
+        return given
+    return [LoggingObserver(), *given]
 
 
 __all__ = ["Jobs"]

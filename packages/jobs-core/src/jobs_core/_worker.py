@@ -3,7 +3,8 @@
 It only orchestrates: which transition applies is decided by `_transitions`, and every
 write is a guarded `JobUpdate`, so a result that arrives after the lease was lost is
 refused by the store rather than applied. The worker never dies from a handler's
-exception or a store error; it logs and backs off.
+exception or a store error; it reports them to its observers and backs off. (Periodic
+duties, such as rescuing expired leases, are `_maintenance` services beside it.)
 """
 
 from __future__ import annotations
@@ -12,28 +13,25 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from jobs_core import _transitions as transitions
-from jobs_core._config import JobsConfig
+from jobs_core._config import JobsConfig, store_backoff
 from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core._errors import LockLost
-from jobs_core._model import Job, JobUpdate
+from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
+from jobs_core._model import Job, JobStatus
 from jobs_core._results import ResultWriter
 from jobs_core._threads import run_in_daemon_thread
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
 
-log = logging.getLogger("jobs_core.worker")
-
 Handler = Callable[[Job], Awaitable[Any] | Any]
 
-#: Most expired leases rescued per sweep.
-REAP_LIMIT = 100
-_STORE_BACKOFF_CAP = timedelta(seconds=5)
+#: First wait before listening for store notifications again (then doubling).
+_WATCH_RETRY = timedelta(milliseconds=100)
 
 
 def is_async_handler(handler: Handler) -> bool:
@@ -52,11 +50,13 @@ class Worker:
         clock: Clock,
         config: JobsConfig,
         handlers: Mapping[str, Handler],
+        observer: ObserverGroup,
     ) -> None:
         self._store = store
         self._clock = clock
         self._config = config
         self._handlers = handlers
+        self._observer = observer
         self._writer = self._new_writer()
         #: Execution timeouts of running handlers, on one shared timer.
         self._deadlines = DeadlineTimer(clock)
@@ -70,9 +70,6 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-        self._next_reap: datetime | None = None
-        #: Rescue sweeps failed in a row (they back off on their own schedule).
-        self._reap_failures = 0
 
     @property
     def running(self) -> bool:
@@ -139,9 +136,8 @@ class Worker:
         self._main = self._watch = None
 
     async def run_once(self) -> int:
-        """Rescue expired leases, claim one batch, run it to the end; how many jobs ran."""
+        """Claim one batch and run it to the end; how many jobs ran."""
         self._loop = asyncio.get_running_loop()
-        await self._reap(force=True)
         jobs = await self._claim(self._config.batch_size)
         tasks = [self._spawn(job) for job in jobs]
         if tasks:
@@ -151,7 +147,7 @@ class Worker:
 
     def _new_writer(self) -> ResultWriter:
         return ResultWriter(
-            self._store, self._clock, on_refused=self._refused, on_settled=self._results_settled
+            self._store, self._clock, observer=self._observer, on_settled=self._results_settled
         )
 
     async def _settled(self) -> None:
@@ -171,24 +167,16 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             free = self._free_slots()
-            await self._reap_guarded()
             try:
                 wanted = min(self._config.batch_size, free)
-                jobs = await self._claim(wanted) if wanted > 0 else []
+                jobs = await self._claim(wanted) if wanted > 0 else ()
             except Exception as exc:  # noqa: BLE001 - the worker must outlive store errors
                 failures += 1
-                delay = min(self._config.poll_interval * 2 ** min(failures, 16), _STORE_BACKOFF_CAP)
-                log.warning(
-                    "store error while claiming (%s: %s); retrying in %.1fs",
-                    type(exc).__name__,
-                    exc,
-                    delay.total_seconds(),
-                )
+                delay = store_backoff(self._config.poll_interval, failures)
+                self._observer.store_error("claim", exc, delay)
                 await self._idle(delay)
                 continue
-            if failures:
-                log.info("store reachable again; claiming resumed")
-                failures = 0
+            failures = 0
             for job in jobs:
                 self._spawn(job)
             if wanted > 0 and len(jobs) == wanted:
@@ -210,69 +198,20 @@ class Worker:
                 raise
             except Exception as exc:  # noqa: BLE001 - polling covers for a dead listener
                 failures += 1
-                log.warning("store notifications stopped (%s); polling meanwhile", exc)
-                delay = timedelta(seconds=0.1 * 2 ** min(failures, 16))
-                await self._clock.sleep(min(delay, _STORE_BACKOFF_CAP))
+                delay = store_backoff(_WATCH_RETRY, failures)
+                self._observer.store_error("watch", exc, delay)
+                await self._clock.sleep(delay)
 
-    async def _claim(self, limit: int) -> list[Job]:
+    async def _claim(self, limit: int) -> Sequence[Job]:
         topics = list(self._handlers)
         if not topics or limit <= 0:
-            return []
+            return ()
         claimed = await self._store.claim(
             topics=topics, now=self._clock.now(), lease=self._config.lease, limit=limit
         )
-        return list(claimed)
-
-    async def _reap_guarded(self) -> None:
-        """Sweep expired leases if one is due; a failing sweep never stops the claims.
-
-        The sweep and the claim fail apart: a store error here is logged and the next
-        sweep backs off (doubling up to `_STORE_BACKOFF_CAP`), while claiming goes on at
-        its own pace. So one row the sweep cannot handle delays rescues only.
-        """
-        try:
-            swept = await self._reap()
-        except Exception as exc:  # noqa: BLE001 - the worker must outlive store errors
-            self._reap_failures += 1
-            delay = min(
-                self._config.poll_interval * 2 ** min(self._reap_failures, 16),
-                _STORE_BACKOFF_CAP,
-            )
-            self._next_reap = self._clock.now() + delay
-            log.warning(
-                "store error while rescuing expired leases (%s: %s); next sweep in %.1fs",
-                type(exc).__name__,
-                exc,
-                delay.total_seconds(),
-            )
-            return
-        if swept and self._reap_failures:
-            log.info("rescue sweep succeeded again")
-            self._reap_failures = 0
-
-    async def _reap(self, *, force: bool = False) -> bool:
-        """Rescue expired leases if a sweep is due (or `force`); whether one ran."""
-        now = self._clock.now()
-        if not force and self._next_reap is not None and now < self._next_reap:
-            return False
-        self._next_reap = now + self._config.poll_interval
-        stale = await self._store.expired(now=now, limit=REAP_LIMIT)
-        if not stale:
-            return True
-        updates = [
-            transitions.update(job, transitions.expire(job, now=now, backoff=self._config.backoff))
-            for job in stale
-        ]
-        applied = await self._store.update(updates)
-        for change, ok in zip(updates, applied, strict=True):
-            if ok:
-                log.warning(
-                    "job %s (%s): lease expired; counted as a failed attempt, now %s",
-                    change.job.id,
-                    change.job.topic,
-                    change.job.status.value,
-                )
-        return True
+        if claimed:
+            self._observer.claimed(claimed)
+        return claimed
 
     # -- one job ------------------------------------------------------------------
 
@@ -286,44 +225,37 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         handler = self._handlers[job.topic]
+        began = self._clock.now()
+        self._observer.started(job)
         # At the deadline the timer cancels this task; `deadline.expired` tells that
         # cancellation from the one `stop()` sends.
         deadline = self._deadlines.start(self._config.lock_duration, task.cancel)
         try:
             try:
-                error = await self._call(handler, job, deadline)
+                error = await self._call(handler, job, deadline, began)
             finally:
                 deadline.cancel()
                 self._running.discard(task)
                 self._wake.set()  # a slot is free
         except asyncio.CancelledError:
-            self._record(job, transitions.release, "released at shutdown")
+            self._record(job, began, Outcome.RELEASED)
             return
-        if error is None:
-            self._record(job, transitions.complete, "completed")
-        else:
-            self._record_failure(job, error)
+        self._record(job, began, Outcome.COMPLETED if error is None else Outcome.FAILED, error)
 
-    async def _call(self, handler: Handler, job: Job, deadline: Deadline) -> str | None:
+    async def _call(
+        self, handler: Handler, job: Job, deadline: Deadline, began: datetime
+    ) -> str | None:
         """Run the handler until it ends or `deadline` cancels it; the error text, or None."""
         try:
             if self._is_async(job.topic, handler):
                 await handler(job)
             else:
-                await self._in_thread(handler, job, deadline)
+                await self._in_thread(handler, job, deadline, began)
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise  # stop() cancelled the job
         except Exception as exc:  # noqa: BLE001 - a handler's error is a failed attempt
             if not deadline.expired:
-                log.info(
-                    "job %s (%s) attempt %d failed: %s: %s",
-                    job.id,
-                    job.topic,
-                    job.retries + 1,
-                    type(exc).__name__,
-                    exc,
-                )
                 return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if deadline.expired:  # however the handler ended, its time was up first
             task = asyncio.current_task()
@@ -333,7 +265,9 @@ class Worker:
             return f"timed out after {timeout.total_seconds():g}s (lock_duration)"
         return None
 
-    async def _in_thread(self, handler: Handler, job: Job, deadline: Deadline) -> None:
+    async def _in_thread(
+        self, handler: Handler, job: Job, deadline: Deadline, began: datetime
+    ) -> None:
         """Run a plain `def` handler on its own thread; at the deadline the thread is
         abandoned (it cannot be cancelled) and its late result fenced."""
         running = run_in_daemon_thread(functools.partial(handler, job))
@@ -341,7 +275,7 @@ class Worker:
             await asyncio.shield(running)  # a cancel must not cancel `running` itself
         except asyncio.CancelledError:
             if deadline.expired:
-                running.add_done_callback(lambda done: self._late_result(job, done))
+                running.add_done_callback(lambda done: self._late_result(job, began, done))
             raise
 
     def _is_async(self, topic: str, handler: Handler) -> bool:
@@ -350,39 +284,48 @@ class Worker:
             known = self._kinds[topic] = (handler, is_async_handler(handler))
         return known[1]
 
-    def _late_result(self, job: Job, done: asyncio.Future[Any]) -> None:
+    def _late_result(self, job: Job, began: datetime, done: asyncio.Future[Any]) -> None:
         """An abandoned thread finished: try its completion so fencing refuses it, visibly."""
         if done.cancelled() or done.exception() is not None:
             return  # its failure was already recorded at the timeout
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            self._record(job, transitions.complete, "late completion")
+            self._record(job, began, Outcome.COMPLETED, event=LATE_COMPLETION)
 
-    def _record_failure(self, job: Job, error: str) -> None:
-        def fail(current: Job, *, token: str, now: datetime) -> Job:
-            return transitions.fail(
-                current, token=token, error=error, now=now, backoff=self._config.backoff
-            )
+    def _record(
+        self,
+        job: Job,
+        began: datetime,
+        outcome: Outcome,
+        error: str | None = None,
+        *,
+        event: str | None = None,
+    ) -> None:
+        """Hand the run's guarded write to the result writer, which reports `finished`
+        once it is written or `refused` if fencing turns it down.
 
-        self._record(job, fail, "failed")
-
-    def _record(self, job: Job, transition: Callable[..., Job], what: str) -> None:
-        """Hand the job's guarded write to the result writer (which reports a refusal)."""
-        assert job.lock_token is not None
+        `outcome` is COMPLETED, RELEASED, or FAILED with the `error` (then RETRIED if
+        retries are left); `event` names a refusal if not the outcome."""
+        token = job.lock_token
+        assert token is not None
+        now = self._clock.now()
         try:
-            after = transition(job, token=job.lock_token, now=self._clock.now())
-        except LockLost as exc:
-            log.warning("job %s: %s result discarded: %s", job.id, what, exc)
+            if outcome is Outcome.COMPLETED:
+                after = transitions.complete(job, token=token, now=now)
+            elif outcome is Outcome.RELEASED:
+                after = transitions.release(job, token=token, now=now)
+            else:
+                assert error is not None
+                after = transitions.fail(
+                    job, token=token, error=error, now=now, backoff=self._config.backoff
+                )
+                if after.status is JobStatus.PENDING:
+                    outcome = Outcome.RETRIED
+        except LockLost:  # the lease ran out by our own clock: fenced before the store
+            self._observer.refused(job, event or outcome.value)
             return
-        self._writer.submit(transitions.update(job, after), what)
-
-    @staticmethod
-    def _refused(update: JobUpdate, what: str) -> None:
-        log.warning(
-            "job %s: %s result refused by the store: the lease was lost"
-            " (it expired and was rescued, or the job was changed)",
-            update.job.id,
-            what,
+        self._writer.submit(
+            transitions.update(job, after), job, outcome, event or outcome.value, now - began
         )
 
 

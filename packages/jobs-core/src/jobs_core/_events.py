@@ -1,0 +1,289 @@
+"""What the worker and its services report as it happens: the observer seam.
+
+Logging is one observer; metrics or a live view are others, kept out of the core so it
+depends on attrs and cattrs only. Observers are called synchronously on the event loop
+in the middle of the claim and write paths, so they must be cheap: count, append, set
+an event; hand anything slow to a task or a thread of your own. An observer that raises
+is logged once and then ignored, so it never breaks the worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from jobs_core._model import Job
+
+_log = logging.getLogger("jobs_core.events")
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended, as written to the store."""
+
+    COMPLETED = "completed"
+    #: The attempt failed and the job waits for its retry (`pending`, `retries + 1`).
+    RETRIED = "retried"
+    #: The attempt failed and no retries are left (`failed`).
+    FAILED = "failed"
+    #: Handed back unrun because the worker stopped (`pending`, attempt not counted).
+    RELEASED = "released"
+
+
+#: `refused`'s event for an abandoned thread's completion arriving after its timeout.
+LATE_COMPLETION = "late completion"
+
+
+class JobsObserver(Protocol):
+    """Receives the worker's events. Subclass `BaseObserver` and override what you need.
+
+    `jobs` and `job` are the core's frozen values: keep them if you like, but do the
+    work elsewhere; every call runs on the event loop, inline.
+    """
+
+    def claimed(self, jobs: Sequence[Job]) -> None:
+        """A claim returned these jobs (never called with none)."""
+
+    def started(self, job: Job) -> None:
+        """The handler of this claimed job is about to run."""
+
+    def finished(self, job: Job, outcome: Outcome, duration: timedelta, error: str | None) -> None:
+        """The run's outcome was written: `job` as stored, `duration` the handler's run
+        time on the `Jobs` clock, `error` the failure text (`RETRIED`/`FAILED` only)."""
+
+    def refused(self, job: Job, event: str) -> None:
+        """Fencing refused this run's result because the lease was lost (it expired and
+        was rescued, or the job changed), or a stopping worker gave up writing it (the
+        lease will expire and the rescuer retry the job): `job` as claimed, `event` the
+        `Outcome` value it tried to record or `"late completion"`. No `finished`
+        follows."""
+
+    def rescued(self, jobs: Sequence[Job]) -> None:
+        """The lease rescuer took these jobs from expired leases (as now stored:
+        `pending` to retry, or `failed`)."""
+
+    def store_error(self, operation: str, error: BaseException) -> None:
+        """A store call failed and will be retried with backoff: `operation` is
+        `"claim"`, `"write"` (results), `"watch"` (notifications) or a maintenance
+        service's `name` (`"rescue"`).
+
+        An observer whose method also takes a `retry_in` keyword is given the wait
+        before the retry (`None`: given up, as a stopping writer does at last)."""
+
+
+class BaseObserver:
+    """An observer that ignores every event; override only the ones you need.
+
+    (The core skips the methods you did not override, so they cost nothing.)
+    """
+
+    def claimed(self, jobs: Sequence[Job]) -> None:
+        """Ignored."""
+
+    def started(self, job: Job) -> None:
+        """Ignored."""
+
+    def finished(self, job: Job, outcome: Outcome, duration: timedelta, error: str | None) -> None:
+        """Ignored."""
+
+    def refused(self, job: Job, event: str) -> None:
+        """Ignored."""
+
+    def rescued(self, jobs: Sequence[Job]) -> None:
+        """Ignored."""
+
+    def store_error(self, operation: str, error: BaseException) -> None:
+        """Ignored."""
+
+
+#: How each refused event reads in the log.
+_RESULT_NAMES = {
+    Outcome.COMPLETED.value: "completed",
+    Outcome.RETRIED.value: "failed",
+    Outcome.FAILED.value: "failed",
+    Outcome.RELEASED.value: "released at shutdown",
+}
+#: What the log says failed, and what happens next, per store operation.
+_STORE_ERRORS = {
+    "claim": ("store error while claiming", "retrying in"),
+    "rescue": ("store error while rescuing expired leases", "next sweep in"),
+    "write": ("writing job results failed", "retrying in"),
+    "watch": ("store notifications stopped", "polling meanwhile; listening again in"),
+}
+
+
+class LoggingObserver(BaseObserver):
+    """The worker's log lines, on the `jobs_core.worker` logger unless told otherwise.
+
+    Failed attempts at INFO; rescued leases, refused results and store errors at
+    WARNING. `Jobs` always has one; pass your own to log elsewhere.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger if logger is not None else logging.getLogger("jobs_core.worker")
+
+    def __repr__(self) -> str:
+        return f"LoggingObserver({self.logger.name!r})"
+
+    def finished(self, job: Job, outcome: Outcome, duration: timedelta, error: str | None) -> None:
+        """Log a failed attempt (whether it will be retried or not)."""
+        if outcome is Outcome.RETRIED or outcome is Outcome.FAILED:
+            attempt = job.retries if outcome is Outcome.RETRIED else job.retries + 1
+            self.logger.info("job %s (%s) attempt %d failed: %s", job.id, job.topic, attempt, error)
+
+    def refused(self, job: Job, event: str) -> None:
+        """Log a result that fencing refused."""
+        self.logger.warning(
+            "job %s: %s result refused by the store: the lease was lost"
+            " (it expired and was rescued, or the job was changed)",
+            job.id,
+            _RESULT_NAMES.get(event, event),
+        )
+
+    def rescued(self, jobs: Sequence[Job]) -> None:
+        """Log each job taken from an expired lease."""
+        for job in jobs:
+            self.logger.warning(
+                "job %s (%s): lease expired; counted as a failed attempt, now %s",
+                job.id,
+                job.topic,
+                job.status.value,
+            )
+
+    def store_error(
+        self, operation: str, error: BaseException, retry_in: timedelta | None = None
+    ) -> None:
+        """Log a failed store call, and when it is tried again (ERROR if never)."""
+        what, then = _STORE_ERRORS.get(operation, (f"store error in {operation}", "retrying in"))
+        if retry_in is None:
+            self.logger.error(
+                "%s (%s: %s); giving up: the leases of the jobs concerned will expire"
+                " and the jobs be retried",
+                what,
+                type(error).__name__,
+                error,
+            )
+            return
+        self.logger.warning(
+            "%s (%s: %s); %s %.1fs",
+            what,
+            type(error).__name__,
+            error,
+            then,
+            retry_in.total_seconds(),
+        )
+
+
+def _overrides(observer: object, name: str) -> Callable[..., None] | None:
+    """`observer.name` if it does something: absent or `BaseObserver`'s no-op gives None."""
+    method = getattr(observer, name, None)
+    if method is None or getattr(type(observer), name, None) is getattr(BaseObserver, name):
+        return None
+    return method  # type: ignore[no-any-return]
+
+
+def _takes_retry_in(method: Callable[..., None]) -> bool:
+    try:
+        return "retry_in" in inspect.signature(method).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return False
+
+
+def report_store_error(
+    observer: JobsObserver, operation: str, error: BaseException, retry_in: timedelta | None
+) -> None:
+    """`observer.store_error`, with `retry_in` when `observer` is the core's group."""
+    if isinstance(observer, ObserverGroup):
+        observer.store_error(operation, error, retry_in)
+    else:
+        observer.store_error(operation, error)
+
+
+class ObserverGroup:
+    """Several observers as one: each event goes to each observer that handles it, and
+    an observer's exception is logged (once per observer) instead of propagating."""
+
+    def __init__(self, observers: Sequence[JobsObserver]) -> None:
+        self.observers = tuple(observers)
+        self._quiet: set[int] = set()  # ids of observers that raised (logged already)
+        self._claimed = self._handling("claimed")
+        self._started = self._handling("started")
+        self._finished = self._handling("finished")
+        self._refused = self._handling("refused")
+        self._rescued = self._handling("rescued")
+        self._store_error = tuple(
+            (observer, method, _takes_retry_in(method))
+            for observer, method in self._handling("store_error")
+        )
+
+    def _handling(self, event: str) -> tuple[tuple[object, Callable[..., None]], ...]:
+        """The observers that handle `event`, each with its bound method."""
+        return tuple(
+            (observer, method)
+            for observer in self.observers
+            if (method := _overrides(observer, event)) is not None
+        )
+
+    def _raised(self, observer: object, event: str, exc: Exception) -> None:
+        if id(observer) in self._quiet:
+            return
+        self._quiet.add(id(observer))
+        _log.error(
+            "observer %r raised in %s (%s: %s); the worker goes on, and this"
+            " observer's further errors are not logged",
+            observer,
+            event,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+
+    def claimed(self, jobs: Sequence[Job]) -> None:
+        for observer, method in self._claimed:
+            try:
+                method(jobs)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "claimed", exc)
+
+    def started(self, job: Job) -> None:
+        for observer, method in self._started:
+            try:
+                method(job)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "started", exc)
+
+    def finished(self, job: Job, outcome: Outcome, duration: timedelta, error: str | None) -> None:
+        for observer, method in self._finished:
+            try:
+                method(job, outcome, duration, error)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "finished", exc)
+
+    def refused(self, job: Job, event: str) -> None:
+        for observer, method in self._refused:
+            try:
+                method(job, event)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "refused", exc)
+
+    def rescued(self, jobs: Sequence[Job]) -> None:
+        for observer, method in self._rescued:
+            try:
+                method(jobs)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "rescued", exc)
+
+    def store_error(
+        self, operation: str, error: BaseException, retry_in: timedelta | None = None
+    ) -> None:
+        for observer, method, takes_retry_in in self._store_error:
+            try:
+                if takes_retry_in:
+                    method(operation, error, retry_in=retry_in)
+                else:
+                    method(operation, error)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "store_error", exc)

@@ -1,0 +1,134 @@
+"""Periodic duties of a `Jobs` instance, each a small service of one shape.
+
+A service runs `run_once(now)` every `interval` of the `Jobs` clock in a task of its
+own, so duties fail apart from each other and from the claims: a failing run is
+reported to the observers as a store error and the next one backs off (doubling up to
+`STORE_BACKOFF_CAP`), and the service goes on. `Jobs.start()` and `Jobs.stop()` start
+and stop the services with the worker. The lease rescuer is the first; retention and
+cron belong here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from jobs_core import _transitions as transitions
+from jobs_core._config import JobsConfig, store_backoff
+from jobs_core._events import JobsObserver, report_store_error
+from jobs_core._model import JobStatus
+from jobs_core._worker import _wait_until
+from jobs_core.clock import Clock
+from jobs_core.ports import JobStore
+
+#: Most expired leases one sweep rescues (the rest wait for the next sweep).
+RESCUE_LIMIT = 100
+
+
+class MaintenanceService:
+    """A duty run every `interval`; subclass it and override `run_once`."""
+
+    #: Names the duty in `store_error` reports and in its task's name.
+    name = "maintenance"
+
+    def __init__(self, *, clock: Clock, interval: timedelta, observer: JobsObserver) -> None:
+        self.clock = clock
+        self.interval = interval
+        self.observer = observer
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(interval={self.interval}, running={self.running})"
+
+    @property
+    def running(self) -> bool:
+        """Whether the service's loop runs."""
+        return self._task is not None and not self._task.done()
+
+    async def run_once(self, now: datetime) -> None:
+        """Do the duty once, as of `now`; raise to have the next run back off."""
+        raise NotImplementedError
+
+    def backoff(self, failures: int) -> timedelta:
+        """Wait after `failures` failed runs in a row before trying again."""
+        return store_backoff(self.interval, failures)
+
+    async def start(self) -> None:
+        """Run the duty now and then every `interval`, in the background."""
+        if self.running:
+            return
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name=f"jobs-{self.name}")
+
+    async def stop(self) -> None:
+        """Let a run in progress finish (a store call is not cut off), then end."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await self._task
+        finally:
+            self._task = None
+
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            began = self.clock.now()
+            try:
+                await self.run_once(began)
+            except Exception as exc:  # noqa: BLE001 - a duty must outlive store errors
+                failures += 1
+                wait = self.backoff(failures)
+                report_store_error(self.observer, self.name, exc, wait)
+            else:
+                failures = 0
+                wait = began + self.interval - self.clock.now()
+            if not self._stopping.is_set():
+                await _wait_until(self.clock, wait, self._stopping.wait())
+
+
+class LeaseRescuer(MaintenanceService):
+    """Takes jobs whose lease expired (their worker died or hung) from `processing`:
+    each counts as a failed attempt, so it is retried after its backoff or, with no
+    retries left, `failed`. Sweeps every `poll_interval`; wakes the worker when a job
+    it handed back is due at once."""
+
+    name = "rescue"
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        clock: Clock,
+        config: JobsConfig,
+        observer: JobsObserver,
+        wake: Callable[[], None] | None = None,
+        limit: int = RESCUE_LIMIT,
+    ) -> None:
+        super().__init__(clock=clock, interval=config.poll_interval, observer=observer)
+        self.store = store
+        self.config = config
+        self.limit = limit
+        self._wake = wake
+
+    async def run_once(self, now: datetime) -> None:
+        """Rescue up to `limit` expired leases; report the jobs whose rescue was applied."""
+        stale = await self.store.expired(now=now, limit=self.limit)
+        if not stale:
+            return
+        backoff = self.config.backoff
+        updates = [
+            transitions.update(job, transitions.expire(job, now=now, backoff=backoff))
+            for job in stale
+        ]
+        applied = await self.store.update(updates)
+        rescued = [change.job for change, ok in zip(updates, applied, strict=True) if ok]
+        if not rescued:
+            return
+        self.observer.rescued(rescued)
+        if self._wake is not None and any(
+            job.status is JobStatus.PENDING and job.run_at <= now for job in rescued
+        ):
+            self._wake()
