@@ -63,8 +63,11 @@ class Recorder(BaseObserver):
     def rescued(self, jobs: Sequence[Job]) -> None:
         self._add("rescued", [(job.id, job.status, job.retries) for job in jobs])
 
-    def store_error(self, operation: str, error: BaseException) -> None:
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
         self._add("store_error", operation, type(error).__name__, str(error))
+
+    def store_recovered(self, operation: str) -> None:
+        self._add("store_recovered", operation)
 
 
 def config(**overrides: object) -> JobsConfig:
@@ -244,14 +247,12 @@ class FailingStore(MemoryStore):
 
 
 class DelayRecorder(BaseObserver):
-    """Takes the optional `retry_in` keyword, so it is told each wait."""
+    """Records each store error's wait before the retry."""
 
     def __init__(self) -> None:
         self.errors: list[tuple[str, timedelta | None]] = []
 
-    def store_error(
-        self, operation: str, error: BaseException, retry_in: timedelta | None = None
-    ) -> None:
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
         self.errors.append((operation, retry_in))
 
 
@@ -259,7 +260,8 @@ async def test_store_errors_of_claims_and_writes_are_reported_as_they_happen(
     clock: FakeClock,
 ) -> None:
     """Two failed claims, then one failed write: each a `store_error` at its moment, with
-    the backoff before the retry for observers that ask for it; the job still completes."""
+    the backoff before the retry, and a `store_recovered` when each works again; the job
+    still completes."""
     store = FailingStore(claims=2, writes=1)
     recorder, delays = Recorder(clock), DelayRecorder()
     jobs = Jobs(
@@ -296,6 +298,10 @@ async def test_store_errors_of_claims_and_writes_are_reported_as_they_happen(
         ("claim", timedelta(seconds=4)),
         ("write", timedelta(milliseconds=100)),
     ]
+    assert recorder.named("store_recovered") == [
+        ("store_recovered", T0 + timedelta(seconds=6), ("claim",)),
+        ("store_recovered", T0 + timedelta(seconds=6, milliseconds=100), ("write",)),
+    ]
     assert (await jobs.get(job.id)).status is JobStatus.COMPLETED
 
 
@@ -313,7 +319,7 @@ class Raising:
         self.calls += 1
         raise RuntimeError(f"{self.name} is broken")
 
-    claimed = started = finished = refused = rescued = store_error = _boom
+    claimed = started = finished = refused = rescued = store_error = store_recovered = _boom
 
 
 async def test_a_raising_observer_is_logged_once_and_breaks_nothing(
@@ -424,3 +430,18 @@ async def test_observers_are_not_called_for_events_they_do_not_override(
     await jobs.run_once()
     await settle()
     assert observer.outcomes == [Outcome.COMPLETED]
+
+
+def test_the_logging_observer_says_when_a_failing_operation_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="jobs_core.worker"):
+        for operation in ("claim", "rescue", "write", "watch", "prune"):
+            LoggingObserver().store_recovered(operation)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "store reachable again; claiming resumed"),
+        (logging.INFO, "rescue sweep succeeded again"),
+        (logging.INFO, "writing job results works again"),
+        (logging.INFO, "store notifications resumed"),
+        (logging.INFO, "store prune works again"),
+    ]

@@ -30,9 +30,7 @@ class Errors(BaseObserver):
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, timedelta | None]] = []
 
-    def store_error(
-        self, operation: str, error: BaseException, retry_in: timedelta | None = None
-    ) -> None:
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
         self.seen.append((operation, str(error), retry_in))
 
 

@@ -10,7 +10,6 @@ is logged once and then ignored, so it never breaks the worker.
 from __future__ import annotations
 
 import enum
-import inspect
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -65,13 +64,14 @@ class JobsObserver(Protocol):
         """The lease rescuer took these jobs from expired leases (as now stored:
         `pending` to retry, or `failed`)."""
 
-    def store_error(self, operation: str, error: BaseException) -> None:
-        """A store call failed and will be retried with backoff: `operation` is
-        `"claim"`, `"write"` (results), `"watch"` (notifications) or a maintenance
-        service's `name` (`"rescue"`).
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
+        """A store call failed: `operation` is `"claim"`, `"write"` (results),
+        `"watch"` (notifications) or a maintenance service's `name` (`"rescue"`);
+        `retry_in` the wait before it is tried again (`None`: given up, as a stopping
+        writer does at last)."""
 
-        An observer whose method also takes a `retry_in` keyword is given the wait
-        before the retry (`None`: given up, as a stopping writer does at last)."""
+    def store_recovered(self, operation: str) -> None:
+        """`operation` succeeded again after one or more `store_error`s."""
 
 
 class BaseObserver:
@@ -95,7 +95,10 @@ class BaseObserver:
     def rescued(self, jobs: Sequence[Job]) -> None:
         """Ignored."""
 
-    def store_error(self, operation: str, error: BaseException) -> None:
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
+        """Ignored."""
+
+    def store_recovered(self, operation: str) -> None:
         """Ignored."""
 
 
@@ -153,9 +156,7 @@ class LoggingObserver(BaseObserver):
                 job.status.value,
             )
 
-    def store_error(
-        self, operation: str, error: BaseException, retry_in: timedelta | None = None
-    ) -> None:
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
         """Log a failed store call, and when it is tried again (ERROR if never)."""
         what, then = _STORE_ERRORS.get(operation, (f"store error in {operation}", "retrying in"))
         if retry_in is None:
@@ -176,6 +177,19 @@ class LoggingObserver(BaseObserver):
             retry_in.total_seconds(),
         )
 
+    def store_recovered(self, operation: str) -> None:
+        """Log that a failing store operation works again."""
+        self.logger.info("%s", _RECOVERED.get(operation, f"store {operation} works again"))
+
+
+#: What the log says when an operation works again after failing.
+_RECOVERED = {
+    "claim": "store reachable again; claiming resumed",
+    "rescue": "rescue sweep succeeded again",
+    "write": "writing job results works again",
+    "watch": "store notifications resumed",
+}
+
 
 def _overrides(observer: object, name: str) -> Callable[..., None] | None:
     """`observer.name` if it does something: absent or `BaseObserver`'s no-op gives None."""
@@ -183,23 +197,6 @@ def _overrides(observer: object, name: str) -> Callable[..., None] | None:
     if method is None or getattr(type(observer), name, None) is getattr(BaseObserver, name):
         return None
     return method  # type: ignore[no-any-return]
-
-
-def _takes_retry_in(method: Callable[..., None]) -> bool:
-    try:
-        return "retry_in" in inspect.signature(method).parameters
-    except (TypeError, ValueError):  # no signature to read (some builtins)
-        return False
-
-
-def report_store_error(
-    observer: JobsObserver, operation: str, error: BaseException, retry_in: timedelta | None
-) -> None:
-    """`observer.store_error`, with `retry_in` when `observer` is the core's group."""
-    if isinstance(observer, ObserverGroup):
-        observer.store_error(operation, error, retry_in)
-    else:
-        observer.store_error(operation, error)
 
 
 class ObserverGroup:
@@ -214,10 +211,8 @@ class ObserverGroup:
         self._finished = self._handling("finished")
         self._refused = self._handling("refused")
         self._rescued = self._handling("rescued")
-        self._store_error = tuple(
-            (observer, method, _takes_retry_in(method))
-            for observer, method in self._handling("store_error")
-        )
+        self._store_error = self._handling("store_error")
+        self._store_recovered = self._handling("store_recovered")
 
     def _handling(self, event: str) -> tuple[tuple[object, Callable[..., None]], ...]:
         """The observers that handle `event`, each with its bound method."""
@@ -276,14 +271,16 @@ class ObserverGroup:
             except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
                 self._raised(observer, "rescued", exc)
 
-    def store_error(
-        self, operation: str, error: BaseException, retry_in: timedelta | None = None
-    ) -> None:
-        for observer, method, takes_retry_in in self._store_error:
+    def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
+        for observer, method in self._store_error:
             try:
-                if takes_retry_in:
-                    method(operation, error, retry_in=retry_in)
-                else:
-                    method(operation, error)
+                method(operation, error, retry_in)
             except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
                 self._raised(observer, "store_error", exc)
+
+    def store_recovered(self, operation: str) -> None:
+        for observer, method in self._store_recovered:
+            try:
+                method(operation)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks the worker
+                self._raised(observer, "store_recovered", exc)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, store_backoff
-from jobs_core._events import JobsObserver, report_store_error
+from jobs_core._events import JobsObserver
 from jobs_core._model import JobStatus
 from jobs_core._worker import _wait_until
 from jobs_core.clock import Clock
@@ -81,8 +81,10 @@ class MaintenanceService:
             except Exception as exc:  # noqa: BLE001 - a duty must outlive store errors
                 failures += 1
                 wait = self.backoff(failures)
-                report_store_error(self.observer, self.name, exc, wait)
+                self.observer.store_error(self.name, exc, wait)
             else:
+                if failures:
+                    self.observer.store_recovered(self.name)
                 failures = 0
                 wait = began + self.interval - self.clock.now()
             if not self._stopping.is_set():

@@ -108,6 +108,8 @@ class ResultWriter:
                 delay = min(delay * 2, _RETRY_CAP)
                 continue
             self._sending = 0
+            if failures:
+                self._observer.store_recovered("write")
             delay, failures = _RETRY_START, 0
             observer = self._observer
             for (update, job, outcome, event, duration), ok in zip(group, flags, strict=True):

@@ -176,7 +176,9 @@ class Worker:
                 self._observer.store_error("claim", exc, delay)
                 await self._idle(delay)
                 continue
-            failures = 0
+            if failures:
+                self._observer.store_recovered("claim")
+                failures = 0
             for job in jobs:
                 self._spawn(job)
             if wanted > 0 and len(jobs) == wanted:
