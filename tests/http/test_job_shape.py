@@ -20,12 +20,14 @@ from jobs_core import (
     MAX_RETRIES_LIMIT,
     OPTION_FIELDS,
     WIRE_FIELDS,
+    FieldKind,
     Job,
     JobStatus,
     allowed_actions,
 )
 from jobs_http import JobOut
-from jobs_http._wire import ENQUEUE_FIELDS, parse_enqueue
+from jobs_http._api import _BODY_KINDS
+from jobs_http._wire import _KINDS, ENQUEUE_FIELDS, parse_enqueue
 
 from .conftest import ACTIONS, Client, MakeJob
 
@@ -89,6 +91,12 @@ def test_a_status_given_as_text_is_shown_as_the_status() -> None:
     out = JobOut.from_job(job)
     assert out.status is JobStatus.FAILED
     assert out.actions == ("requeue", "delete")
+
+
+def test_every_field_kind_has_a_wire_form_and_a_body_schema() -> None:
+    """A new kind must be given both before any field of that kind can be shown or set."""
+    assert set(_KINDS) == set(FieldKind)
+    assert set(_BODY_KINDS) == set(FieldKind)
 
 
 def test_the_enqueue_body_is_the_arguments_then_every_option() -> None:

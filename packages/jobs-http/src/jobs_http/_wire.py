@@ -153,9 +153,10 @@ _KINDS: dict[FieldKind, _Kind] = {
 }
 
 
-def _annotation(spec: FieldSpec, *, nullable: bool) -> Any:
+def _annotation(spec: FieldSpec) -> Any:
+    """The field's wire type, described by its doc (Litestar puts it in the OpenAPI schema)."""
     kind = _KINDS[spec.kind].annotation
-    wire = kind | None if nullable and kind is not Any else kind
+    wire = kind | None if spec.nullable and kind is not Any else kind
     return Annotated[wire, KwargDefinition(description=spec.doc)]
 
 
@@ -188,7 +189,7 @@ def _job_out_from_job(cls: type[JobOut], job: Job) -> JobOut:
 
 def _job_out_class() -> type:
     """`JobOut`: one field per wire field of `JOB_SCHEMA`, in order, then `actions`."""
-    annotations = {spec.name: _annotation(spec, nullable=spec.nullable) for spec in _WIRE}
+    annotations = {spec.name: _annotation(spec) for spec in _WIRE}
     annotations["actions"] = Annotated[
         tuple[Literal[CLIENT_EVENTS], ...],  # type: ignore[valid-type]
         KwargDefinition(description=_ACTIONS_DOC),
