@@ -31,6 +31,14 @@ JOB_KEYS = {
     "last_error",
     "created",
     "updated",
+    "actions",
+}
+#: What each status allows a client to do, as every job the API returns says.
+ACTIONS = {
+    "pending": ["delete"],
+    "processing": [],
+    "completed": [],
+    "failed": ["requeue", "delete"],
 }
 PAGE_KEYS = {"items", "total", "limit", "offset", "payloads", "truncated"}
 STATS_KEYS = {"pending", "processing", "completed", "failed", "total", "success_rate"}
@@ -58,6 +66,7 @@ def assert_job(body: Any) -> None:
     assert type(body["retries"]) is int
     assert type(body["max_retries"]) is int
     assert body["last_error"] is None or isinstance(body["last_error"], str)
+    assert body["actions"] == ACTIONS[body["status"]]
 
 
 def assert_error(response: Any, status: int) -> dict[str, Any]:

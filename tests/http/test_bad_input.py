@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from jobs_core import JOB_SCHEMA
+
 from .conftest import Client, MakeJob, assert_error, assert_job
 
 ENQUEUE = "/api/jobs/enqueue"
@@ -211,26 +213,34 @@ async def test_max_retries_bounds(client: Client, max_retries: int) -> None:
     assert response.json()["max_retries"] == max_retries
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        "status",
-        "id",
-        "retries",
-        "locked_until",
-        "lock_token",
-        "last_error",
-        "created",
-        "updated",
-        "x",
-    ],
-)
+SERVER_FIELDS = [
+    "status",
+    "id",
+    "retries",
+    "locked_until",
+    "lock_token",
+    "last_error",
+    "created",
+    "updated",
+    "actions",
+    "x",
+]
+
+
+@pytest.mark.parametrize("field", SERVER_FIELDS)
 async def test_server_fields_cannot_be_set(client: Client, field: str) -> None:
     """Unknown fields, including every server-owned one, are refused by name."""
     body = assert_error(await client.post(ENQUEUE, json={"topic": "ok", field: "completed"}), 400)
     assert field in body["message"]
     assert body["data"] == {field: "unknown field"}
     await _assert_nothing_stored(client)
+
+
+def test_every_server_owned_job_field_is_tried_above() -> None:
+    """A new `Job` field that is not an option must be refused too: it joins the list."""
+    tried = set(SERVER_FIELDS)
+    owned = {spec.name for spec in JOB_SCHEMA if not spec.option} - {"topic", "payload"}
+    assert owned <= tried
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.http.browser import jobs_app
 from tests.http.browser.conftest import PAGING_JOBS, PAGING_TOPIC, PHONE, TOKEN, Server, sign_in
@@ -252,6 +252,8 @@ def test_buttons_only_where_the_state_machine_allows(page: Page, server: Server)
     failed = server.failed_job("nope")
     sign_in(page, server)
     expected = {failed["id"]: ["Requeue", "Delete"], pending["id"]: ["Delete"], completed["id"]: []}
+    for job in (completed, pending, failed):  # the server lists the same actions
+        assert [action.capitalize() for action in job["actions"]] == expected[job["id"]]
     for job_id, buttons in expected.items():
         page.goto(f"{server.url}/_/?job={job_id}")
         expect(page.locator("#detail-body")).to_be_visible()
@@ -260,6 +262,39 @@ def test_buttons_only_where_the_state_machine_allows(page: Page, server: Server)
     page.goto(f"{server.url}/_/")
     for job_id, buttons in list(expected.items())[:2]:
         expect(row_of(page, job_id).locator("td.actions button")).to_have_text(buttons)
+
+
+def test_buttons_follow_the_actions_the_server_lists(page: Page, server: Server) -> None:
+    """The page offers a button exactly when the job's `actions` lists it, not by status.
+
+    The API's answers are rewritten on their way to the page, so each job lists actions
+    its status would not give it: the buttons must follow the list.
+    """
+    completed = server.enqueue(jobs_app.SUCCEEDS)
+    server.wait_for(completed["id"], "completed")
+    failed = server.failed_job("listed as delete only")
+    pending = server.pending_job()
+    listed = {completed["id"]: ["requeue"], failed["id"]: [], pending["id"]: ["delete", "requeue"]}
+
+    def rewrite(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for job in body.get("items", [body]) if isinstance(body, dict) else []:
+            if isinstance(job, dict) and job.get("id") in listed:
+                job["actions"] = listed[job["id"]]
+        route.fulfill(response=response, json=body)
+
+    page.route(re.compile(r"/api/jobs(\?|/[0-9a-f-]+$)"), rewrite)
+    sign_in(page, server)
+    buttons = {"requeue": "Requeue", "delete": "Delete"}
+    for job_id, actions in listed.items():
+        shown = [buttons[action] for action in ("requeue", "delete") if action in actions]
+        expect(row_of(page, job_id).locator("td.actions button")).to_have_text(shown)
+    for job_id, actions in listed.items():
+        page.goto(f"{server.url}/_/?job={job_id}")
+        expect(page.locator("#detail-body")).to_be_visible()
+        expect(page.locator("#detail-requeue")).to_be_visible(visible="requeue" in actions)
+        expect(page.locator("#detail-delete")).to_be_visible(visible="delete" in actions)
 
 
 def test_requeue_a_failed_job_after_confirming(page: Page, server: Server) -> None:

@@ -18,15 +18,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs_core import Jobs, JobsError, open_store
+from jobs_core import Jobs, JobsError, SchemaTooNew, open_store
 from jobs_http._cli import (
     DATA_DIR,
+    MIGRATE_FAILED,
+    MIGRATE_TOO_NEW,
     READ_ONLY_COMMANDS,
     build_parser,
     fail,
     prepare_sqlite_file,
     run,
     run_admin,
+    run_migrate,
 )
 from jobs_http._limits import ConnectionLimits
 from jobs_http._serve import serve
@@ -88,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "migrate":
+            return _migrate(args)
         return _admin(args)
     except (AppLoadError, TokenError, OSError) as exc:
         return fail(str(exc))
@@ -109,6 +114,30 @@ def _serve(args: argparse.Namespace) -> int:
     )
     run(serve(jobs, host=args.host, port=args.port, token=token, limits=limits))
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """`jobs migrate [--check]`: its own exit codes (see `jobs migrate --help`)."""
+    try:
+        if not args.check:
+            prepare_sqlite_file(args.db)  # a new SQLite database is private, as for serve
+        store = open_store(args.db, create_schema=not args.check)
+    except (JobsError, OSError) as exc:
+        return fail(str(exc), MIGRATE_FAILED)
+
+    async def go() -> int:
+        try:
+            return await run_migrate(store, args.db, check=args.check, out=sys.stdout)
+        finally:
+            await store.close()
+
+    try:
+        code: int = run(go())
+    except SchemaTooNew as exc:
+        return fail(str(exc), MIGRATE_TOO_NEW)
+    except (JobsError, OSError) as exc:
+        return fail(str(exc), MIGRATE_FAILED)
+    return code
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -20,10 +20,19 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import FromPath, Parameter
 from litestar.router import Router
 
-from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, Jobs, JobStatus
+from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, FieldKind, Jobs, JobStatus
 from jobs_http._auth import Authenticate, superuser_guard
 from jobs_http._query import single_valued_query
-from jobs_http._wire import ErrorOut, JobOut, JobPageOut, StatsOut, encode_page, parse_enqueue
+from jobs_http._wire import (
+    ENQUEUE_BODY,
+    BodyField,
+    ErrorOut,
+    JobOut,
+    JobPageOut,
+    StatsOut,
+    encode_page,
+    parse_enqueue,
+)
 
 #: Payload bytes one list page holds by default (the JSON text of its jobs' payloads);
 #: the page stops before the job that would pass it, and says `truncated`.
@@ -61,31 +70,48 @@ class _EnqueueOperation(Operation):
         )
 
 
+#: Each body field's own rule, beyond its kind: constraints and a note for the reader.
+_BODY_RULES: dict[str, dict[str, Any]] = {
+    "topic": {
+        "min_length": 1,
+        "max_length": MAX_TOPIC_LENGTH,
+        "pattern": r"^[A-Za-z0-9._:/\-]+$",
+        "note": "E.g. send_email.",
+    },
+    "payload": {"note": "Default null; at most 1 MiB serialized."},
+    "max_retries": {"minimum": 0, "maximum": MAX_RETRIES_LIMIT},
+}
+
+#: How each kind is written in a request body (JSON Schema type, format, a note).
+_BODY_KINDS: dict[FieldKind, dict[str, Any]] = {
+    FieldKind.ID: {"type": OpenAPIType.STRING},
+    FieldKind.TEXT: {"type": OpenAPIType.STRING},
+    FieldKind.JSON: {},
+    FieldKind.TIME: {
+        "type": OpenAPIType.STRING,
+        "format": "date-time",
+        "note": "RFC 3339 time with offset.",
+    },
+    FieldKind.INT: {"type": OpenAPIType.INTEGER},
+    FieldKind.STATUS: {"type": OpenAPIType.STRING, "enum": [status.value for status in JobStatus]},
+}
+
+
+def _body_schema(field: BodyField) -> Schema:
+    """One enqueue body field's schema: type from its kind, text from its doc and rule."""
+    kind = dict(_BODY_KINDS[field.spec.kind])
+    rule = dict(_BODY_RULES.get(field.name, {}))
+    notes = (kind.pop("note", ""), field.spec.doc, rule.pop("note", ""))
+    if field.nullable and "type" in kind:
+        kind["type"] = [kind["type"], OpenAPIType.NULL]
+    return Schema(**kind, **rule, description=" ".join(note for note in notes if note))
+
+
 _ENQUEUE_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
-    required=["topic"],
+    required=[field.name for field in ENQUEUE_BODY if field.required],
     additional_properties=False,
-    properties={
-        "topic": Schema(
-            type=OpenAPIType.STRING,
-            min_length=1,
-            max_length=MAX_TOPIC_LENGTH,
-            pattern=r"^[A-Za-z0-9._:/\-]+$",
-            description="Handler topic, e.g. send_email.",
-        ),
-        "payload": Schema(description="Any JSON value (default null); at most 1 MiB serialized."),
-        "run_at": Schema(
-            type=[OpenAPIType.STRING, OpenAPIType.NULL],
-            format="date-time",  # type: ignore[arg-type]
-            description="RFC 3339 time with offset; run no earlier than this (default: now).",
-        ),
-        "max_retries": Schema(
-            type=[OpenAPIType.INTEGER, OpenAPIType.NULL],
-            minimum=0,
-            maximum=MAX_RETRIES_LIMIT,
-            description="Retries after the first attempt (default 3).",
-        ),
-    },
+    properties={field.name: _body_schema(field) for field in ENQUEUE_BODY},
 )
 
 
@@ -139,7 +165,7 @@ async def enqueue(request: Request[Any, Any, Any], jobs: NamedDependency[Jobs]) 
     """Queue a job: `pending`, due at `run_at` (default now)."""
     _check_json(request)
     body = parse_enqueue(await request.body())
-    job = await jobs.enqueue_with_options(body.topic, body.payload, body.options())
+    job = await jobs.enqueue_with_options(body.topic, body.payload, body.options)
     return JobOut.from_job(job)
 
 

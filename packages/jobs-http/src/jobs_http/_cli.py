@@ -16,11 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 from litestar.serialization import encode_json
 
-from jobs_core import EnqueueOptions, Jobs, JobStatus
+from jobs_core import EnqueueOptions, Jobs, JobStatus, MigratableStore, SchemaTooNew
 from jobs_http._wire import InvalidBody, JobOut, JobPageOut, StatsOut, loads_strict, parse_rfc3339
 
 DATA_DIR = Path("jobs_data")
@@ -32,12 +33,37 @@ DEFAULT_PORT = 8090
 #: so a mistyped `--db` fails ("no jobs table at ...") instead of showing an empty queue.
 READ_ONLY_COMMANDS = frozenset({"stats", "list", "get"})
 
+#: Exit codes of `jobs migrate` (2 is argparse's: a bad command line).
+MIGRATE_OK = 0
+#: `--check` only: the schema is missing or older than this release; `jobs migrate` fixes it.
+MIGRATE_BEHIND = 1
+#: The database's schema is newer than this release: upgrade the jobs packages.
+MIGRATE_TOO_NEW = 3
+#: The store could not be opened, reached or migrated; the message says why.
+MIGRATE_FAILED = 4
+
+_MIGRATE_EPILOG = f"""\
+Stores create and upgrade their schema on first use anyway; this is for operators who
+migrate before deploying, or check that it was done. Prints one line, e.g.
+  jobs schema at postgresql://jobs@db/jobs: version 1 -> 2 (latest 2)
+(URLs are shown without their password). Stores without a schema (memory://) have
+nothing to migrate.
+
+exit codes:
+  {MIGRATE_OK}  up to date (or migrated)
+  {MIGRATE_BEHIND}  --check: behind (no schema, or an older one): run `jobs migrate`
+  2  bad command line
+  {MIGRATE_TOO_NEW}  the database is newer than this release: upgrade the jobs packages
+  {MIGRATE_FAILED}  the store could not be opened, reached or migrated
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of `jobs` and its sub-commands."""
     parser = argparse.ArgumentParser(
         prog="jobs",
         description="Jobs: a persistent background job queue (service and admin commands).",
+        epilog="`jobs COMMAND --help` describes each command.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -128,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
         "delete", parents=[db_parent, out_parent], help="delete a pending or failed job"
     )
     remove.add_argument("id")
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[db_parent],
+        help="create or upgrade the database schema now (--check: only report)",
+        description="Create or upgrade the --db database's jobs schema to this release's.",
+        epilog=_MIGRATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help=f"change nothing; exit {MIGRATE_BEHIND} if the schema is behind this release",
+    )
     return parser
 
 
@@ -214,6 +254,58 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
             out.write(f"deleted {args.id}\n")
     else:  # pragma: no cover - argparse only accepts the commands above
         raise ValueError(f"unknown command {command!r}")
+
+
+# -- jobs migrate -------------------------------------------------------------------
+
+
+async def run_migrate(store: object, url: str, *, check: bool, out: TextIO) -> int:
+    """Report (`check`) or bring up to date `store`'s schema; print one line, return the
+    exit code. Raises `SchemaTooNew` when the database is ahead of this release."""
+    where = f"jobs schema at {without_password(url)}"
+    if not isinstance(store, MigratableStore):
+        out.write(f"{where}: none to migrate ({type(store).__name__} keeps no schema)\n")
+        return MIGRATE_OK
+    before = await store.schema_version()
+    if before.ahead:
+        assert before.current is not None
+        raise SchemaTooNew(without_password(url), before.current, before.latest)
+    if not before.behind:
+        out.write(f"{where}: version {before.current}, up to date (latest {before.latest})\n")
+        return MIGRATE_OK
+    if check:
+        out.write(
+            f"{where}: version {_version(before.current)}, behind (latest {before.latest});"
+            " run `jobs migrate` with the same --db to upgrade it\n"
+        )
+        return MIGRATE_BEHIND
+    after = await store.migrate()
+    out.write(
+        f"{where}: version {_version(before.current)} -> {_version(after.current)}"
+        f" (latest {after.latest})\n"
+    )
+    return MIGRATE_OK
+
+
+def _version(number: int | None) -> str:
+    return "none" if number is None else str(number)
+
+
+def without_password(url: str) -> str:
+    """`url` fit to print: a password in the user part or the query is left out."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(key.lower() == "password" for key, _ in pairs)
+    if not (at and ":" in userinfo) and not secret_query:
+        return url  # untouched: urlunsplit would also drop the `//` of `memory://`
+    if at:
+        user = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
+    if secret_query:
+        kept = [(key, value) for key, value in pairs if key.lower() != "password"]
+        parts = parts._replace(query=urlencode(kept))
+    return urlunsplit(parts)
 
 
 _COLUMNS = ("id", "topic", "status", "retries", "run_at", "updated", "last_error")

@@ -1,34 +1,50 @@
 """The JSON shapes of the API (attrs classes) and the strict reading of the enqueue body.
 
-Responses are built from core values here and nowhere else, so the field names of the
-seed live in one place. The enqueue body is parsed by hand rather than by Litestar,
-because the default decoder is lenient where we must not be:
+Responses are built from core values here and nowhere else. The job's shape is derived
+from `jobs_core.JOB_SCHEMA`: one attrs field per wire field, typed and converted by its
+kind (`_KINDS`) and described by its doc, plus `actions`. The enqueue body's fields are
+`Jobs.enqueue`'s arguments (`topic`, `payload`) and the option fields (`OPTION_FIELDS`),
+each read by its kind. The body is parsed by hand rather than by Litestar, because the
+default decoder is lenient where we must not be:
 
 - NaN / Infinity / -Infinity are refused (they are not JSON);
 - a key repeated in one object is refused instead of "last one wins";
 - integers too long to convert and nesting too deep for the parser are a 400, not a 500;
-- the body must be a JSON object with only the documented fields (`topic`, `payload`,
-  `run_at`, `max_retries`); anything else -- `status`, `id`, `retries`... -- is named
-  and refused, so a client can never set server-owned fields;
-- `max_retries` must be a real integer (`true` is not 1) and `run_at` an RFC 3339 time
+- the body must be a JSON object with only the documented fields; anything else --
+  `status`, `id`, `retries`... -- is named and refused, so a client can never set
+  server-owned fields;
+- an integer must be a real integer (`true` is not 1) and a time an RFC 3339 string
   with an explicit offset.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
 
 import attrs
-import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from litestar.params import KwargDefinition
 from litestar.serialization import encode_json
 
-from jobs_core import EnqueueOptions, InvalidInput, Job, JobPage, JobStats, JobStatus
+from jobs_core import (
+    CLIENT_EVENTS,
+    JOB_SCHEMA,
+    OPTION_FIELDS,
+    EnqueueOptions,
+    FieldKind,
+    FieldSpec,
+    InvalidInput,
+    Job,
+    JobPage,
+    JobStats,
+    JobStatus,
+    allowed_actions,
+)
 
 
 class InvalidBody(InvalidInput):
@@ -39,43 +55,176 @@ class InvalidBody(InvalidInput):
         self.data: dict[str, str] = dict(data or {})
 
 
+# -- field kinds ----------------------------------------------------------------------
+
+
+#: A time in UTC (RFC 3339 with `Z` on the wire); a C call, as it runs per time per job.
+_utc: Callable[[datetime], datetime] = operator.methodcaller("astimezone", UTC)
+#: A status (or its value: they hash alike) as the `JobStatus`; a dict lookup, likewise.
+_as_status: Callable[[str], JobStatus] = {status.value: status for status in JobStatus}.__getitem__
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
+    flags=re.ASCII,
+)
+
+
+_OFFSET = re.compile(r"[+-](?P<hours>\d{2}):(?P<minutes>\d{2})$", flags=re.ASCII)
+
+
+def parse_rfc3339(value: object) -> datetime:
+    """A timezone-aware datetime from an RFC 3339 string (`Z` or `+hh:mm` required)."""
+    if not isinstance(value, str):
+        raise TypeError(f"must be an RFC 3339 string, got {_json_type(value)}")
+    if not _RFC3339.fullmatch(value):
+        raise ValueError(f"{value[:64]!r} is not an RFC 3339 time with an offset")
+    offset = _OFFSET.search(value)
+    if offset and (int(offset["hours"]) > 23 or int(offset["minutes"]) > 59):
+        raise ValueError(
+            f"{value!r} is not a valid time: the UTC offset must be between -23:59 and +23:59"
+        )
+    text = value.upper()
+    main, _, fraction_and_zone = text.partition(".")
+    if fraction_and_zone:  # Python parses at most 6 fractional digits; RFC 3339 allows more
+        digits = re.match(r"\d+", fraction_and_zone)
+        assert digits is not None
+        zone = fraction_and_zone[digits.end() :]
+        text = f"{main}.{digits.group()[:6].ljust(6, '0')}{zone}"
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"{value!r} is not a valid time: {exc}") from None
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    names |= {list: "an array", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+@attrs.frozen
+class _Kind:
+    """How the API shows and reads one `FieldKind`."""
+
+    #: The type of a (non-null) value on the wire, as the OpenAPI schema documents it.
+    annotation: Any
+    #: Core value -> wire value; None when the value goes out as it is.
+    to_wire: Callable[[Any], Any] | None
+    #: JSON value of a request body -> core value; raises TypeError/ValueError saying why.
+    read: Callable[[Any], Any]
+
+
+def _strict_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"must be an integer, got {_json_type(value)}")
+    return value
+
+
+def _strict_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"must be a string, got {_json_type(value)}")
+    return value
+
+
+def _status(value: object) -> JobStatus:
+    try:
+        return JobStatus(_strict_str(value))
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(JobStatus)}") from None
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+_STATUS_VALUES: Any = Literal[tuple(status.value for status in JobStatus)]
+
+#: Every kind's wire type and conversions: the one place a kind's JSON form is decided.
+#: Times go out as RFC 3339 in UTC (`Z`); a status as its value, documented inline as an
+#: enum (a `$ref` to the `JobStatus` component would take the field's description).
+_KINDS: dict[FieldKind, _Kind] = {
+    FieldKind.ID: _Kind(str, None, _strict_str),
+    FieldKind.TEXT: _Kind(str, None, _strict_str),
+    FieldKind.JSON: _Kind(Any, None, _any),
+    FieldKind.TIME: _Kind(datetime, _utc, parse_rfc3339),
+    FieldKind.INT: _Kind(int, None, _strict_int),
+    FieldKind.STATUS: _Kind(_STATUS_VALUES, _as_status, _status),
+}
+
+
+def _annotation(spec: FieldSpec) -> Any:
+    """The field's wire type, described by its doc (Litestar puts it in the OpenAPI schema)."""
+    kind = _KINDS[spec.kind].annotation
+    wire = kind | None if spec.nullable and kind is not Any else kind
+    return Annotated[wire, KwargDefinition(description=spec.doc)]
+
+
 # -- responses ----------------------------------------------------------------------
 
+#: The fields the API shows (`FieldSpec.wire`), in declaration order.
+_WIRE = tuple(spec for spec in JOB_SCHEMA if spec.wire)
+_read_wire = operator.attrgetter(*(spec.name for spec in _WIRE))
+_CONVERSIONS = tuple(
+    (index, convert)
+    for index, spec in enumerate(_WIRE)
+    if (convert := _KINDS[spec.kind].to_wire) is not None
+)
+_STATUS_AT = next(index for index, spec in enumerate(_WIRE) if spec.kind is FieldKind.STATUS)
+_ACTIONS = {status: allowed_actions(status) for status in JobStatus}
+_ACTIONS_DOC = (
+    "What a client may do to this job now, given its status: any of"
+    f" {', '.join(CLIENT_EVENTS)}, each its own endpoint; empty when nothing is allowed."
+)
 
-@attrs.frozen(kw_only=True)
-class JobOut:
-    """A job as the API shows it. Times are RFC 3339 UTC; the lease token is never shown."""
 
-    id: str
-    topic: str
-    payload: Any
-    status: JobStatus
-    run_at: datetime
-    #: When the current lease ends; null unless the job is `processing`.
-    locked_until: datetime | None
-    retries: int
-    max_retries: int
-    #: The last failure's message; null if the job never failed.
-    last_error: str | None
-    created: datetime
-    updated: datetime
+def _job_out_from_job(cls: type[JobOut], job: Job) -> JobOut:
+    values = list(_read_wire(job))
+    for index, convert in _CONVERSIONS:
+        value = values[index]
+        if value is not None:
+            values[index] = convert(value)
+    return cls(*values, _ACTIONS[values[_STATUS_AT]])
 
-    @classmethod
-    def from_job(cls, job: Job) -> JobOut:
-        """The wire view of a core `Job`."""
-        return cls(
-            id=job.id,
-            topic=job.topic,
-            payload=job.payload,
-            status=JobStatus(job.status),
-            run_at=_utc(job.run_at),
-            locked_until=_utc(job.locked_until) if job.locked_until is not None else None,
-            retries=job.retries,
-            max_retries=job.max_retries,
-            last_error=job.last_error,
-            created=_utc(job.created),
-            updated=_utc(job.updated),
-        )
+
+def _job_out_class() -> type:
+    """`JobOut`: one field per wire field of `JOB_SCHEMA`, in order, then `actions`."""
+    annotations = {spec.name: _annotation(spec) for spec in _WIRE}
+    annotations["actions"] = Annotated[
+        tuple[Literal[CLIENT_EVENTS], ...],  # type: ignore[valid-type]
+        KwargDefinition(description=_ACTIONS_DOC),
+    ]
+    namespace = {
+        "__annotations__": annotations,
+        "__module__": __name__,
+        "__qualname__": "JobOut",
+        "__doc__": "A job as the API shows it. Times are RFC 3339 UTC; the lease token is"
+        " never shown; `actions` lists what its status allows.",
+        "from_job": classmethod(_job_out_from_job),
+    }
+    return attrs.frozen(type("JobOut", (), namespace))
+
+
+if TYPE_CHECKING:
+
+    class JobOut:
+        """What the type checker sees of the generated class below: an attrs class
+        whose fields (those of `JOB_SCHEMA`) are only known at run time."""
+
+        __attrs_attrs__: ClassVar[Any]
+        actions: tuple[str, ...]
+
+        def __init__(self, *values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+        @classmethod
+        def from_job(cls, job: Job) -> JobOut:
+            """The wire view of a core `Job`."""
+            ...
+
+else:
+    JobOut = _job_out_class()
 
 
 @attrs.frozen(kw_only=True)
@@ -157,93 +306,51 @@ class ErrorOut:
     data: dict[str, Any]
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
 # -- the enqueue body ---------------------------------------------------------------
+
+
+@attrs.frozen
+class BodyField:
+    """One field of the enqueue body: the job field it sets, and how it may be given."""
+
+    spec: FieldSpec
+    #: The body must have it.
+    required: bool
+    #: It may be `null`, which means "the default".
+    nullable: bool
+
+    @property
+    def name(self) -> str:
+        """The field's name, in the body as in `Job`."""
+        return self.spec.name
+
+
+def _body_fields() -> tuple[BodyField, ...]:
+    specs = {spec.name: spec for spec in JOB_SCHEMA}
+    arguments = (  # those of `Jobs.enqueue(topic, payload=None)`
+        BodyField(specs["topic"], required=True, nullable=False),
+        BodyField(specs["payload"], required=False, nullable=True),
+    )
+    options = tuple(BodyField(specs[name], required=False, nullable=True) for name in OPTION_FIELDS)
+    return arguments + options
+
+
+#: The fields of `POST /api/jobs/enqueue`, in order: the arguments, then every option.
+ENQUEUE_BODY: tuple[BodyField, ...] = _body_fields()
+ENQUEUE_FIELDS: tuple[str, ...] = tuple(field.name for field in ENQUEUE_BODY)
 
 
 @attrs.frozen(kw_only=True)
 class EnqueueIn:
-    """`POST /api/jobs/enqueue`: what a client may set, and nothing else."""
+    """`POST /api/jobs/enqueue`, read: the arguments of `Jobs.enqueue_with_options`."""
 
     topic: str
-    payload: Any = None
-    run_at: datetime | None = None
-    max_retries: int | None = None
-
-    def options(self) -> EnqueueOptions:
-        """The core's per-job options for this request."""
-        return EnqueueOptions(run_at=self.run_at, max_retries=self.max_retries)
+    payload: Any
+    options: EnqueueOptions
 
 
-ENQUEUE_FIELDS = tuple(field.name for field in attrs.fields(EnqueueIn))
 #: Most unknown field names one error lists.
 _MAX_NAMED = 20
-
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})",
-    flags=re.ASCII,
-)
-
-
-_OFFSET = re.compile(r"[+-](?P<hours>\d{2}):(?P<minutes>\d{2})$", flags=re.ASCII)
-
-
-def parse_rfc3339(value: object) -> datetime:
-    """A timezone-aware datetime from an RFC 3339 string (`Z` or `+hh:mm` required)."""
-    if not isinstance(value, str):
-        raise TypeError(f"must be an RFC 3339 string, got {_json_type(value)}")
-    if not _RFC3339.fullmatch(value):
-        raise ValueError(f"{value[:64]!r} is not an RFC 3339 time with an offset")
-    offset = _OFFSET.search(value)
-    if offset and (int(offset["hours"]) > 23 or int(offset["minutes"]) > 59):
-        raise ValueError(
-            f"{value!r} is not a valid time: the UTC offset must be between -23:59 and +23:59"
-        )
-    text = value.upper()
-    main, _, fraction_and_zone = text.partition(".")
-    if fraction_and_zone:  # Python parses at most 6 fractional digits; RFC 3339 allows more
-        digits = re.match(r"\d+", fraction_and_zone)
-        assert digits is not None
-        zone = fraction_and_zone[digits.end() :]
-        text = f"{main}.{digits.group()[:6].ljust(6, '0')}{zone}"
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(f"{value!r} is not a valid time: {exc}") from None
-
-
-def _strict_int(value: object, _: type) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"must be an integer, got {_json_type(value)}")
-    return value
-
-
-def _strict_str(value: object, _: type) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"must be a string, got {_json_type(value)}")
-    return value
-
-
-def _json_type(value: object) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    names |= {list: "an array", dict: "an object", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _build_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True)
-    converter.register_structure_hook(int, _strict_int)
-    converter.register_structure_hook(str, _strict_str)
-    converter.register_structure_hook(datetime, lambda value, _: parse_rfc3339(value))
-    converter.register_structure_hook(Any, lambda value, _: value)
-    return converter
-
-
-#: Structures request bodies; every type is checked exactly, nothing is coerced.
-converter = _build_converter()
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -301,28 +408,25 @@ def parse_enqueue(raw: bytes) -> EnqueueIn:
             f" allowed: {', '.join(ENQUEUE_FIELDS)}",
             {name[:64]: "unknown field" for name in unknown},
         )
-    try:
-        return converter.structure(body, EnqueueIn)
-    except ClassValidationError as exc:
-        data = _field_problems(exc)
-        detail = "; ".join(f"{name}: {problem}" for name, problem in data.items())
-        raise InvalidBody(f"invalid body: {detail}", data) from None
-    except ForbiddenExtraKeysError as exc:  # pragma: no cover - unknown keys caught above
-        raise InvalidBody(f"unknown field(s): {sorted(exc.extra_fields)}") from None
-
-
-def _field_problems(exc: ClassValidationError) -> dict[str, str]:
-    with_notes, without = exc.group_exceptions()
+    values: dict[str, Any] = {}
     problems: dict[str, str] = {}
-    for error, note in with_notes:
-        name = str(note.name)
-        problems[name] = "is required" if isinstance(error, KeyError) else _describe(error)
-    for error in without:
-        problems.setdefault("body", _describe(error))
-    return problems
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ClassValidationError | ExceptionGroup):
-        return "; ".join(_describe(inner) for inner in error.exceptions)
-    return str(error)
+    for field in ENQUEUE_BODY:
+        if field.name not in body:
+            if field.required:
+                problems[field.name] = "is required"
+            continue
+        value = body[field.name]
+        if value is None and field.nullable:
+            continue
+        try:
+            values[field.name] = _KINDS[field.spec.kind].read(value)
+        except (TypeError, ValueError) as exc:
+            problems[field.name] = str(exc)
+    if problems:
+        detail = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        raise InvalidBody(f"invalid body: {detail}", problems)
+    return EnqueueIn(
+        topic=values.pop("topic"),
+        payload=values.pop("payload", None),
+        options=EnqueueOptions(**values),
+    )

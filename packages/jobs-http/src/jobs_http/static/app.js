@@ -10,9 +10,6 @@ const PAGE_SIZE = 20;
 const STATS_EVERY_MS = 5000;
 const MIN_REFRESH_MS = 1000; // the counts are never fetched more often than this
 const STATUSES = ["pending", "processing", "completed", "failed"];
-// Mirrors the state machine of jobs_core; the server enforces it (409 otherwise).
-const CAN_REQUEUE = new Set(["failed"]);
-const CAN_DELETE = new Set(["pending", "failed"]);
 
 let client = null; // api(token) while signed in
 let view = { topic: "", status: "", offset: 0, job: "" };
@@ -279,12 +276,18 @@ function badge(status) {
   return el("span", { class: `badge status-${STATUSES.includes(status) ? status : "unknown"}` }, status);
 }
 
+// Each job says which actions its status allows (`job.actions`, from the server's state
+// machine), so the page offers exactly those; the server still refuses others (409).
+function allows(job, action) {
+  return Array.isArray(job.actions) && job.actions.includes(action);
+}
+
 function actionButtons(job) {
   const buttons = [];
-  if (CAN_REQUEUE.has(job.status)) {
+  if (allows(job, "requeue")) {
     buttons.push(el("button", { type: "button", class: "small primary", onclick: () => requeue(job) }, "Requeue"));
   }
-  if (CAN_DELETE.has(job.status)) {
+  if (allows(job, "delete")) {
     buttons.push(el("button", { type: "button", class: "small danger", onclick: () => remove(job) }, "Delete"));
   }
   return buttons;
@@ -335,8 +338,8 @@ function renderDetail(job) {
   error.textContent = job.last_error ?? "No error recorded.";
   error.classList.toggle("none", job.last_error === null || job.last_error === undefined);
   byId("detail-payload").textContent = JSON.stringify(job.payload, null, 2);
-  show(byId("detail-requeue"), CAN_REQUEUE.has(job.status));
-  show(byId("detail-delete"), CAN_DELETE.has(job.status));
+  show(byId("detail-requeue"), allows(job, "requeue"));
+  show(byId("detail-delete"), allows(job, "delete"));
   show(byId("detail-body"), true);
 }
 

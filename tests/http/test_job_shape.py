@@ -1,0 +1,170 @@
+"""The job the API shows and the enqueue body it reads are derived from `JOB_SCHEMA`.
+
+The wire bytes are pinned (field names, order, time format, `actions`); the OpenAPI
+schema carries each field's doc; every job the API returns lists the `actions` its
+status allows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
+
+import attrs
+import pytest
+from litestar.serialization import encode_json
+
+from jobs_core import (
+    CLIENT_EVENTS,
+    JOB_SCHEMA,
+    MAX_RETRIES_LIMIT,
+    OPTION_FIELDS,
+    WIRE_FIELDS,
+    FieldKind,
+    Job,
+    JobStatus,
+    allowed_actions,
+)
+from jobs_http import JobOut
+from jobs_http._api import _BODY_KINDS
+from jobs_http._wire import _KINDS, ENQUEUE_FIELDS, parse_enqueue
+
+from .conftest import ACTIONS, Client, MakeJob
+
+NOW = datetime(2025, 1, 8, 12, 0, tzinfo=UTC)
+PLUS_TWO = timezone(timedelta(hours=2))
+SPECS = {spec.name: spec for spec in JOB_SCHEMA}
+
+
+def _job(status: JobStatus) -> Job:
+    processing = status is JobStatus.PROCESSING
+    return Job(
+        id="0190a8c4-1b2c-7d3e-8f40-123456789abc",
+        topic="send_email",
+        payload={"to": "a@example.com"},
+        status=status,
+        run_at=NOW.astimezone(PLUS_TWO),  # shown in UTC whatever zone it came in
+        locked_until=NOW + timedelta(minutes=5) if processing else None,
+        lock_token="secret-lease-token" if processing else None,
+        retries=1,
+        max_retries=3,
+        last_error="boom" if status is JobStatus.FAILED else None,
+        created=NOW,
+        updated=NOW + timedelta(microseconds=5),
+    )
+
+
+def test_the_wire_bytes_of_a_job_are_pinned() -> None:
+    """Field names, order, RFC 3339 UTC times, nulls and actions: exactly these bytes."""
+    assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING))) == (
+        b'{"actions":[],"created":"2025-01-08T12:00:00Z",'
+        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
+        b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
+        b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+    )
+    assert encode_json(JobOut.from_job(_job(JobStatus.FAILED))) == (
+        b'{"actions":["requeue","delete"],"created":"2025-01-08T12:00:00Z",'
+        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
+        b'"locked_until":null,"max_retries":3,'
+        b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"status":"failed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+    )
+
+
+def test_job_out_has_the_wire_fields_of_the_schema_then_actions() -> None:
+    assert [field.name for field in attrs.fields(JobOut)] == [*WIRE_FIELDS, "actions"]
+    assert "lock_token" not in WIRE_FIELDS  # the lease token is never shown
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_actions_are_what_the_status_allows(status: JobStatus) -> None:
+    out = JobOut.from_job(_job(status))
+    assert list(out.actions) == ACTIONS[status.value]
+    assert out.actions == allowed_actions(status)
+    assert out.status is status
+
+
+def test_a_status_given_as_text_is_shown_as_the_status() -> None:
+    """A store handing back `"failed"` instead of `JobStatus.FAILED` changes nothing."""
+    job = attrs.evolve(_job(JobStatus.FAILED), status=cast(JobStatus, "failed"))
+    out = JobOut.from_job(job)
+    assert out.status is JobStatus.FAILED
+    assert out.actions == ("requeue", "delete")
+
+
+def test_every_field_kind_has_a_wire_form_and_a_body_schema() -> None:
+    """A new kind must be given both before any field of that kind can be shown or set."""
+    assert set(_KINDS) == set(FieldKind)
+    assert set(_BODY_KINDS) == set(FieldKind)
+
+
+def test_the_enqueue_body_is_the_arguments_then_every_option() -> None:
+    assert ("topic", "payload", *OPTION_FIELDS) == ENQUEUE_FIELDS
+    body = parse_enqueue(b'{"topic": "t", "run_at": "2030-01-01T02:00:00+02:00"}')
+    assert body.options.run_at == datetime(2030, 1, 1, tzinfo=UTC)
+    assert body.options.max_retries is None
+    assert body.payload is None
+
+
+@pytest.fixture
+async def schema(anon: Client) -> dict[str, Any]:
+    response = await anon.get("/schema/openapi.json")
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_openapi_job_fields_carry_each_fields_doc(schema: dict[str, Any]) -> None:
+    properties = schema["components"]["schemas"]["JobOut"]["properties"]
+    for name in WIRE_FIELDS:
+        assert properties[name]["description"] == SPECS[name].doc, name
+    assert properties["status"]["enum"] == [status.value for status in JobStatus]
+    assert properties["run_at"]["format"] == "date-time"
+    assert properties["locked_until"]["oneOf"] == [
+        {"type": "string", "format": "date-time"},
+        {"type": "null"},
+    ]
+    actions = properties["actions"]
+    assert actions["type"] == "array"
+    assert actions["items"] == {"type": "string", "enum": list(CLIENT_EVENTS)}
+    assert "requeue" in actions["description"]
+
+
+def test_openapi_enqueue_body_is_derived_from_the_options(schema: dict[str, Any]) -> None:
+    body = schema["paths"]["/api/jobs/enqueue"]["post"]["requestBody"]
+    spec = body["content"]["application/json"]["schema"]
+    assert list(spec["properties"]) == list(ENQUEUE_FIELDS)
+    for name in ENQUEUE_FIELDS:
+        assert SPECS[name].doc in spec["properties"][name]["description"], name
+    for name in OPTION_FIELDS:  # null means "the default"
+        assert "null" in spec["properties"][name]["type"], name
+    assert spec["properties"]["run_at"]["type"] == ["string", "null"]
+    assert spec["properties"]["run_at"]["format"] == "date-time"
+    assert spec["properties"]["run_at"]["description"].startswith("RFC 3339 time with offset.")
+    assert spec["properties"]["max_retries"]["type"] == ["integer", "null"]
+    assert spec["properties"]["max_retries"]["minimum"] == 0  # the field's own rule
+    assert spec["properties"]["max_retries"]["maximum"] == MAX_RETRIES_LIMIT
+    assert spec["properties"]["topic"]["type"] == "string"
+    assert spec["properties"]["topic"]["maxLength"] == 255
+
+
+async def test_every_job_the_api_returns_lists_its_actions(
+    client: Client, make_job: MakeJob
+) -> None:
+    """Enqueue, get, list (with and without payloads) and requeue all say `actions`."""
+    later = {"run_at": "2030-01-01T00:00:00Z"}  # stays pending while the others run
+    enqueued = (await client.post("/api/jobs/enqueue", json={"topic": "ok", **later})).json()
+    assert enqueued["actions"] == ["delete"]
+    jobs = {
+        status: await make_job(status, **(later if status == "pending" else {}))
+        for status in ACTIONS
+    }
+    for status, job in jobs.items():
+        assert job["actions"] == ACTIONS[status]  # GET /api/jobs/{id}
+        for payloads in ("true", "false"):
+            page = await client.get("/api/jobs", params={"status": status, "payloads": payloads})
+            items = page.json()["items"]
+            assert items
+            assert all(item["actions"] == ACTIONS[status] for item in items)
+    requeued = await client.post(f"/api/jobs/{jobs['failed']['id']}/requeue")
+    assert requeued.json()["status"] == "pending"
+    assert requeued.json()["actions"] == ["delete"]
