@@ -154,7 +154,20 @@ async def replace_status_check(
 async def installed_version(conn: AsyncConnection, schema: Schema) -> int | None:
     """The highest recorded step, or None when there is no version table. Reads only."""
     versions = schema.sql(schema.name + "_schema_version")
-    if await conn.scalar(sa.select(sa.func.to_regclass(versions))) is None:
+    # Read from pg_class, not with to_regclass: name lookups go through the backend's
+    # catalog caches, which a transaction that waited on the advisory lock (no relation
+    # lock, so no invalidations taken in) may still hold stale, so it would miss a table
+    # another process created meanwhile and run step 1 again. A catalog query reads a
+    # fresh snapshot per statement.
+    present = await conn.scalar(
+        sa.text(
+            "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE c.relname = :name"
+            " AND n.nspname = coalesce(:schema, current_schema()))"
+        ),
+        {"name": schema.name + "_schema_version", "schema": schema.schema},
+    )
+    if not present:
         return None
     found = await conn.scalar(sa.text(f"SELECT max(version) FROM {versions}"))  # noqa: S608
     return None if found is None else int(found)
