@@ -61,6 +61,19 @@ def wait_line(proc: subprocess.Popen[str], expected: str) -> None:
         raise AssertionError(f"expected {expected!r}, got {line!r}; stderr:\n{err}")
 
 
+def open_schema_at_once(db: Path, count: int) -> None:
+    """`count` processes open `db` (creating or migrating its schema) at the same moment:
+    each starts, waits for a `go` file beside `db`, then opens it; every one must succeed."""
+    go = db.with_name("go")
+    procs = [spawn("schema", db, go) for _ in range(count)]
+    for proc in procs:
+        wait_line(proc, "ready")
+    go.touch()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.split()) == (0, ["ok"]), err
+
+
 def stop(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     """SIGTERM, wait for a clean exit; the process's stderr (if captured)."""
     proc.send_signal(signal.SIGTERM)

@@ -361,14 +361,7 @@ async def test_migrate_upgrades_a_store_opened_without_migrating(v1_file: Path) 
 
 def test_processes_opening_one_v1_file_at_once_migrate_it_once(v1_file: Path) -> None:
     """All succeed; each step is recorded once, and every job is still there."""
-    go = v1_file.with_name("go")
-    procs = [h.spawn("schema", v1_file, go) for _ in range(6)]
-    for proc in procs:
-        h.wait_line(proc, "ready")
-    go.touch()
-    for proc in procs:
-        out, err = proc.communicate(timeout=60)
-        assert (proc.returncode, out.split()) == (0, ["ok"]), err
+    h.open_schema_at_once(v1_file, 6)
     assert [v for v, _, _ in version_rows(v1_file)] == list(range(1, SCHEMA_VERSION + 1))
     assert legacy_rows(v1_file) == [("jobs", SCHEMA_VERSION)]
     with _raw(v1_file) as raw:

@@ -17,14 +17,8 @@ from tests.sqlite import _harness as h
 
 def test_eight_processes_create_the_schema_at_once(tmp_path: Path) -> None:
     """All succeed on a brand-new file, and it records each migration step once."""
-    db, go = tmp_path / "jobs.db", tmp_path / "go"
-    procs = [h.spawn("schema", db, go) for _ in range(8)]
-    for proc in procs:
-        h.wait_line(proc, "ready")
-    go.touch()
-    for proc in procs:
-        out, err = proc.communicate(timeout=60)
-        assert (proc.returncode, out.split()) == (0, ["ok"]), err
+    db = tmp_path / "jobs.db"
+    h.open_schema_at_once(db, 8)
     with sqlite3.connect(db) as raw:
         legacy = raw.execute("SELECT component, version FROM jobs_schema").fetchall()
         steps = raw.execute("SELECT version FROM jobs_schema_version").fetchall()
