@@ -109,13 +109,33 @@ _RESULT_NAMES = {
     Outcome.FAILED.value: "failed",
     Outcome.RELEASED.value: "released at shutdown",
 }
-#: What the log says failed, and what happens next, per store operation.
-_STORE_ERRORS = {
-    "claim": ("store error while claiming", "retrying in"),
-    "rescue": ("store error while rescuing expired leases", "next sweep in"),
-    "write": ("writing job results failed", "retrying in"),
-    "watch": ("store notifications stopped", "polling meanwhile; listening again in"),
+#: Per store operation, what the log says: what failed, what happens next, and the
+#: line once it works again.
+_STORE_LINES = {
+    "claim": (
+        "store error while claiming",
+        "retrying in",
+        "store reachable again; claiming resumed",
+    ),
+    "rescue": (
+        "store error while rescuing expired leases",
+        "next sweep in",
+        "rescue sweep succeeded again",
+    ),
+    "write": ("writing job results failed", "retrying in", "writing job results works again"),
+    "watch": (
+        "store notifications stopped",
+        "polling meanwhile; listening again in",
+        "store notifications resumed",
+    ),
 }
+
+
+def _store_lines(operation: str) -> tuple[str, str, str]:
+    found = _STORE_LINES.get(operation)
+    if found is None:
+        return f"store error in {operation}", "retrying in", f"store {operation} works again"
+    return found
 
 
 class LoggingObserver(BaseObserver):
@@ -158,7 +178,7 @@ class LoggingObserver(BaseObserver):
 
     def store_error(self, operation: str, error: BaseException, retry_in: timedelta | None) -> None:
         """Log a failed store call, and when it is tried again (ERROR if never)."""
-        what, then = _STORE_ERRORS.get(operation, (f"store error in {operation}", "retrying in"))
+        what, then, _ = _store_lines(operation)
         if retry_in is None:
             self.logger.error(
                 "%s (%s: %s); giving up: the leases of the jobs concerned will expire"
@@ -179,16 +199,7 @@ class LoggingObserver(BaseObserver):
 
     def store_recovered(self, operation: str) -> None:
         """Log that a failing store operation works again."""
-        self.logger.info("%s", _RECOVERED.get(operation, f"store {operation} works again"))
-
-
-#: What the log says when an operation works again after failing.
-_RECOVERED = {
-    "claim": "store reachable again; claiming resumed",
-    "rescue": "rescue sweep succeeded again",
-    "write": "writing job results works again",
-    "watch": "store notifications resumed",
-}
+        self.logger.info("%s", _store_lines(operation)[2])
 
 
 def _overrides(observer: object, name: str) -> Callable[..., None] | None:
