@@ -12,19 +12,30 @@ from jobs_core import _transitions as transitions
 
 TARGET = Path(__file__).with_name("lifecycle.md")
 
-NOTES = {
-    "claim": "claim (run_at <= now): lease + new lock token",
-    "complete": "complete (same token, lease valid)",
-    "retry": "fail or lease expired, retries left: retries+1, run_at = now + backoff",
-    "give_up": "fail or lease expired, no retries left",
-    "release": "release (worker stopping; attempt not counted)",
-    "requeue": "requeue: retries = 0, due now",
-    "delete": "delete",
+#: When each event happens (its guard); the effects come from the table itself.
+WHEN = {
+    "claim": "due (run_at <= now)",
+    "renew": "same token, lease valid",
+    "complete": "same token, lease valid",
+    "retry": "failed attempt or lease expired, retries left",
+    "give_up": "failed attempt or lease expired, no retries left",
+    "release": "worker stopping; attempt not counted",
+    "requeue": "client",
+    "delete": "client",
 }
 
 
+def effects(move: transitions.Move) -> str:
+    """The fields a move changes, each as `field = its new value` (from `FIELD_RULES`)."""
+    changes = (
+        f"`{field} = {transitions.FIELD_RULES[field].effects[effect].replace('job.', '')}`"
+        for field, effect in move.effects
+    )
+    return ", ".join(changes) or "row removed"
+
+
 def render() -> str:
-    """The Markdown page with a Mermaid diagram of `TRANSITIONS`."""
+    """The Markdown page with a Mermaid diagram of `TRANSITIONS`, and its effects table."""
     lines = [
         "# Job lifecycle",
         "",
@@ -35,11 +46,25 @@ def render() -> str:
         "stateDiagram-v2",
         "    [*] --> pending: enqueue",
     ]
+    rows = []
     for status, row in transitions.TRANSITIONS.items():
-        for event, target in row.items():
-            end = "[*]" if target == transitions.DELETED else str(target)
-            lines.append(f"    {status.value} --> {end}: {NOTES[event]}")
-    lines += ["```", ""]
+        for event, move in row.items():
+            end = "[*]" if move.target is None else str(move.target)
+            lines.append(f"    {status.value} --> {end}: {event.value} ({WHEN[event]})")
+            target = "(gone)" if move.target is None else move.target.value
+            rows.append(f"| {status.value} | {event.value} | {target} | {effects(move)} |")
+    lines += [
+        "```",
+        "",
+        "Every move sets `updated` to now; fields a move does not name keep their value."
+        " `token` is a fresh lock token, `lease` the lease's length, `error` the"
+        " attempt's message.",
+        "",
+        "| from | event | to | effects |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
     return "\n".join(lines)
 
 

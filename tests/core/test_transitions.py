@@ -49,6 +49,7 @@ def test_table_lists_every_status() -> None:
     """One row per status; completed is final."""
     assert set(tr.TRANSITIONS) == set(JobStatus)
     assert tr.TRANSITIONS[JobStatus.COMPLETED] == {}
+    assert all(isinstance(event, tr.JobEvent) for row in tr.TRANSITIONS.values() for event in row)
 
 
 def test_claim_leases_a_due_job() -> None:
@@ -196,19 +197,86 @@ def test_release_hands_the_job_back_without_counting_an_attempt() -> None:
     )
 
 
-def test_moves_out_of_processing_copy_every_field_they_do_not_set() -> None:
-    """The transitions build jobs field by field: every field outside `MUTABLE_FIELDS` must
-    be one they copy, so a field added to `Job` is not silently reset."""
-    copied = {"id", "topic", "payload", "max_retries", "created"}
-    assert {field.name for field in attrs.fields(Job)} == copied | set(MUTABLE_FIELDS)
+def test_every_move_copies_the_fields_it_does_not_change() -> None:
+    """The compiled moves build each job in one constructor call: every field outside
+    `MUTABLE_FIELDS` is copied, and so is every mutable field the move does not name."""
     job = attrs.evolve(claimed(), retries=1, last_error="before")
-    now = T0 + timedelta(seconds=1)
-    assert tr.release(job, token="tok", now=now) == attrs.evolve(
-        job, status=JobStatus.PENDING, run_at=now, locked_until=None, lock_token=None, updated=now
-    )
-    assert tr.complete(job, token="tok", now=now) == attrs.evolve(
-        job, status=JobStatus.COMPLETED, locked_until=None, lock_token=None, updated=now
-    )
+    for status, row in tr.TRANSITIONS.items():
+        for event, move in row.items():
+            if move.target is None:
+                continue
+            source = attrs.evolve(job, status=status)
+            after = tr._APPLY[status][event](source, T0, "new", LEASE, backoff, "e")
+            named = {field for field, _ in move.effects} | {"status", "updated"}
+            for field in attrs.fields(Job):
+                if field.name not in named:
+                    assert getattr(after, field.name) == getattr(source, field.name), (
+                        f"{status} -{event}-> changed {field.name}"
+                    )
+            assert (after.status, after.updated) == (move.target, T0)
+
+
+def test_every_mutable_field_has_exactly_one_rule() -> None:
+    """A mutable field without a rule could not be changed by any move, and a rule for a
+    field that is not mutable would be written by no store."""
+    assert set(tr.FIELD_RULES) == set(MUTABLE_FIELDS)
+
+
+def test_a_move_naming_an_unknown_effect_is_refused_at_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A typo in the table fails loudly when the module loads, not on a worker."""
+    bad = {
+        **tr.TRANSITIONS,
+        JobStatus.FAILED: {tr.REQUEUE: tr.move(JobStatus.PENDING, retries="zero")},
+    }
+    monkeypatch.setattr(tr, "TRANSITIONS", bad)
+    with pytest.raises(TypeError, match="no effect 'zero' on 'retries'"):
+        tr._check_rules()
+
+
+def test_renew_extends_the_lease_under_a_new_token() -> None:
+    """Still processing, leased until `now + lease`, the new token; nothing else changed."""
+    job = claimed()
+    now = T0 + timedelta(minutes=4)
+    renewed = tr.renew(job, token="tok", now=now, lease=LEASE, new_token="tok2")
+    assert renewed == attrs.evolve(job, locked_until=now + LEASE, lock_token="tok2", updated=now)
+    assert tr.update(job, renewed).expected_lock_token == "tok"
+
+
+def test_renew_refuses_a_stale_token_or_an_expired_lease() -> None:
+    """Only the live lease's holder may renew it: fencing holds for renewals too."""
+    job = claimed()
+    assert job.locked_until is not None
+    with pytest.raises(LockLost, match="another claim"):
+        tr.renew(job, token="old", now=T0, lease=LEASE, new_token="x")
+    late = job.locked_until + timedelta(microseconds=1)
+    with pytest.raises(LockLost, match="expired"):
+        tr.renew(job, token="tok", now=late, lease=LEASE, new_token="x")
+    with pytest.raises(LockLost, match="the job is pending"):
+        tr.renew(pending(), token="tok", now=T0, lease=LEASE, new_token="x")
+
+
+def test_the_status_sets_are_read_off_the_table() -> None:
+    """The sets stores and the API use, as the table defines them today."""
+    P, R, C, F = JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED
+    sets = {
+        "claimable": tr.CLAIMABLE_STATUSES,
+        "leased": tr.LEASED_STATUSES,
+        "deletable": tr.DELETABLE_STATUSES,
+        "requeueable": tr.REQUEUEABLE_STATUSES,
+        "final": tr.FINAL_STATUSES,
+    }
+    assert sets == {
+        "claimable": {P},
+        "leased": {R},
+        "deletable": {P, F},
+        "requeueable": {F},
+        "final": {C, F},
+    }
+    assert tr.GIVEN_UP_STATUS is JobStatus.FAILED
+    assert tr.actions(JobStatus.FAILED) == ("requeue", "delete")
+    assert tr.actions(JobStatus.PROCESSING) == ()
 
 
 def test_a_naive_time_is_still_refused_by_the_transitions() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -23,6 +24,8 @@ from jobs_core._model import (
 )
 from jobs_core._payload import serialize
 from jobs_core._validation import check_delete_finished
+
+_expired_order = operator.attrgetter(*transitions.EXPIRED_ORDER)
 
 #: Large enough for any payload: `serialize` only measures here, the service checked it.
 _NO_LIMIT = 2**62
@@ -108,15 +111,15 @@ class MemoryStore:
     async def claim(
         self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
     ) -> Sequence[Job]:
-        """Lease the first `limit` due pending jobs of `topics` in (`run_at`, `id`) order."""
+        """Lease the first `limit` claimable due jobs of `topics` in `CLAIM_ORDER`."""
         wanted = set(topics)
         due = sorted(
             (
                 job
                 for job in self._jobs.values()
-                if job.status is JobStatus.PENDING and job.run_at <= now and job.topic in wanted
+                if transitions.claimable(job, now) and job.topic in wanted
             ),
-            key=lambda job: (job.run_at, job.id),
+            key=transitions.claim_order_key,
         )[: max(limit, 0)]
         claimed = [
             transitions.claim(job, now=now, lease=lease, token=new_lock_token()) for job in due
@@ -125,15 +128,9 @@ class MemoryStore:
         return claimed
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
-        """Processing jobs whose lease ran out, oldest lease first."""
-        stale = (
-            job
-            for job in self._jobs.values()
-            if job.status is JobStatus.PROCESSING
-            and job.locked_until is not None
-            and job.locked_until < now
-        )
-        return sorted(stale, key=lambda job: (job.locked_until, job.id))[: max(limit, 0)]
+        """Leased jobs whose lease ran out, in `EXPIRED_ORDER` (oldest lease end first)."""
+        stale = (job for job in self._jobs.values() if transitions.lease_expired(job, now))
+        return sorted(stale, key=_expired_order)[: max(limit, 0)]
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
         """Compare-and-set each job's mutable fields."""
@@ -151,7 +148,7 @@ class MemoryStore:
                 self._jobs[current.id] = attrs.evolve(current, **fields)
             applied.append(ok)
         if any(
-            ok and change.job.status is JobStatus.PENDING
+            ok and change.job.status in transitions.CLAIMABLE_STATUSES
             for ok, change in zip(applied, updates, strict=True)
         ):
             self._notify()

@@ -31,9 +31,7 @@ H = TypeVar("H", bound=Handler)
 #: How often requeue/delete re-read a job that changed under them before giving up.
 _CAS_ATTEMPTS = 5
 #: Statuses `delete` accepts, as stored text (for rows that cannot be read as a `Job`).
-_DELETABLE = frozenset(
-    status.value for status in JobStatus if transitions.allowed(status, "delete")
-)
+_DELETABLE = frozenset(status.value for status in transitions.DELETABLE_STATUSES)
 
 
 class Jobs:

@@ -1,12 +1,18 @@
-"""The job lifecycle: one table of legal moves, and pure functions that make them.
+"""The job lifecycle as data: one table of legal moves, each a target and its effects.
 
 No I/O and no clock reads: `now` is an argument. Stores persist what these functions
 return (guarded by the status and lock token the function saw); the service and the
-worker only orchestrate them. The table is the whole state machine:
+worker only orchestrate them. `TRANSITIONS` is the whole state machine: status -> event
+-> `Move`. A move names its target status and, per mutable field, an effect from that
+field's rule in `FIELD_RULES`; every other field is copied. The status sets, the claim
+and rescue orders and the client actions below are read off the table, and the stores,
+the memory store, the contract kit, the API and docs/lifecycle.md read them from here.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -14,7 +20,7 @@ import attrs
 
 from jobs_core._config import Backoff
 from jobs_core._errors import CannotDelete, CannotRequeue, IllegalTransition, LockLost
-from jobs_core._model import Job, JobStatus, JobUpdate, JSONValue
+from jobs_core._model import JOB_FIELDS, MUTABLE_FIELDS, Job, JobStatus, JobUpdate, JSONValue
 
 PENDING, PROCESSING, COMPLETED, FAILED = (
     JobStatus.PENDING,
@@ -23,31 +29,118 @@ PENDING, PROCESSING, COMPLETED, FAILED = (
     JobStatus.FAILED,
 )
 
-#: Marks "the row is gone" as the target of `delete`.
-DELETED: Final = "deleted"
 
-#: status -> event -> next status. An event missing from a status's row is illegal there.
-TRANSITIONS: Final[dict[JobStatus, dict[str, JobStatus | str]]] = {
-    PENDING: {"claim": PROCESSING, "delete": DELETED},
+class JobEvent(enum.StrEnum):
+    """What can happen to a job; `"claim"` and `JobEvent.CLAIM` compare equal."""
+
+    #: A worker leases a due job.
+    CLAIM = "claim"
+    #: The lease holder extends its lease (and takes a new lock token).
+    RENEW = "renew"
+    #: The handler returned.
+    COMPLETE = "complete"
+    #: A failed attempt (or an expired lease) with retries left.
+    RETRY = "retry"
+    #: A failed attempt (or an expired lease) on the last allowed run.
+    GIVE_UP = "give_up"
+    #: A stopping worker hands the job back; the attempt is not counted.
+    RELEASE = "release"
+    #: A client asks for a failed job to run again.
+    REQUEUE = "requeue"
+    #: A client removes the job.
+    DELETE = "delete"
+
+
+CLAIM, RENEW, COMPLETE, RETRY, GIVE_UP, RELEASE, REQUEUE, DELETE = JobEvent
+
+
+@attrs.frozen
+class FieldRule:
+    """How moves may change one mutable field: effect name -> the expression of the new
+    value. Expressions see `job` (before the move), `now`, `token` (the new lock token),
+    `lease` (its duration), `backoff`, `error` and `target` (the move's status). The
+    effect `"keep"` (copy the value) is always there; `default` is the effect of a move
+    that does not name the field."""
+
+    effects: Mapping[str, str]
+    default: str = "keep"
+
+
+#: One rule per mutable `Job` field (checked at import). A new mutable field adds its
+#: row here, and the moves that change it name one of its effects.
+FIELD_RULES: Final[Mapping[str, FieldRule]] = {
+    "status": FieldRule({"target": "target"}, default="target"),
+    "run_at": FieldRule({"now": "now", "backoff": "now + backoff(job.retries)"}),
+    "locked_until": FieldRule({"lease": "now + lease", "clear": "None"}),
+    "lock_token": FieldRule({"new": "token", "clear": "None"}),
+    "retries": FieldRule({"count": "job.retries + 1", "reset": "0"}),
+    "last_error": FieldRule({"record": "error", "clear": "None"}),
+    "updated": FieldRule({"now": "now"}, default="now"),
+}
+
+#: The effects of taking a lease (claim, renew) and of ending one (every other move out
+#: of a leased status).
+LEASE: Final = {"locked_until": "lease", "lock_token": "new"}
+UNLOCK: Final = {"locked_until": "clear", "lock_token": "clear"}
+
+
+@attrs.frozen
+class Move:
+    """One legal move: the status it leads to (`None`: the row is deleted) and the
+    effect it has on each mutable field it names."""
+
+    target: JobStatus | None
+    effects: tuple[tuple[str, str], ...] = ()
+
+    def effect(self, field: str) -> str:
+        """The effect this move has on `field` (its rule's default if not named)."""
+        return dict(self.effects).get(field, FIELD_RULES[field].default)
+
+    @property
+    def takes_lease(self) -> bool:
+        """Whether the job holds a (new) lease after this move."""
+        return self.effect("lock_token") == "new"
+
+
+def move(target: JobStatus | None, *groups: Mapping[str, str], **effects: str) -> Move:
+    """A `Move` to `target` with the effects of `groups` and then `effects`."""
+    merged: dict[str, str] = {}
+    for group in (*groups, effects):
+        merged.update(group)
+    return Move(target, tuple(merged.items()))
+
+
+#: The row is gone (the target of `delete`).
+GONE: Final = move(None)
+
+#: status -> event -> move. An event missing from a status's row is illegal there.
+TRANSITIONS: Final[Mapping[JobStatus, Mapping[JobEvent, Move]]] = {
+    PENDING: {CLAIM: move(PROCESSING, LEASE), DELETE: GONE},
     PROCESSING: {
-        "complete": COMPLETED,
-        "retry": PENDING,  # failed attempt (or expired lease) with retries left
-        "give_up": FAILED,  # failed attempt (or expired lease) on the last allowed run
-        "release": PENDING,  # worker stopping: hand the job back, attempt not counted
+        RENEW: move(PROCESSING, LEASE),
+        COMPLETE: move(COMPLETED, UNLOCK),
+        RETRY: move(PENDING, UNLOCK, run_at="backoff", retries="count", last_error="record"),
+        GIVE_UP: move(FAILED, UNLOCK, last_error="record"),
+        RELEASE: move(PENDING, UNLOCK, run_at="now"),
     },
     COMPLETED: {},
-    FAILED: {"requeue": PENDING, "delete": DELETED},
+    FAILED: {
+        REQUEUE: move(PENDING, UNLOCK, run_at="now", retries="reset", last_error="clear"),
+        DELETE: GONE,
+    },
 }
 
 #: The order a claim takes due jobs in: `Job` field names, each ascending. Stores
 #: compile it into their claim's ORDER BY and index; `claim_order_key` sorts by it.
 CLAIM_ORDER: Final = ("run_at", "id")
+#: The order `expired` returns leases that ran out in, oldest lease end first.
+EXPIRED_ORDER: Final = ("locked_until", "id")
 
-#: Events a client may ask for (the API's and the UI's actions on one job).
-CLIENT_EVENTS: Final = ("requeue", "delete")
+#: Events a client may ask for (the API's and the UI's actions on one job), in order.
+CLIENT_EVENTS: Final = (REQUEUE, DELETE)
 
 
-def _statuses_with(event: str) -> frozenset[JobStatus]:
+def _statuses_with(event: JobEvent) -> frozenset[JobStatus]:
     return frozenset(status for status, row in TRANSITIONS.items() if event in row)
 
 
@@ -56,11 +149,26 @@ FINAL_STATUSES: Final = frozenset(
     status for status, row in TRANSITIONS.items() if not set(row) - set(CLIENT_EVENTS)
 )
 #: Statuses a claim may take a (due) job from.
-CLAIMABLE_STATUSES: Final = _statuses_with("claim")
+CLAIMABLE_STATUSES: Final = _statuses_with(CLAIM)
+#: Statuses in which a job holds a lease (a lock token and its end): a rescue takes the
+#: expired ones back.
+LEASED_STATUSES: Final = frozenset(
+    m.target for row in TRANSITIONS.values() for m in row.values() if m.takes_lease and m.target
+)
 #: Statuses a job may be deleted in.
-DELETABLE_STATUSES: Final = _statuses_with("delete")
+DELETABLE_STATUSES: Final = _statuses_with(DELETE)
 #: Statuses a job may be requeued from.
-REQUEUEABLE_STATUSES: Final = _statuses_with("requeue")
+REQUEUEABLE_STATUSES: Final = _statuses_with(REQUEUE)
+
+
+def _target(status: JobStatus, event: JobEvent) -> JobStatus:
+    target = TRANSITIONS[status][event].target
+    assert target is not None, f"{status} -{event}-> deletes the row"
+    return target
+
+
+#: Where a leased job goes when it cannot run again (also an unreadable leased row).
+GIVEN_UP_STATUS: Final = _target(PROCESSING, GIVE_UP)
 
 
 def claim_order_key(job: Job) -> tuple[object, ...]:
@@ -68,9 +176,24 @@ def claim_order_key(job: Job) -> tuple[object, ...]:
     return tuple(getattr(job, name) for name in CLAIM_ORDER)
 
 
-def actions(status: JobStatus) -> tuple[str, ...]:
+def claimable(job: Job, now: datetime) -> bool:
+    """Whether a claim at `now` may take `job`: claimable status, and due."""
+    return job.status in CLAIMABLE_STATUSES and job.run_at <= now
+
+
+def lease_expired(job: Job, now: datetime) -> bool:
+    """Whether `job` holds a lease that ran out before `now` (a rescue may take it)."""
+    return job.status in LEASED_STATUSES and job.locked_until is not None and job.locked_until < now
+
+
+def actions(status: JobStatus) -> tuple[JobEvent, ...]:
     """The client events legal for a job in `status`, in `CLIENT_EVENTS` order."""
     return tuple(event for event in CLIENT_EVENTS if event in TRANSITIONS[status])
+
+
+def allowed(status: JobStatus, event: JobEvent) -> bool:
+    """Whether `event` is legal for a job in `status`."""
+    return event in TRANSITIONS[status]
 
 
 #: `last_error` recorded when a lease runs out before its worker reported.
@@ -78,24 +201,70 @@ LOCK_EXPIRED = "lock expired"
 #: Longest `last_error` kept; longer messages are cut, with a marker.
 MAX_ERROR_LENGTH = 8192
 
-_ERRORS = {"requeue": CannotRequeue, "delete": CannotDelete}
+_ERRORS: Final[Mapping[JobEvent, type[IllegalTransition]]] = {
+    REQUEUE: CannotRequeue,
+    DELETE: CannotDelete,
+}
+
+#: A compiled move: (job, now, token, lease, backoff, error) -> the job after it.
+Apply = Callable[[Job, datetime, str | None, timedelta | None, Backoff | None, str | None], Job]
 
 
-def allowed(status: JobStatus, event: str) -> bool:
-    """Whether `event` is legal for a job in `status`."""
-    return event in TRANSITIONS[status]
+def _check_rules() -> None:
+    """Every mutable field has a rule, every rule a mutable field, every effect a rule."""
+    if set(FIELD_RULES) != set(MUTABLE_FIELDS):
+        raise TypeError(
+            f"FIELD_RULES covers {sorted(FIELD_RULES)} but the mutable Job fields are"
+            f" {sorted(MUTABLE_FIELDS)}: give each mutable field one rule"
+        )
+    for field, rule in FIELD_RULES.items():
+        if rule.default != "keep" and rule.default not in rule.effects:
+            raise TypeError(f"FIELD_RULES[{field!r}]: the default {rule.default!r} is no effect")
+    for status, row in TRANSITIONS.items():
+        for event, m in row.items():
+            for field, effect in m.effects:
+                effects = FIELD_RULES[field].effects if field in FIELD_RULES else {}
+                if field not in FIELD_RULES or (effect != "keep" and effect not in effects):
+                    raise TypeError(f"{status} -{event}->: no effect {effect!r} on {field!r}")
 
 
-def _step(job: Job, event: str) -> JobStatus:
-    target = TRANSITIONS[job.status].get(event)
-    if target is None or target == DELETED:
-        if target == DELETED:
-            raise AssertionError("delete has no next status; use check_delete")
-        sources = sorted(s.value for s, row in TRANSITIONS.items() if event in row)
-        error = _ERRORS.get(event, IllegalTransition)
-        raise error(job.id, event, job.status.value, " or ".join(sources) or "no")
-    assert isinstance(target, JobStatus)
-    return target
+def _compile(m: Move) -> Apply:
+    """Build the move as one constructor call, once: on the worker's path for every job,
+    this costs what a hand-written copy would (`attrs.evolve` costs half as much again)."""
+    values = []
+    for name in JOB_FIELDS:
+        effect = m.effect(name) if name in FIELD_RULES else "keep"
+        expression = f"job.{name}" if effect == "keep" else FIELD_RULES[name].effects[effect]
+        values.append(f"{name}={expression}")
+    source = (
+        f"def apply(job, now, token, lease, backoff, error):\n    return Job({', '.join(values)})\n"
+    )
+    namespace: dict[str, object] = {"Job": Job, "target": m.target}
+    exec(source, namespace)  # noqa: S102 - source built above from the table's own names
+    apply = namespace["apply"]
+    assert callable(apply)
+    return apply
+
+
+_check_rules()
+#: status -> event -> the compiled move (deletions have none: the row is gone).
+_APPLY: Final[Mapping[JobStatus, Mapping[JobEvent, Apply]]] = {
+    status: {event: _compile(m) for event, m in row.items() if m.target is not None}
+    for status, row in TRANSITIONS.items()
+}
+
+
+def _refuse(job: Job, event: JobEvent) -> IllegalTransition:
+    sources = sorted(s.value for s, row in TRANSITIONS.items() if event in row)
+    error = _ERRORS.get(event, IllegalTransition)
+    return error(job.id, event.value, job.status.value, " or ".join(sources) or "no")
+
+
+def _apply(job: Job, event: JobEvent) -> Apply:
+    apply = _APPLY[job.status].get(event)
+    if apply is None:
+        raise _refuse(job, event)
+    return apply
 
 
 def new_job(
@@ -122,14 +291,14 @@ def new_job(
 
 def claim(job: Job, *, now: datetime, lease: timedelta, token: str) -> Job:
     """`pending` and due -> `processing`, leased until `now + lease` under a new token."""
-    status = _step(job, "claim")
+    apply = _apply(job, CLAIM)
     if job.run_at > now:
         raise IllegalTransition(job.id, "claim", f"due only at {job.run_at.isoformat()}", "due")
-    return attrs.evolve(job, status=status, locked_until=now + lease, lock_token=token, updated=now)
+    return apply(job, now, token, lease, None, None)
 
 
 def _check_lease(job: Job, token: str, now: datetime, event: str) -> None:
-    if job.status is not PROCESSING:
+    if job.status not in LEASED_STATUSES:
         raise LockLost(job.id, f"cannot {event}: the job is {job.status.value}")
     if job.lock_token != token:
         raise LockLost(job.id, f"cannot {event}: another claim holds the job now")
@@ -138,17 +307,20 @@ def _check_lease(job: Job, token: str, now: datetime, event: str) -> None:
         raise LockLost(job.id, f"cannot {event}: the lease expired at {job.locked_until}")
 
 
+def renew(job: Job, *, token: str, now: datetime, lease: timedelta, new_token: str) -> Job:
+    """Extend a live lease held under `token` to `now + lease`, under `new_token`.
+
+    The token changes on every renewal so that a rescuer which read the job while the
+    old lease looked expired cannot overwrite the renewal: its write is guarded by the
+    old token, which no longer matches."""
+    _check_lease(job, token, now, "renew")
+    return _apply(job, RENEW)(job, now, new_token, lease, None, None)
+
+
 def complete(job: Job, *, token: str, now: datetime) -> Job:
     """`processing` under `token`, lease still valid -> `completed`."""
     _check_lease(job, token, now, "complete")
-    return _unlocked(
-        job,
-        status=_step(job, "complete"),
-        run_at=job.run_at,
-        retries=job.retries,
-        last_error=job.last_error,
-        now=now,
-    )
+    return _apply(job, COMPLETE)(job, now, None, None, None, None)
 
 
 def fail(job: Job, *, token: str, error: str, now: datetime, backoff: Backoff) -> Job:
@@ -159,88 +331,32 @@ def fail(job: Job, *, token: str, error: str, now: datetime, backoff: Backoff) -
 
 def expire(job: Job, *, now: datetime, backoff: Backoff) -> Job:
     """A lease that ran out counts as a failed attempt with the error "lock expired"."""
-    if job.status is not PROCESSING or job.locked_until is None or job.locked_until >= now:
+    if not lease_expired(job, now):
         raise IllegalTransition(job.id, "expire", job.status.value, "lease-expired processing")
     return _failed_attempt(job, LOCK_EXPIRED, now, backoff)
 
 
 def _failed_attempt(job: Job, error: str, now: datetime, backoff: Backoff) -> Job:
     error = error if len(error) <= MAX_ERROR_LENGTH else error[:MAX_ERROR_LENGTH] + "…[truncated]"
-    if job.retries < job.max_retries:
-        return _unlocked(
-            job,
-            status=_step(job, "retry"),
-            run_at=now + backoff(job.retries),
-            retries=job.retries + 1,
-            last_error=error,
-            now=now,
-        )
-    return _unlocked(
-        job,
-        status=_step(job, "give_up"),
-        run_at=job.run_at,
-        retries=job.retries,
-        last_error=error,
-        now=now,
-    )
+    event = RETRY if job.retries < job.max_retries else GIVE_UP
+    return _apply(job, event)(job, now, None, None, backoff, error)
 
 
 def release(job: Job, *, token: str, now: datetime) -> Job:
     """Hand a claimed job back unrun (graceful stop): `pending`, due now, attempt not counted."""
     _check_lease(job, token, now, "release")
-    return _unlocked(
-        job,
-        status=_step(job, "release"),
-        run_at=now,
-        retries=job.retries,
-        last_error=job.last_error,
-        now=now,
-    )
+    return _apply(job, RELEASE)(job, now, None, None, None, None)
 
 
 def requeue(job: Job, *, now: datetime) -> Job:
     """`failed` -> `pending`, due now, with retries, lock and last error cleared."""
-    return _unlocked(
-        job, status=_step(job, "requeue"), run_at=now, retries=0, last_error=None, now=now
-    )
-
-
-def _unlocked(
-    job: Job,
-    *,
-    status: JobStatus,
-    run_at: datetime,
-    retries: int,
-    last_error: str | None,
-    now: datetime,
-) -> Job:
-    """`job` moved to `status` with its lease cleared, as every move but `claim` leaves it.
-
-    Built field by field: `attrs.evolve` costs half as much again, on the worker's path
-    for every job. A test checks that this copies every field outside `MUTABLE_FIELDS`,
-    so a field added to `Job` cannot be silently dropped here.
-    """
-    return Job(
-        id=job.id,
-        topic=job.topic,
-        payload=job.payload,
-        status=status,
-        run_at=run_at,
-        locked_until=None,
-        lock_token=None,
-        retries=retries,
-        max_retries=job.max_retries,
-        last_error=last_error,
-        created=job.created,
-        updated=now,
-    )
+    return _apply(job, REQUEUE)(job, now, None, None, None, None)
 
 
 def check_delete(job: Job) -> None:
-    """Raise `CannotDelete` unless the job may be deleted (`pending` or `failed`)."""
-    if not allowed(job.status, "delete"):
-        sources = sorted(s.value for s, row in TRANSITIONS.items() if "delete" in row)
-        raise CannotDelete(job.id, "delete", job.status.value, " or ".join(sources))
+    """Raise `CannotDelete` unless the job's status allows `delete`."""
+    if not allowed(job.status, DELETE):
+        raise _refuse(job, DELETE)
 
 
 def update(before: Job, after: Job) -> JobUpdate:

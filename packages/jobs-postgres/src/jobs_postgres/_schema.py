@@ -13,11 +13,23 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from jobs_core import CLAIM_ORDER, CLAIMABLE_STATUSES, JOB_SCHEMA, FieldKind, JobStatus
+from jobs_core import (
+    CLAIM_ORDER,
+    CLAIMABLE_STATUSES,
+    JOB_SCHEMA,
+    LEASED_STATUSES,
+    FieldKind,
+    JobStatus,
+)
 from jobs_postgres._rows import job_columns
 
+# The lifecycle's sets, each of one status today, compiled into the SQL as literals (so
+# the partial indexes match the prepared statements' generic plans). A second status in
+# a set fails here, at import: the statements would then need `IN (...)`.
 #: The status a claim takes jobs from (the partial claim index's predicate).
-(PENDING,) = (status.value for status in JobStatus if status in CLAIMABLE_STATUSES)
+(PENDING,) = (status.value for status in CLAIMABLE_STATUSES)
+#: The status of a leased job (a claim's target; the rescue's and the lock check's).
+(LEASED,) = (status.value for status in LEASED_STATUSES)
 #: The fields holding a `JobStatus`, each with a CHECK constraint of its own.
 STATUS_FIELDS: Final = tuple(spec.name for spec in JOB_SCHEMA if spec.kind is FieldKind.STATUS)
 
@@ -62,7 +74,7 @@ class Schema:
                 for name in STATUS_FIELDS
             ),
             sa.CheckConstraint(
-                "(status = 'processing') = (lock_token IS NOT NULL AND locked_until IS NOT NULL)",
+                f"(status = '{LEASED}') = (lock_token IS NOT NULL AND locked_until IS NOT NULL)",
                 name=f"{table}_lock_check",
             ),
         )

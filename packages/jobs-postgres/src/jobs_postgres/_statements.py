@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, JobStatus
 from jobs_postgres._rows import COLUMNS, UPDATE_ARRAYS, sent_as
-from jobs_postgres._schema import Schema, claim_order
+from jobs_postgres._schema import LEASED, PENDING, Schema, claim_order
 
 _DIALECT: Final = PGDialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
 
@@ -93,10 +93,10 @@ def statements(schema: Schema) -> Statements:
     claim = (
         "WITH picked AS (SELECT c.id FROM unnest($2::text[]) AS w(topic)"  # noqa: S608
         f" CROSS JOIN LATERAL (SELECT {walked} FROM {table}"
-        " WHERE status = 'pending' AND topic = w.topic AND run_at <= $1"
+        f" WHERE status = '{PENDING}' AND topic = w.topic AND run_at <= $1"
         f" ORDER BY {claim_order()} LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED) AS c"
         f" ORDER BY {claim_order('c.')} LIMIT $3)"
-        f" UPDATE {table} AS t SET status = 'processing', locked_until = $4,"
+        f" UPDATE {table} AS t SET status = '{LEASED}', locked_until = $4,"
         " lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1"
         f" WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {returned}"
     )
@@ -119,7 +119,7 @@ def statements(schema: Schema) -> Statements:
         " AND t.lock_token IS NOT DISTINCT FROM v.expected_token"
         " RETURNING v.ord, t.topic, t.status)"
         " SELECT ord, topic, status,"
-        f" CASE WHEN status = 'pending' THEN pg_notify({channel},"
+        f" CASE WHEN status = '{PENDING}' THEN pg_notify({channel},"
         f" CASE WHEN octet_length(topic) <= {NOTIFY_TOPIC_BYTES} THEN topic ELSE '' END)"
         " END AS notified FROM changed"
     )

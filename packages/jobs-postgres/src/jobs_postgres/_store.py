@@ -18,6 +18,8 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from jobs_core import (
+    EXPIRED_ORDER,
+    GIVEN_UP_STATUS,
     JOB_FIELDS,
     MUTABLE_FIELDS,
     Job,
@@ -49,7 +51,7 @@ from jobs_postgres._rows import (
     to_row,
     update_arrays,
 )
-from jobs_postgres._schema import Schema
+from jobs_postgres._schema import LEASED, Schema
 from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, statements
 from jobs_postgres._statements import delete_finished as delete_finished_sql
 from jobs_postgres._url import StoreURL, check_name, parse_url
@@ -64,7 +66,7 @@ _MAX_TOPIC_NOTIFIES: Final = 8
 _TEXT_ARRAY: Final = pg.ARRAY(sa.Text)
 # Status constants are inlined as literals, not bound: only then can the planner match the
 # partial indexes (`WHERE status = 'processing'`) in the generic plans of prepared statements.
-_PROCESSING: Final = sa.literal_column("'processing'", sa.Text)
+_LEASED: Final = sa.literal_column(f"'{LEASED}'", sa.Text)
 #: The fields a job keeps from its insert on (a repeated insert is checked against them).
 _FIXED_FIELDS: Final = tuple(name for name in JOB_FIELDS if name not in MUTABLE_FIELDS)
 
@@ -600,11 +602,11 @@ class PostgresStore:
                             sa.update(t)
                             .where(
                                 t.c.id == row["id"],
-                                t.c.status == _PROCESSING,
+                                t.c.status == _LEASED,
                                 t.c.lock_token.is_not_distinct_from(row["lock_token"]),
                             )
                             .values(
-                                status=JobStatus.FAILED.value,
+                                status=GIVEN_UP_STATUS.value,
                                 run_at=now,
                                 locked_until=None,
                                 lock_token=None,
@@ -622,8 +624,8 @@ class PostgresStore:
         t = self._schema.jobs
         return (
             sa.select(t)
-            .where(t.c.status == _PROCESSING, t.c.locked_until < now)
-            .order_by(t.c.locked_until, t.c.id)
+            .where(t.c.status == _LEASED, t.c.locked_until < now)
+            .order_by(*(t.c[name] for name in EXPIRED_ORDER))
             # A LIMIT the planner cannot read: it then plans for a tenth of the
             # matches and walks the processing index in order, rather than sorting
             # every expired lease when the table's statistics are missing or stale.

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, insert
 
 from jobs_core import (
     CLAIM_ORDER,
+    GIVEN_UP_STATUS,
     Job,
     JobPage,
     JobQuery,
@@ -46,7 +47,6 @@ from jobs_sqlite._sessions import Session
 log = logging.getLogger("jobs_sqlite")
 _t = jobs_table.c
 _ALL: Final = [_t[name] for name in COLUMNS]
-_PROCESSING: Final = JobStatus.PROCESSING.value
 #: The sort key of `CLAIM_ORDER` (`jobs_core.claim_order_key`, in C).
 _claim_order: Final = operator.attrgetter(*CLAIM_ORDER)
 
@@ -162,11 +162,13 @@ def claim(
     return jobs
 
 
-#: Move a leased row that cannot be read to `failed`, guarded by its lease token; its
-#: times are reset to valid ones (the old values are named in `last_error`).
+#: Move a leased row that cannot be read to `failed`, guarded by its status and lease
+#: token as read; its times are reset to valid ones (the old values are named in
+#: `last_error`).
 _QUARANTINE_SQL: Final = (
-    "UPDATE jobs SET status = 'failed', run_at = ?, locked_until = NULL, lock_token = NULL,"
-    " last_error = ?, updated = ? WHERE id = ? AND status = 'processing' AND lock_token IS ?"
+    f"UPDATE jobs SET status = '{GIVEN_UP_STATUS}', run_at = ?, locked_until = NULL,"  # noqa: S608
+    " lock_token = NULL, last_error = ?, updated = ? WHERE id = ? AND status = ?"
+    " AND lock_token IS ?"
 )
 
 
@@ -174,7 +176,8 @@ def quarantine_values(row: Sequence[Any], error: UnreadableJob, now: datetime) -
     """The `_QUARANTINE_SQL` parameters for `row` (columns in `COLUMNS` order)."""
     values = dict(zip(COLUMNS, row, strict=False))
     stamp = format_time(now)
-    return (stamp, error.failed_reason, stamp, values["id"], values["lock_token"])
+    guard = (values["id"], values["status"], values["lock_token"])
+    return (stamp, error.failed_reason, stamp, *guard)
 
 
 Unreadable = tuple[Sequence[Any], UnreadableJob]

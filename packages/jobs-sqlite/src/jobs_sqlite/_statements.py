@@ -14,7 +14,10 @@ from typing import Final
 from jobs_core import (
     CLAIM_FIELDS,
     CLAIM_ORDER,
+    CLAIMABLE_STATUSES,
+    EXPIRED_ORDER,
     FINAL_STATUSES,
+    LEASED_STATUSES,
     MUTABLE_FIELDS,
     REQUEUEABLE_STATUSES,
     JobStatus,
@@ -22,8 +25,11 @@ from jobs_core import (
 from jobs_sqlite._rows import COLUMNS
 
 _ALL: Final = ", ".join(COLUMNS)
-_PENDING: Final = JobStatus.PENDING.value
-_PROCESSING: Final = JobStatus.PROCESSING.value
+# The lifecycle's sets, each of one status today, compiled into the SQL as literals (so
+# the partial-index planner sees them). A second status in a set fails here, at import:
+# the statements below would then need `IN (...)`.
+(_CLAIMABLE,) = (status.value for status in CLAIMABLE_STATUSES)
+(_LEASED,) = (status.value for status in LEASED_STATUSES)
 
 #: A whole new job; parameters are `_rows.insert_values`.
 INSERT: Final = f"INSERT INTO jobs ({_ALL}) VALUES ({', '.join(['?'] * len(COLUMNS))})"  # noqa: S608
@@ -38,10 +44,10 @@ GUARDED_UPDATE: Final = (
 #: One whole job by id.
 GET: Final = f"SELECT {_ALL} FROM jobs WHERE id = ?"  # noqa: S608
 
-#: Processing jobs whose lease ran out, oldest lease first; parameters: now, limit.
+#: Leased jobs whose lease ran out, in `EXPIRED_ORDER`; parameters: now, limit.
 EXPIRED: Final = (
-    f"SELECT {_ALL} FROM jobs WHERE status = '{_PROCESSING}' AND locked_until < ?"  # noqa: S608
-    " ORDER BY locked_until, id LIMIT ?"
+    f"SELECT {_ALL} FROM jobs WHERE status = '{_LEASED}' AND locked_until < ?"  # noqa: S608
+    f" ORDER BY {', '.join(EXPIRED_ORDER)} LIMIT ?"
 )
 
 
@@ -70,7 +76,7 @@ def list_page(by_topic: bool, by_status: bool, payloads: bool = True) -> tuple[s
 
 #: What a claim writes in each of `CLAIM_FIELDS` (a `?` is a parameter, in this order).
 _CLAIM_SETS: Final = {
-    "status": f"'{_PROCESSING}'",
+    "status": f"'{_LEASED}'",
     "locked_until": "?",
     "lock_token": "lower(hex(randomblob(16)))",
     "updated": "?",
@@ -95,9 +101,9 @@ def claim(topic_count: int) -> str:
     return (
         f"UPDATE jobs SET {_CLAIM_SET}"  # noqa: S608
         " WHERE id IN ("
-        f"SELECT id FROM jobs WHERE status = '{_PENDING}' AND run_at <= ?"
+        f"SELECT id FROM jobs WHERE status = '{_CLAIMABLE}' AND run_at <= ?"
         f" AND topic IN ({topics}) ORDER BY {_CLAIM_ORDER} LIMIT ?"
-        f") AND status || '' = '{_PENDING}'"
+        f") AND status || '' = '{_CLAIMABLE}'"
         f" RETURNING {_ALL}"
     )
 

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
 from jobs_core import (
+    CLAIMABLE_STATUSES,
     InvalidOptions,
     Job,
     JobNotFound,
@@ -264,7 +265,7 @@ class SQLiteStore:
             "updating jobs", len(updates), ops.apply_updates, self._texts, list(updates)
         )
         if any(
-            ok and change.job.status is JobStatus.PENDING
+            ok and change.job.status in CLAIMABLE_STATUSES
             for ok, change in zip(flags, updates, strict=True)
         ):
             self._notify()

@@ -266,6 +266,28 @@ class JobStoreContract:
         assert [j.id for j in late] == sorted(j.id for j in claimed)[:2]
         assert all(j.status is JobStatus.PROCESSING for j in late)
 
+    async def test_lease_renewal_is_a_guarded_update(self, store: JobStore) -> None:
+        """A renewal stores the new lease end and token; writes under the old token,
+        including a rescue that read the lease as expired before the renewal, are refused."""
+        await store.insert([make_job()])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        end, tick = _T0 + LEASE, timedelta(microseconds=1)
+        (seen,) = await store.expired(now=end + tick, limit=1)
+        renewed = transitions.renew(
+            claimed, token=str(claimed.lock_token), now=end, lease=LEASE, new_token=uuid.uuid4().hex
+        )
+        assert renewed.lock_token != claimed.lock_token
+        assert list(await store.update([transitions.update(claimed, renewed)])) == [True]
+        assert await store.get(claimed.id) == renewed
+        rescue = transitions.expire(seen, now=end + tick, backoff=_backoff)
+        assert list(await store.update([transitions.update(seen, rescue)])) == [False]
+        assert await store.expired(now=end + tick, limit=1) == []
+        late = transitions.complete(claimed, token=str(claimed.lock_token), now=end)
+        assert list(await store.update([transitions.update(claimed, late)])) == [False]
+        done = transitions.complete(renewed, token=str(renewed.lock_token), now=end + tick)
+        assert list(await store.update([transitions.update(renewed, done)])) == [True]
+        assert await store.get(claimed.id) == done
+
     async def test_delete_is_guarded_by_status(self, store: JobStore) -> None:
         """Deleting with the wrong expected status, or twice, returns False."""
         job = make_job()
@@ -550,9 +572,9 @@ def make_state_machine(
                 (
                     j
                     for j in self.model.values()
-                    if j.status is JobStatus.PENDING and j.run_at <= self.now and j.topic in topics
+                    if transitions.claimable(j, self.now) and j.topic in topics
                 ),
-                key=lambda j: (j.run_at, j.id),
+                key=transitions.claim_order_key,
             )[:limit]
             assert [j.id for j in claimed] == [j.id for j in due], "claim picked other jobs"
             for got, before in zip(claimed, due, strict=True):
@@ -623,18 +645,30 @@ def make_state_machine(
             if self.model[job_id].status is JobStatus.FAILED:
                 event("failed for good")
 
+        @rule(
+            job_id=job_ids,
+            which=st.sampled_from(["current", "current", "stale", "random"]),
+        )
+        def renew(self, job_id: str, which: str) -> None:
+            if job_id not in self.model:
+                return
+            before, new_token = self.model[job_id].lock_token, uuid.uuid4().hex
+            self._report(
+                job_id,
+                which,
+                lambda j, t: transitions.renew(
+                    j, token=t, now=self.now, lease=LEASE, new_token=new_token
+                ),
+            )
+            if self.model[job_id].lock_token == new_token and before is not None:
+                self.old_tokens.append(before)
+
         @rule()
         def expire_locks(self) -> None:
             found = self.run(self.store.expired(now=self.now, limit=100))
             stale = sorted(
-                (
-                    j
-                    for j in self.model.values()
-                    if j.status is JobStatus.PROCESSING
-                    and j.locked_until is not None
-                    and j.locked_until < self.now
-                ),
-                key=lambda j: (j.locked_until, j.id),
+                (j for j in self.model.values() if transitions.lease_expired(j, self.now)),
+                key=lambda j: tuple(getattr(j, name) for name in transitions.EXPIRED_ORDER),
             )
             assert list(found) == stale
             updates = [
@@ -675,7 +709,7 @@ def make_state_machine(
             job = self.model.get(job_id)
             if job is None:
                 return
-            deletable = transitions.allowed(job.status, "delete")
+            deletable = job.status in transitions.DELETABLE_STATUSES
             other = next(s for s in JobStatus if s is not job.status)
             assert self.run(self.store.delete(job_id, expected_status=other)) is False
             if deletable:
