@@ -140,7 +140,7 @@ async def test_the_fixture_is_the_layout_of_step_1(
 ) -> None:
     """Step 1 lays out exactly what the first release did (the fixture, frozen)."""
     create_v1(db)
-    monkeypatch.setattr(migrations, "STEPS", migrations.STEPS[:1])
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
     store = PostgresStore(url, schema="by_step_1")
     try:
         assert await store.migrate() == SchemaVersion(current=1, latest=1)
@@ -360,8 +360,8 @@ async def _allow_cancelled(conn: AsyncConnection, schema: Schema) -> None:
 async def test_a_step_replacing_the_status_check_keeps_rows_and_admits_the_new_status(
     url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = migrations.Step(SCHEMA_VERSION + 1, "cancelled status", _allow_cancelled)
-    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, step))
+    step = migrations.Migration(SCHEMA_VERSION + 1, "cancelled status", _allow_cancelled)
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
     create_v1(db)
     jobs = jobs_in_every_status()
     write_v1_rows(db, jobs)

@@ -1,4 +1,4 @@
-"""The numbered steps that build and upgrade a jobs table, and the code that runs them.
+"""The numbered steps (`MIGRATIONS`) that build and upgrade a jobs table, and their runner.
 
 A fresh database runs every step from 1, an older one the steps it lacks: one path, so
 a new table is laid out exactly as an upgraded one. Each step is frozen once released
@@ -16,9 +16,8 @@ before the numbered steps read `max(version)` too and refuse with their own erro
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,9 +28,9 @@ from jobs_postgres._schema import Schema, quote, status_check
 log = logging.getLogger("jobs_postgres")
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One migration step: `apply` changes the table, in the caller's transaction."""
+class Migration(NamedTuple):
+    """One numbered step: `apply` changes the table on the connection it is given, in
+    the migration's transaction, and runs once per table."""
 
     version: int
     name: str
@@ -115,20 +114,32 @@ async def _v2(conn: AsyncConnection, schema: Schema) -> None:
 _V1_NAMES: Final = {1: "v1 layout"}
 
 
-#: Every step, in order; `len(STEPS)` is the latest version.
-STEPS: Sequence[Step] = (
-    Step(1, "v1 layout", _v1),
-    Step(2, "per-topic claim index, named version rows", _v2),
+#: Every step, in order. The last one's number is the version this release writes.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "v1 layout", _v1),
+    Migration(2, "per-topic claim index, named version rows", _v2),
 )
 
 
-#: The latest schema version this release reads and writes (its last step).
-SCHEMA_VERSION: Final = len(STEPS)
+def steps() -> tuple[Migration, ...]:
+    """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
+    numbers = [step.version for step in MIGRATIONS]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
+    names = [step.name for step in MIGRATIONS]
+    if len(set(names)) != len(names):
+        raise AssertionError(f"migration steps must have distinct names, got {names}")
+    return MIGRATIONS
 
 
-def latest() -> int:
-    """The highest step known (`SCHEMA_VERSION`, read when called: tests add steps)."""
-    return len(STEPS)
+def latest_version() -> int:
+    """The version this release writes: the number of its last step."""
+    return steps()[-1].version
+
+
+#: The latest schema version this release reads and writes; computing it checks
+#: `MIGRATIONS` at import.
+SCHEMA_VERSION: Final = latest_version()
 
 
 async def replace_status_check(
@@ -180,14 +191,14 @@ def _refuse_newer(found: int | None, known: int, where: str) -> None:
 
 async def migrate(conn: AsyncConnection, schema: Schema, where: str) -> SchemaVersion:
     """Apply the steps the table lacks; `where` names the table in errors. Raises
-    `SchemaTooNew`, having written nothing, if the table is newer than `STEPS`.
+    `SchemaTooNew`, having written nothing, if the table is newer than `MIGRATIONS`.
 
     `conn` must be outside a transaction: the version is read in a transaction of its
     own, which ends before the lock is awaited. A reader still holding its share lock
     on the version table while it waits would deadlock with the step that alters it.
     """
-    steps = STEPS
-    known = len(steps)
+    migrations = steps()
+    known = migrations[-1].version
     async with conn.begin():
         found = await installed_version(conn, schema)
     if found == known:
@@ -198,7 +209,7 @@ async def migrate(conn: AsyncConnection, schema: Schema, where: str) -> SchemaVe
         found = await installed_version(conn, schema)
         _refuse_newer(found, known, where)
         versions = schema.sql(schema.name + "_schema_version")
-        for step in steps[found or 0 :]:
+        for step in migrations[found or 0 :]:
             await step.apply(conn, schema)
             # v1's version table has no `name` (step 2 adds it and names row 1).
             insert = (
@@ -211,7 +222,3 @@ async def migrate(conn: AsyncConnection, schema: Schema, where: str) -> SchemaVe
                 "jobs table %s: applied step %d (%s)", schema.qualified, step.version, step.name
             )
     return SchemaVersion(current=known, latest=known)
-
-
-if [step.version for step in STEPS] != list(range(1, len(STEPS) + 1)):  # pragma: no cover
-    raise AssertionError("migration steps must be numbered 1, 2, ... in order")

@@ -39,7 +39,7 @@ from jobs_core import (
 )
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
-from jobs_postgres._migrations import installed_version, latest, migrate
+from jobs_postgres._migrations import installed_version, latest_version, migrate
 from jobs_postgres._pool import HotPool, Retry
 from jobs_postgres._rows import (
     Unreadable,
@@ -217,7 +217,7 @@ class PostgresStore:
             async with self.engine.connect() as conn:
                 with translated("looking for the jobs table"):
                     current = await installed_version(conn, self._schema)
-        return SchemaVersion(current=current, latest=latest())
+        return SchemaVersion(current=current, latest=latest_version())
 
     async def migrate(self) -> SchemaVersion:
         """Create the table or apply the steps it lacks (also with `create_schema=False`);

@@ -108,10 +108,13 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def steps() -> tuple[Migration, ...]:
-    """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap."""
+    """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
     numbers = [step.version for step in MIGRATIONS]
     if numbers != list(range(1, len(numbers) + 1)):
         raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
+    names = [step.name for step in MIGRATIONS]
+    if len(set(names)) != len(names):
+        raise AssertionError(f"migration steps must have distinct names, got {names}")
     return MIGRATIONS
 
 

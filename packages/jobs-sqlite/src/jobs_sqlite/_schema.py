@@ -18,7 +18,8 @@ from jobs_core import CLAIM_ORDER, JOB_SCHEMA, FieldKind, JobStatus
 from jobs_sqlite._migrations import LEGACY_TABLE, VERSION_TABLE, latest_version, migrate
 from jobs_sqlite._rows import KINDS
 
-#: Version of the layout below: the last step of `_migrations.MIGRATIONS`.
+#: Version of the layout below: the last step of `_migrations.MIGRATIONS`; computing it
+#: checks that list at import.
 SCHEMA_VERSION: Final = latest_version()
 
 metadata = MetaData()
