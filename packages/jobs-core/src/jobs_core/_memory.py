@@ -154,6 +154,23 @@ class MemoryStore:
             self._notify()
         return applied
 
+    async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
+        """Write each renewal's lease fields if its guard holds; the stored job or None."""
+        renewed: list[Job | None] = []
+        for change in renewals:
+            current = self._jobs.get(change.job.id)
+            if (
+                current is None
+                or current.status != change.expected_status
+                or current.lock_token not in (change.expected_lock_token, change.job.lock_token)
+            ):
+                renewed.append(None)
+                continue
+            lease = {name: getattr(change.job, name) for name in transitions.RENEW_FIELDS}
+            self._jobs[current.id] = stored = attrs.evolve(current, **lease)
+            renewed.append(stored)
+        return renewed
+
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         """Remove the job if it is still in `expected_status`."""
         current = self._jobs.get(job_id)

@@ -160,6 +160,15 @@ DELETABLE_STATUSES: Final = _statuses_with(DELETE)
 #: Statuses a job may be requeued from.
 REQUEUEABLE_STATUSES: Final = _statuses_with(REQUEUE)
 
+#: The fields a renewal writes (`JobStore.renew`): those the `renew` move changes, and
+#: `updated`, in `JOB_FIELDS` order. A renewal leaves every other field as stored, so it
+#: cannot undo what someone else wrote to the running job meanwhile.
+RENEW_FIELDS: Final = tuple(
+    name
+    for name in JOB_FIELDS
+    if name == "updated" or name in dict(TRANSITIONS[PROCESSING][RENEW].effects)
+)
+
 
 def _target(status: JobStatus, event: JobEvent) -> JobStatus:
     target = TRANSITIONS[status][event].target

@@ -118,6 +118,20 @@ class JobStore(Protocol):
         """
         ...
 
+    async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
+        """Extend leases in one transaction; per renewal, in order, the job as stored
+        after it, or None if the lease is lost.
+
+        Each renewal's `job` is what `jobs_core`'s `renew` transition made: the store
+        writes only its `RENEW_FIELDS` (the lease end, the new lock token, `updated`),
+        and only if the row still has `expected_status` and either `expected_lock_token`
+        or the renewal's own new token (so a renewal repeated after a lost reply finds
+        its own write and succeeds again). Every other field keeps its stored value,
+        and the returned job carries it (a cancel request, say): the worker learns of
+        changes to its running jobs from its renewals.
+        """
+        ...
+
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         """Delete the job if it is still in `expected_status`; False if it is not (or gone)."""
         ...

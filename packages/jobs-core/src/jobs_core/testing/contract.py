@@ -266,9 +266,74 @@ class JobStoreContract:
         assert [j.id for j in late] == sorted(j.id for j in claimed)[:2]
         assert all(j.status is JobStatus.PROCESSING for j in late)
 
-    async def test_lease_renewal_is_a_guarded_update(self, store: JobStore) -> None:
-        """A renewal stores the new lease end and token; writes under the old token,
-        including a rescue that read the lease as expired before the renewal, are refused."""
+    async def test_renew_extends_live_leases_and_reports_lost_ones(self, store: JobStore) -> None:
+        """Per renewal, the job as stored after it, or None: a stale token and a job that
+        is no longer processing are lost leases. The writes share one transaction."""
+        await store.insert([make_job() for _ in range(3)])
+        a, b, c = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=3)
+        later = _T0 + LEASE / 2
+        done = transitions.complete(c, token=str(c.lock_token), now=_T0)
+        assert list(await store.update([transitions.update(c, done)])) == [True]
+        renewals = [
+            JobUpdate(
+                job=transitions.renew(
+                    j, token=str(j.lock_token), now=later, lease=LEASE, new_token=uuid.uuid4().hex
+                ),
+                expected_status=JobStatus.PROCESSING,
+                expected_lock_token=token,
+            )
+            for j, token in ((a, a.lock_token), (b, "stale"), (c, c.lock_token))
+        ]
+        got = await store.renew(renewals)
+        assert list(got) == [renewals[0].job, None, None]
+        assert await store.get(a.id) == renewals[0].job
+        assert await store.get(b.id) == b
+        assert await store.get(c.id) == done
+        assert await store.renew([]) == []
+
+    async def test_a_renewal_repeated_after_it_applied_succeeds_again(
+        self, store: JobStore
+    ) -> None:
+        """A store may repeat a renewal whose reply was lost: the row already holds the
+        new token, and that counts as the guard holding."""
+        await store.insert([make_job()])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        renewed = transitions.renew(
+            claimed, token=str(claimed.lock_token), now=_T0, lease=LEASE, new_token=uuid.uuid4().hex
+        )
+        change = transitions.update(claimed, renewed)
+        assert list(await store.renew([change])) == [renewed]
+        assert list(await store.renew([change])) == [renewed]
+        assert await store.get(claimed.id) == renewed
+
+    async def test_renew_writes_only_the_lease_and_returns_what_others_wrote(
+        self, store: JobStore
+    ) -> None:
+        """A renewal built from the worker's old copy of the job leaves every field but
+        `RENEW_FIELDS` as stored, and hands the stored values back to the worker."""
+        await store.insert([make_job()])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        noted = attrs.evolve(claimed, last_error="written by someone else", updated=_T0)
+        assert list(await store.update([transitions.update(claimed, noted)])) == [True]
+        later = _T0 + timedelta(seconds=1)
+        renewed = transitions.renew(
+            claimed,
+            token=str(claimed.lock_token),
+            now=later,
+            lease=LEASE,
+            new_token=uuid.uuid4().hex,
+        )
+        (got,) = await store.renew([transitions.update(claimed, renewed)])
+        expected = attrs.evolve(
+            noted, **{name: getattr(renewed, name) for name in transitions.RENEW_FIELDS}
+        )
+        assert got == expected
+        assert await store.get(claimed.id) == expected
+
+    async def test_a_rescue_read_before_a_renewal_is_refused(self, store: JobStore) -> None:
+        """The renewal takes a new token, so a rescuer that saw the lease expired just
+        before it (and writes under the old token) changes nothing; nor does a late
+        report under the old token."""
         await store.insert([make_job()])
         (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
         end, tick = _T0 + LEASE, timedelta(microseconds=1)
@@ -276,9 +341,7 @@ class JobStoreContract:
         renewed = transitions.renew(
             claimed, token=str(claimed.lock_token), now=end, lease=LEASE, new_token=uuid.uuid4().hex
         )
-        assert renewed.lock_token != claimed.lock_token
-        assert list(await store.update([transitions.update(claimed, renewed)])) == [True]
-        assert await store.get(claimed.id) == renewed
+        assert list(await store.renew([transitions.update(claimed, renewed)])) == [renewed]
         rescue = transitions.expire(seen, now=end + tick, backoff=_backoff)
         assert list(await store.update([transitions.update(seen, rescue)])) == [False]
         assert await store.expired(now=end + tick, limit=1) == []
@@ -652,16 +715,32 @@ def make_state_machine(
         def renew(self, job_id: str, which: str) -> None:
             if job_id not in self.model:
                 return
-            before, new_token = self.model[job_id].lock_token, uuid.uuid4().hex
-            self._report(
-                job_id,
-                which,
-                lambda j, t: transitions.renew(
-                    j, token=t, now=self.now, lease=LEASE, new_token=new_token
-                ),
+            job = self.model[job_id]
+            token = self._token(job, which)
+            held = job.status is JobStatus.PROCESSING and job.lock_token == token
+            # What a worker that believed it held the lease would send:
+            base = attrs.evolve(job, status=JobStatus.PROCESSING, lock_token=token)
+            if base.locked_until is None or base.locked_until < self.now:
+                base = attrs.evolve(base, locked_until=self.now)
+            after = transitions.renew(
+                base, token=token, now=self.now, lease=LEASE, new_token=uuid.uuid4().hex
             )
-            if self.model[job_id].lock_token == new_token and before is not None:
-                self.old_tokens.append(before)
+            change = JobUpdate(
+                job=after, expected_status=JobStatus.PROCESSING, expected_lock_token=token
+            )
+            (got,) = self.run(self.store.renew([change]))
+            if not held:
+                assert got is None, "a renewal without the lease was applied"
+                event("stale renewal refused")
+                return
+            expected = attrs.evolve(
+                job, **{name: getattr(after, name) for name in transitions.RENEW_FIELDS}
+            )
+            assert got == expected
+            assert list(self.run(self.store.renew([change]))) == [expected], "not repeatable"
+            self.model[job_id] = expected
+            self.old_tokens.append(token)
+            event("renewed")
 
         @rule()
         def expire_locks(self) -> None:
