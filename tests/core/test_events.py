@@ -71,7 +71,12 @@ class Recorder(BaseObserver):
 
 
 def config(**overrides: object) -> JobsConfig:
-    values: dict[str, object] = {"backoff": lambda n: timedelta(seconds=10)}
+    # The lease covers each test's execution timeout, as the seed's single lock did, so
+    # these tests see no renewals; tests/core/test_heartbeat.py covers those.
+    values: dict[str, object] = {
+        "lease_duration": timedelta(days=1),
+        "backoff": lambda n: timedelta(seconds=10),
+    }
     values.update(overrides)
     return JobsConfig(**values)  # type: ignore[arg-type]
 

@@ -53,11 +53,16 @@ def _unitless(name: str, value: object) -> InvalidOptions:
 
 
 def _positive_duration(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """A duration must be a `timedelta`: a bare number has no unit, so say so."""
+    check_duration(value, attribute.name)
+
+
+def check_duration(value: object, name: str) -> timedelta:
+    """Return `value` if it is a positive `timedelta`: a bare number has no unit, so say so."""
     if not isinstance(value, timedelta):
-        raise _unitless(attribute.name, value)
+        raise _unitless(name, value)
     if value <= timedelta(0):
-        raise InvalidOptions(f"{attribute.name} must be positive, got {value!r}")
+        raise InvalidOptions(f"{name} must be positive, got {value!r}")
+    return value
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -103,9 +108,15 @@ class JobsConfig:
     max_payload_size: int = attrs.field(default=1024 * 1024, validator=_positive_int)
     #: Retries after the first attempt when a job does not say (so 4 runs at most).
     max_retries: int = attrs.field(default=3, validator=_retries)
-    #: Execution timeout of one attempt; the stored lease lasts `lock_margin` longer.
+    #: Execution timeout of one attempt (a topic may set its own at registration).
     lock_duration: timedelta = attrs.field(
         default=timedelta(minutes=5), validator=_positive_duration
+    )
+    #: The crash-recovery lease: how long a claimed job stays leased without news from
+    #: its worker, which renews it about every third of this while the handler runs. A
+    #: killed worker's jobs run again after about this long.
+    lease_duration: timedelta = attrs.field(
+        default=timedelta(seconds=30), validator=_positive_duration
     )
     #: How long an idle worker waits between claims when nothing wakes it.
     poll_interval: timedelta = attrs.field(
@@ -123,9 +134,22 @@ class JobsConfig:
     @property
     def lock_margin(self) -> timedelta:
         """Extra lease time past the timeout, so no rescuer takes a job still in its timeout."""
-        return max(self.lock_duration * 0.05, timedelta(seconds=1))
+        return margin_past(self.lock_duration)
 
     @property
     def lease(self) -> timedelta:
-        """Full stored lease of a claim: `lock_duration + lock_margin`."""
-        return self.lock_duration + self.lock_margin
+        """The lease a claim takes: `lease_duration`, or less when the execution timeout
+        and its margin end sooner (then no renewal is ever needed)."""
+        return min(self.lease_duration, self.lock_duration + self.lock_margin)
+
+    @property
+    def renew_interval(self) -> timedelta:
+        """How often running jobs' leases are renewed: a third of the lease, so that two
+        renewals in a row may fail before a lease runs out."""
+        return self.lease / 3
+
+
+def margin_past(timeout: timedelta) -> timedelta:
+    """How long a lease outlasts an execution `timeout`, so that no rescuer takes a job
+    whose handler is still within it: 5 %, at least 1 s."""
+    return max(timeout * 0.05, timedelta(seconds=1))

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from jobs_core import _transitions as transitions
-from jobs_core._config import JobsConfig, check_grace, check_max_retries
+from jobs_core._config import JobsConfig, check_duration, check_grace, check_max_retries
 from jobs_core._errors import (
     InvalidOptions,
     JobBusy,
@@ -57,8 +57,18 @@ class Jobs:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.config = config if config is not None else JobsConfig()
         self._handlers: dict[str, Handler] = {}
+        #: Per-topic settings given at registration, beside the config's defaults.
+        self._timeouts: dict[str, timedelta] = {}
+        self._max_retries: dict[str, int] = {}
         self._observers = ObserverGroup(_with_logging(observers))
-        self._worker = Worker(self.store, self.clock, self.config, self._handlers, self._observers)
+        self._worker = Worker(
+            self.store,
+            self.clock,
+            self.config,
+            self._handlers,
+            self._observers,
+            timeouts=self._timeouts,
+        )
         self._rescuer = LeaseRescuer(
             self.store,
             clock=self.clock,
@@ -84,24 +94,44 @@ class Jobs:
 
     # -- handlers -----------------------------------------------------------------
 
-    def register(self, topic: str, handler: Handler) -> None:
+    def register(
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        timeout: timedelta | None = None,
+        max_retries: int | None = None,
+    ) -> None:
         """Run `handler(job)` for jobs of `topic`; `async def` or plain `def` (run in a thread).
 
         A handler succeeds by returning and fails by raising; a failed attempt is retried
-        with backoff until the job's `max_retries` is used up.
+        with backoff until the job's `max_retries` is used up. `timeout` replaces
+        `JobsConfig.lock_duration` as this topic's execution timeout (its lease is
+        renewed meanwhile); `max_retries` replaces `JobsConfig.max_retries` for jobs of
+        this topic enqueued through this instance without one of their own.
         """
         check_topic(topic)
         if topic in self._handlers:
             raise TopicAlreadyRegistered(topic)
         if not callable(handler):
             raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
+        if timeout is not None:
+            check_duration(timeout, "timeout")
+        if max_retries is not None:
+            check_max_retries(max_retries)
         self._handlers[topic] = handler
+        if timeout is not None:
+            self._timeouts[topic] = timeout
+        if max_retries is not None:
+            self._max_retries[topic] = max_retries
 
-    def handler(self, topic: str) -> Callable[[H], H]:
-        """Decorator form of `register`: `@jobs.handler("send_email")`."""
+    def handler(
+        self, topic: str, *, timeout: timedelta | None = None, max_retries: int | None = None
+    ) -> Callable[[H], H]:
+        """Decorator form of `register`: `@jobs.handler("send_email", timeout=...)`."""
 
         def decorate(fn: H) -> H:
-            self.register(topic, fn)
+            self.register(topic, fn, timeout=timeout, max_retries=max_retries)
             return fn
 
         return decorate
@@ -132,7 +162,7 @@ class Jobs:
         now = self.clock.now()
         run_at = now if options.run_at is None else check_time(options.run_at, "run_at")
         max_retries = (
-            self.config.max_retries
+            self._max_retries.get(topic, self.config.max_retries)
             if options.max_retries is None
             else check_max_retries(options.max_retries)
         )

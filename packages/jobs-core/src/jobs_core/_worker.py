@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobs_core import _transitions as transitions
-from jobs_core._config import JobsConfig, store_backoff
+from jobs_core._config import JobsConfig, margin_past, store_backoff
 from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core._errors import LockLost
 from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
+from jobs_core._heartbeat import Heartbeat
 from jobs_core._model import Job, JobStatus
 from jobs_core._results import ResultWriter
 from jobs_core._threads import run_in_daemon_thread
@@ -51,12 +52,19 @@ class Worker:
         config: JobsConfig,
         handlers: Mapping[str, Handler],
         observer: ObserverGroup,
+        *,
+        timeouts: Mapping[str, timedelta] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._config = config
         self._handlers = handlers
+        #: Execution timeouts by topic, where a topic's registration set its own.
+        self._timeouts: Mapping[str, timedelta] = timeouts if timeouts is not None else {}
         self._observer = observer
+        self._heartbeat = Heartbeat(store, clock, config, observer)
+        self._beating: asyncio.Task[None] | None = None
+        self._beat_stop = asyncio.Event()
         self._writer = self._new_writer()
         #: Execution timeouts of running handlers, on one shared timer.
         self._deadlines = DeadlineTimer(clock)
@@ -111,6 +119,7 @@ class Worker:
         started = asyncio.Event()
         self._main = asyncio.create_task(self._run(started), name="jobs-worker")
         self._watch = asyncio.create_task(self._watch_store(), name="jobs-watch")
+        self._start_heartbeat()
         await started.wait()
 
     async def stop(self, grace: timedelta | None = None) -> None:
@@ -131,6 +140,7 @@ class Worker:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         self._running.clear()  # tasks cancelled before they ever ran
+        await self._stop_heartbeat()
         self._deadlines.close()
         await self._writer.close()
         self._main = self._watch = None
@@ -141,9 +151,30 @@ class Worker:
         jobs = await self._claim(self._config.batch_size)
         tasks = [self._spawn(job) for job in jobs]
         if tasks:
-            await asyncio.gather(*tasks)
+            owned = self._start_heartbeat()
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                if owned:
+                    await self._stop_heartbeat()
         await self._writer.flushed()
         return len(jobs)
+
+    def _start_heartbeat(self) -> bool:
+        """Renew running jobs' leases in the background; False if that runs already."""
+        if self._beating is not None and not self._beating.done():
+            return False
+        self._beat_stop = asyncio.Event()
+        self._beating = asyncio.create_task(
+            self._heartbeat.run(self._beat_stop), name="jobs-heartbeat"
+        )
+        return True
+
+    async def _stop_heartbeat(self) -> None:
+        if self._beating is not None:
+            self._beat_stop.set()
+            await self._beating
+            self._beating = None
 
     def _new_writer(self) -> ResultWriter:
         return ResultWriter(
@@ -228,10 +259,16 @@ class Worker:
         assert task is not None
         handler = self._handlers[job.topic]
         began = self._clock.now()
+        timeout = self._timeouts.get(job.topic, self._config.lock_duration)
         self._observer.started(job)
         # At the deadline the timer cancels this task; `deadline.expired` tells that
-        # cancellation from the one `stop()` sends.
-        deadline = self._deadlines.start(self._config.lock_duration, task.cancel)
+        # cancellation from the one `stop()` sends (and from a lost lease's).
+        deadline = self._deadlines.start(timeout, task.cancel)
+        # Renewal ends where a lease taken at the claim (`updated`) for the whole timeout
+        # would: the handler started a moment later, and the margin covers that.
+        lease = self._heartbeat.hold(
+            job, renew_until=job.updated + timeout + margin_past(timeout), stop=task.cancel
+        )
         try:
             try:
                 error = await self._call(handler, job, deadline, began)
@@ -240,9 +277,13 @@ class Worker:
                 self._running.discard(task)
                 self._wake.set()  # a slot is free
         except asyncio.CancelledError:
-            self._record(job, began, Outcome.RELEASED)
+            outcome, error = Outcome.RELEASED, None
+        else:
+            outcome = Outcome.COMPLETED if error is None else Outcome.FAILED
+        job = await self._heartbeat.release(lease)
+        if lease.lost:  # someone else has the job now: its outcome is not ours to write
             return
-        self._record(job, began, Outcome.COMPLETED if error is None else Outcome.FAILED, error)
+        self._record(job, began, outcome, error)
 
     async def _call(
         self, handler: Handler, job: Job, deadline: Deadline, began: datetime
@@ -263,8 +304,7 @@ class Worker:
             task = asyncio.current_task()
             assert task is not None
             task.uncancel()  # the timeout's cancellation is handled: the job goes on
-            timeout = self._config.lock_duration
-            return f"timed out after {timeout.total_seconds():g}s (lock_duration)"
+            return self._timed_out(job.topic)
         return None
 
     async def _in_thread(
@@ -279,6 +319,15 @@ class Worker:
             if deadline.expired:
                 running.add_done_callback(lambda done: self._late_result(job, began, done))
             raise
+
+    def _timed_out(self, topic: str) -> str:
+        """The error of an attempt that ran out of time, naming the setting to raise."""
+        own = self._timeouts.get(topic)
+        if own is None:
+            seconds, setting = self._config.lock_duration.total_seconds(), "lock_duration"
+        else:
+            seconds, setting = own.total_seconds(), f"the timeout of topic {topic!r}"
+        return f"timed out after {seconds:g}s ({setting})"
 
     def _is_async(self, topic: str, handler: Handler) -> bool:
         known = self._kinds.get(topic)
