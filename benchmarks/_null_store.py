@@ -59,6 +59,9 @@ class NullStore:
         self.completed += sum(1 for u in updates if u.job.status is JobStatus.COMPLETED)
         return [True] * len(updates)
 
+    async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
+        raise NotImplementedError
+
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         raise NotImplementedError
 

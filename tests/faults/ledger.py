@@ -209,6 +209,9 @@ class LedgerStore:
                 self.ledger.outcome(change, ok)
         return flags
 
+    async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
+        return await self.inner.renew(renewals)  # a renewal is no result: not recorded
+
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         return await self.inner.delete(job_id, expected_status=expected_status)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from attrs import evolve
 from litestar.testing import AsyncTestClient
 
 from jobs_core import Job, JobQuery, Jobs, JobStatus, JobUpdate, StoreError, StoreUnavailable
+from jobs_core import _transitions as transitions
 from jobs_http import create_app
 from jobs_postgres import PostgresStore
 from tests.pg_admin import admin_connect, throwaway_database
@@ -290,5 +292,54 @@ async def test_a_bulk_delete_killed_mid_statement_is_repeated(own_db: str) -> No
         assert await _killed_while_blocked(own_db, "jobs", deleting) == 3
         with admin_connect(own_db) as admin:
             assert _rows(admin, "jobs") == set()
+    finally:
+        await store.close()
+
+
+def _renewal(job: Job, now: datetime) -> JobUpdate:
+    renewed = transitions.renew(
+        job,
+        token=str(job.lock_token),
+        now=now,
+        lease=timedelta(minutes=5),
+        new_token=uuid.uuid4().hex,
+    )
+    return transitions.update(job, renewed)
+
+
+async def test_a_renewal_killed_mid_statement_is_repeated(own_db: str) -> None:
+    """Renewals are repeatable (the guard accepts their own new token): the call answers
+    the renewed jobs, and the rows hold them."""
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        await store.insert([jobs.prepare("t", {}) for _ in range(2)])
+        now = datetime.now(UTC)
+        claimed = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=5), limit=2)
+        renewals = [_renewal(job, now) for job in claimed]
+        got = await _killed_while_blocked(own_db, "jobs", store.renew(renewals))
+        assert list(got) == [change.job for change in renewals]
+        assert [await store.get(job.id) for job in claimed] == list(got)
+    finally:
+        await store.close()
+
+
+async def test_a_renewal_batch_naming_a_job_twice_killed_before_its_commit_is_repeated(
+    own_db: str,
+) -> None:
+    """Its rounds run in one explicit transaction, and a connection lost inside it (before
+    COMMIT was sent) committed nothing: the error surfaces from the transaction's exit as
+    a closed connection, which the pool repeats. The answer is the rounds' own."""
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        await store.insert([jobs.prepare("t", {})])
+        now = datetime.now(UTC)
+        (claimed,) = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=5), limit=1)
+        first = _renewal(claimed, now)
+        second = _renewal(first.job, now)
+        got = await _killed_while_blocked(own_db, "jobs", store.renew([first, second]))
+        assert list(got) == [first.job, second.job]
+        assert await store.get(claimed.id) == second.job
     finally:
         await store.close()

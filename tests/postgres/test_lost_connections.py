@@ -3,6 +3,7 @@ and the hot pool's one retry on a fresh connection (probe D2)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,8 @@ import asyncpg
 import pytest
 from attrs import evolve
 
-from jobs_core import Jobs, JobStatus, JobUpdate, StoreError, StoreUnavailable
+from jobs_core import Job, Jobs, JobStatus, JobUpdate, StoreError, StoreUnavailable
+from jobs_core import _transitions as transitions
 from jobs_postgres import PostgresStore
 from jobs_postgres._errors import Delivery, is_unavailable, lost_connection, translated
 from jobs_postgres._pool import HotPool, Retry
@@ -228,3 +230,74 @@ async def test_a_repeated_update_reports_the_change_the_first_attempt_made(own_d
         assert (await store.get(claimed.id)).status is JobStatus.COMPLETED
     finally:
         await store.close()
+
+
+def _renewal(job: Job, now: datetime) -> JobUpdate:
+    return transitions.update(
+        job,
+        transitions.renew(
+            job,
+            token=str(job.lock_token),
+            now=now,
+            lease=timedelta(minutes=5),
+            new_token=uuid.uuid4().hex,
+        ),
+    )
+
+
+async def test_a_repeated_renewal_returns_the_lease_the_first_attempt_renewed(
+    own_db: str,
+) -> None:
+    """The first attempt committed (the row holds the new token), its answer was lost: the
+    repeat's guard accepts the new token, so the call answers the renewed job."""
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        await store.insert([jobs.prepare("t", {}) for _ in range(2)])
+        now = datetime.now(UTC)
+        claimed = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=5), limit=2)
+        store._pool = AnswerLostPool(own_db, size=2, timeout=5.0)
+        renewals = [_renewal(job, now) for job in claimed]
+        renewed = [change.job for change in renewals]
+        assert list(await store.renew(renewals)) == renewed
+        assert [await store.get(job.id) for job in claimed] == renewed
+        # A renewal under neither the row's token nor its own is refused both times.
+        stale = JobUpdate(
+            job=evolve(renewed[0], lock_token=uuid.uuid4().hex),
+            expected_status=JobStatus.PROCESSING,
+            expected_lock_token="someone-else",
+        )
+        assert list(await store.renew([stale])) == [None]
+        assert await store.get(claimed[0].id) == renewed[0]
+    finally:
+        await store.close()
+
+
+async def test_a_batch_renewing_a_job_twice_renews_in_order_and_is_not_repeated(
+    own_db: str,
+) -> None:
+    """Each renewal sees the one before it (as on every store); after an unknown outcome
+    its rounds are not repeated (`RepeatRefusedPool` fails if they were)."""
+    store = PostgresStore(own_db, table="jobs")
+    jobs = Jobs(store)
+    try:
+        await store.insert([jobs.prepare("t", {})])
+        now = datetime.now(UTC)
+        (claimed,) = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=5), limit=1)
+        first = _renewal(claimed, now)
+        second = _renewal(first.job, now + timedelta(seconds=1))
+        store._pool = RepeatRefusedPool(own_db, size=2, timeout=5.0)
+        assert list(await store.renew([first, second, first])) == [first.job, second.job, None]
+        assert await store.get(claimed.id) == second.job
+    finally:
+        await store.close()
+
+
+class RepeatRefusedPool(HotPool):
+    """Runs each statement once, checking that its policy forbids a repeat after an
+    unknown outcome."""
+
+    async def run(self, statement: Any, retry: Retry) -> Any:
+        assert not retry.unknown, "this statement may be repeated after an unknown outcome"
+        async with self.connection() as conn:
+            return await statement(conn, False)

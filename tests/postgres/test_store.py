@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from jobs_core import (
     StoreUnavailable,
     open_store,
 )
+from jobs_core import _transitions as transitions
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from jobs_postgres import _store as store_module
 from jobs_postgres._schema import Schema
@@ -357,8 +359,8 @@ async def test_busy_hot_pool_times_out_as_store_unavailable(pg_url: str) -> None
 
 
 async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
-    """Enqueue, claim and the guarded update each reach the server as one statement:
-    no BEGIN, COMMIT, separate NOTIFY or lock query on the hot path."""
+    """Enqueue, claim, the lease renewal and the guarded update each reach the server as
+    one statement: no BEGIN, COMMIT, separate NOTIFY or lock query on the hot path."""
     store = PostgresStore(f"{pg_url}?pool_size=1", table=fresh_table())
     jobs = Jobs(store)
     try:
@@ -371,7 +373,22 @@ async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
         job = await jobs.enqueue("t", {"n": 1})
         await jobs.enqueue_many("t", [{"n": 2}, {"n": 3}])
         now = datetime.now(UTC)
-        claimed = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=1), limit=2)
+        leased = await store.claim(topics=["t"], now=now, lease=timedelta(minutes=1), limit=2)
+        renewals = [
+            transitions.update(
+                c,
+                transitions.renew(
+                    c,
+                    token=str(c.lock_token),
+                    now=now,
+                    lease=timedelta(minutes=1),
+                    new_token=uuid.uuid4().hex,
+                ),
+            )
+            for c in leased
+        ]
+        claimed = [renewed for renewed in await store.renew(renewals) if renewed is not None]
+        assert claimed == [change.job for change in renewals]
         done = [
             attrs.evolve(c, status=JobStatus.COMPLETED, locked_until=None, lock_token=None)
             for c in claimed
@@ -390,6 +407,7 @@ async def test_hot_calls_are_one_statement_each(pg_url: str) -> None:
             store._sql.insert_one,
             store._sql.insert,
             store._sql.claim,
+            store._sql.renew,
             store._sql.update,
         ]
         assert job.id in {c.id for c in claimed}

@@ -3,7 +3,9 @@ are named on read, moved out of the worker's way, and can be deleted."""
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +23,9 @@ from jobs_core import (
     JobStatus,
     UnreadableJob,
 )
+from jobs_core import _transitions as transitions
 from jobs_core.testing import FakeClock
+from jobs_core.testing.contract import LEASE, make_job
 from jobs_postgres import PostgresStore
 from tests.pg_admin import admin_connect, throwaway_database
 
@@ -113,6 +117,33 @@ async def test_the_worker_goes_on_past_unreadable_rows(
     await jobs.delete(stale_bad.id)
     await jobs.delete(claimed_bad.id)
     assert (await jobs.list()).total == 2
+
+
+async def test_a_renewal_of_an_unreadable_row_loses_the_lease_and_fails_the_job(
+    pg_store: PostgresStore, db: Admin, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a claim does: the row is moved to `failed` and logged; the renewal reports the
+    lease lost, and the other renewals of the batch hold."""
+    await pg_store.insert([make_job(), make_job()])
+    good, bad = await pg_store.claim(topics=["t"], now=T0, lease=LEASE, limit=2)
+    plant(db, table, bad.id, created="-infinity")
+    renewals = [
+        transitions.update(
+            job,
+            transitions.renew(
+                job, token=str(job.lock_token), now=T0, lease=LEASE, new_token=uuid.uuid4().hex
+            ),
+        )
+        for job in (good, bad)
+    ]
+    with caplog.at_level(logging.ERROR, logger="jobs_postgres"):
+        got = await pg_store.renew(renewals)
+    assert list(got) == [renewals[0].job, None]
+    assert any(bad.id in record.getMessage() for record in caplog.records)
+    with pytest.raises(UnreadableJob) as still:
+        await pg_store.get(bad.id)  # `created` is still -infinity, but it is failed now
+    assert still.value.status == "failed"
+    assert list(await pg_store.renew(renewals[1:])) == [None]
 
 
 @pytest.fixture

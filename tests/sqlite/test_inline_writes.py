@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import event
 
 from jobs_core import JobStatus, JobUpdate
+from jobs_core import _transitions as transitions
 from jobs_core.testing.contract import LEASE, JobStoreContract, make_job
 from jobs_sqlite import LOOP_ROWS, SQLiteStore
 
@@ -65,6 +67,34 @@ async def test_an_uncontended_write_runs_on_the_callers_thread(db_path: Path) ->
     here = threading.current_thread().name
     assert [word for thread, word in seen if thread == here].count("COMMIT") == 3, seen
     assert {thread for thread, word in seen if word != "PRAGMA"} == {here}, seen
+
+
+async def test_a_batch_of_renewals_is_one_transaction_on_the_callers_thread(
+    db_path: Path,
+) -> None:
+    """Heartbeats are on the worker's path: a small uncontended batch of renewals takes
+    no thread hop, and is one `BEGIN IMMEDIATE` ... `COMMIT` with an UPDATE per lease."""
+    store = SQLiteStore(db_path)
+    seen = _threads_of_statements(store)
+    try:
+        await store.insert([make_job() for _ in range(3)])
+        claimed = await store.claim(topics=["t"], now=T0, lease=LEASE, limit=3)
+        renewals = [
+            transitions.update(
+                job,
+                transitions.renew(
+                    job, token=str(job.lock_token), now=T0, lease=LEASE, new_token=uuid.uuid4().hex
+                ),
+            )
+            for job in claimed
+        ]
+        del seen[:]
+        assert list(await store.renew(renewals)) == [change.job for change in renewals]
+    finally:
+        await store.close()
+    here = threading.current_thread().name
+    on_loop = [word for thread, word in seen if thread == here and word != "PRAGMA"]
+    assert on_loop == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "COMMIT"], seen
 
 
 async def test_with_inline_writes_off_every_call_runs_on_the_store_thread(db_path: Path) -> None:

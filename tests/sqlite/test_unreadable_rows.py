@@ -3,14 +3,25 @@ hold: reads name the job, the worker goes on claiming, the rows can be deleted."
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from jobs_core import InvalidOptions, Job, JobNotFound, Jobs, JobStatus, UnreadableJob
+from jobs_core import (
+    InvalidOptions,
+    Job,
+    JobNotFound,
+    Jobs,
+    JobStatus,
+    UnreadableJob,
+)
+from jobs_core import _transitions as transitions
 from jobs_core.testing import FakeClock
+from jobs_core.testing.contract import LEASE, make_job
 from jobs_sqlite import SQLiteStore
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -99,3 +110,34 @@ async def test_the_worker_goes_on_past_unreadable_rows(db_path: Path) -> None:
         assert (await jobs.list()).total == 2
     finally:
         await jobs.aclose()
+
+
+async def test_a_renewal_of_an_unreadable_row_loses_the_lease_and_fails_the_job(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a claim does: the row is moved to `failed` in the renewal's transaction and
+    logged; the renewal reports the lease lost, and the other renewals of the batch hold."""
+    store = SQLiteStore(db_path)
+    try:
+        await store.insert([make_job(), make_job()])
+        good, bad = await store.claim(topics=["t"], now=T0, lease=LEASE, limit=2)
+        plant(db_path, bad.id, created="yesterday")
+        renewals = [
+            transitions.update(
+                job,
+                transitions.renew(
+                    job, token=str(job.lock_token), now=T0, lease=LEASE, new_token=uuid.uuid4().hex
+                ),
+            )
+            for job in (good, bad)
+        ]
+        with caplog.at_level(logging.ERROR, logger="jobs_sqlite"):
+            got = await store.renew(renewals)
+        assert list(got) == [renewals[0].job, None]
+        assert any(bad.id in record.getMessage() for record in caplog.records)
+        with pytest.raises(UnreadableJob) as still:
+            await store.get(bad.id)  # `created` is still corrupt, but it is failed now
+        assert still.value.status == "failed"
+        assert list(await store.renew(renewals[1:])) == [None]
+    finally:
+        await store.close()

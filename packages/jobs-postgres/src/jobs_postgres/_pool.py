@@ -1,4 +1,4 @@
-"""The connections that run the hot path (enqueue, claim, guarded update).
+"""The connections that run the hot path (enqueue, claim, guarded update, lease renewal).
 
 These statements go straight to asyncpg, prepared and cached per connection, because
 each pass through SQLAlchemy's async layer (greenlet hop, pool checkout, pre-ping,

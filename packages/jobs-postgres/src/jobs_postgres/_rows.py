@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql as pg
 from jobs_core import (
     JOB_SCHEMA,
     MUTABLE_FIELDS,
+    RENEW_FIELDS,
     FieldKind,
     FieldSpec,
     Job,
@@ -67,7 +68,12 @@ KINDS: Final[Mapping[FieldKind, Kind]] = {
 COLUMNS: Final = tuple(spec.name for spec in JOB_SCHEMA)
 #: The arrays a guarded update takes, in parameter order: the input position, the
 #: guard, then the new values of `MUTABLE_FIELDS`.
-UPDATE_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token", *MUTABLE_FIELDS)
+_GUARD_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token")
+UPDATE_ARRAYS: Final = (*_GUARD_ARRAYS, *MUTABLE_FIELDS)
+#: The arrays a lease renewal takes, in parameter order: the input position, the guard
+#: (the renewal's own new token, the guard's other accepted value, is its `lock_token`),
+#: then the new values of `RENEW_FIELDS`.
+RENEW_ARRAYS: Final = (*_GUARD_ARRAYS, *RENEW_FIELDS)
 #: Stands in for an id that is no UUID in an update: it matches no row.
 _NO_ID: Final = "00000000-0000-0000-0000-000000000000"
 
@@ -130,6 +136,29 @@ def _expr(template: str, value: str, spec: FieldSpec) -> str:
     return f"(None if (_n := {value}) is None else {template.format(v='_n', name=spec.name)})"
 
 
+def _arrays_source(name: str, fields: Sequence[str]) -> str:
+    """The source of `name(indexed)`: parallel arrays of the position, the guard and the
+    new values of `fields` of each `(position, change)`, in id order."""
+    arrays = [f"a{i}" for i in range(len(_GUARD_ARRAYS) + len(fields))]
+    lines = [
+        f"def {name}(indexed):",
+        "    ordered = sorted(indexed, key=_by_id)",
+        f"    {', '.join(arrays)} = {', '.join('[]' for _ in arrays)}",
+        "    for position, change in ordered:",
+        "        job = change.job",
+        "        a0.append(position)",
+        "        a1.append(canonical_id(job.id) or _NO_ID)",
+        "        a2.append(_status(change.expected_status).value)",
+        "        a3.append(change.expected_lock_token)",
+        *(
+            f"        a{i}.append({_expr(KINDS[_SPECS[n].kind].sent, f'job.{n}', _SPECS[n])})"
+            for i, n in enumerate(fields, start=len(_GUARD_ARRAYS))
+        ),
+        f"    return [{', '.join(arrays)}]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 _SOURCE: Final = "\n".join(
     [
         "def to_row(job):",
@@ -154,23 +183,9 @@ _SOURCE: Final = "\n".join(
         "    except (ValueError, TypeError, OverflowError) as exc:",
         "        raise unreadable(row, exc) from exc",
         "",
-        "def update_arrays(indexed):",
-        "    ordered = sorted(indexed, key=_by_id)",
-        "    "
-        + ", ".join(f"a{i}" for i in range(len(UPDATE_ARRAYS)))
-        + " = "
-        + ", ".join("[]" for _ in UPDATE_ARRAYS),
-        "    for position, change in ordered:",
-        "        job = change.job",
-        "        a0.append(position)",
-        "        a1.append(canonical_id(job.id) or _NO_ID)",
-        "        a2.append(_status(change.expected_status).value)",
-        "        a3.append(change.expected_lock_token)",
-        *(
-            f"        a{i}.append({_expr(KINDS[_SPECS[n].kind].sent, f'job.{n}', _SPECS[n])})"
-            for i, n in enumerate(MUTABLE_FIELDS, start=4)
-        ),
-        "    return [" + ", ".join(f"a{i}" for i in range(len(UPDATE_ARRAYS))) + "]",
+        "",
+        _arrays_source("update_arrays", MUTABLE_FIELDS),
+        _arrays_source("renew_arrays", RENEW_FIELDS),
     ]
 )
 
@@ -212,6 +227,10 @@ to_job = cast(Callable[[Mapping[Any, Any]], Job], _compiled["to_job"])
 #: order (rows are then locked in that order).
 update_arrays = cast(
     Callable[[Sequence[tuple[int, JobUpdate]]], list[list[Any]]], _compiled["update_arrays"]
+)
+#: The parallel arrays of `RENEW_ARRAYS` for `(position, renewal)` pairs, in id order.
+renew_arrays = cast(
+    Callable[[Sequence[tuple[int, JobUpdate]]], list[list[Any]]], _compiled["renew_arrays"]
 )
 
 

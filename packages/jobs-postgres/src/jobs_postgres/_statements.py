@@ -1,4 +1,5 @@
-"""The SQL of the hot path (enqueue, claim, guarded update), as asyncpg runs it.
+"""The SQL of the hot path (enqueue, claim, guarded update, lease renewal), as asyncpg
+runs it.
 
 Each is one statement, so it runs as one autocommitted round trip on a prepared plan:
 no BEGIN, no separate NOTIFY, no separate lock query. Arrays carry whole batches
@@ -16,8 +17,8 @@ from typing import Final
 
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, JobStatus
-from jobs_postgres._rows import COLUMNS, UPDATE_ARRAYS, sent_as
+from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, RENEW_FIELDS, JobStatus
+from jobs_postgres._rows import COLUMNS, RENEW_ARRAYS, UPDATE_ARRAYS, sent_as
 from jobs_postgres._schema import LEASED, PENDING, Schema, claim_order
 
 _DIALECT: Final = PGDialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
@@ -42,6 +43,9 @@ class Statements:
     #: `UPDATE_ARRAYS` as $1 ... $m, $m+1 channel. Returns (ord, topic, status) of
     #: every row whose compare-and-set held.
     update: str
+    #: `RENEW_ARRAYS` as $1 ... $m. Returns `ord` and the whole row (`COLUMNS`) of every
+    #: renewal whose guard held, as stored after it.
+    renew: str
 
 
 def statements(schema: Schema) -> Statements:
@@ -123,7 +127,24 @@ def statements(schema: Schema) -> Statements:
         f" CASE WHEN octet_length(topic) <= {NOTIFY_TOPIC_BYTES} THEN topic ELSE '' END)"
         " END AS notified FROM changed"
     )
-    return Statements(insert=insert, insert_one=insert_one, claim=claim, update=update)
+    sent |= {name: types[name] for name in RENEW_ARRAYS if name not in sent}
+    renewals = ", ".join(f"${i}::{sent[name]}[]" for i, name in enumerate(RENEW_ARRAYS, start=1))
+    lease = ", ".join(f"{name} = {cast(f'v.{name}', name)}" for name in RENEW_FIELDS)
+    # The update's shape (rows locked in id order first, so overlapping batches never
+    # deadlock), writing only the lease. The guard also accepts the renewal's own new
+    # token (`v.lock_token`): a renewal repeated after its answer was lost finds its own
+    # write, rewrites the same values and returns the row again.
+    renew = (
+        f"WITH v AS (SELECT * FROM unnest({renewals}) AS v({', '.join(RENEW_ARRAYS)})),"  # noqa: S608
+        f" locked AS (SELECT t.id FROM {table} AS t WHERE t.id IN (SELECT id FROM v)"
+        " ORDER BY t.id FOR UPDATE)"
+        f" UPDATE {table} AS t SET {lease}"
+        " FROM locked JOIN v ON v.id = locked.id"
+        " WHERE t.id = locked.id AND t.status = v.expected_status"
+        " AND t.lock_token IN (v.expected_token, v.lock_token)"
+        f" RETURNING v.ord, {returned}"
+    )
+    return Statements(insert=insert, insert_one=insert_one, claim=claim, update=update, renew=renew)
 
 
 def delete_finished(schema: Schema, statuses: tuple[JobStatus, ...]) -> str:

@@ -33,6 +33,7 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    UnreadableJob,
     check_delete_finished,
     claim_order_key,
     rows_within_budget,
@@ -47,6 +48,7 @@ from jobs_postgres._rows import (
     decode_each,
     dumps,
     insert_values,
+    renew_arrays,
     to_job,
     to_row,
     update_arrays,
@@ -85,6 +87,14 @@ RETRY_POLICY: Final[Mapping[str, Retry]] = MappingProxyType(
         # A batch naming one job twice runs rounds that build on each other; a repeat
         # after an unknown outcome could not tell which rounds the first one applied.
         "update_rounds": Retry(unsent=True, unknown=False),
+        # A renewal's guard accepts its own new token, so a repeat after its first attempt
+        # committed rewrites the same lease and returns the row as stored: the same
+        # answer, with no check afterwards.
+        "renew": Retry(unsent=True, unknown=True),
+        # A batch renewing one job twice runs rounds; after an unknown outcome the repeat
+        # of an earlier round finds the later round's token and would report a lease
+        # that was renewed as lost.
+        "renew_rounds": Retry(unsent=True, unknown=False),
         # A claim that committed but whose answer was lost leaves its jobs leased to
         # nobody until the lease runs out (then they are rescued and rerun); a repeat
         # would lease more jobs without freeing those. Only a claim that never left runs
@@ -412,6 +422,44 @@ class PostgresStore:
         if repeated and not all(applied):
             await self._check_updated(updates, applied)
         return applied
+
+    async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
+        """Renew leases in one statement (rows locked in id order); per renewal, in order,
+        the job as stored after it, or None when its guard failed.
+
+        A batch naming a job twice runs one statement per round (as `update` does), in
+        one transaction, so the later renewal sees the earlier one.
+        """
+        if not renewals:
+            return []
+        pool = await self._hot_pool()
+        rounds = _rounds(renewals)
+
+        async def renew(conn: asyncpg.Connection, repeat: bool) -> list[asyncpg.Record]:
+            if len(rounds) == 1:
+                rows: list[asyncpg.Record] = await conn.fetch(
+                    self._sql.renew, *renew_arrays(rounds[0])
+                )
+                return rows
+            rows = []
+            async with conn.transaction():
+                for indexed in rounds:
+                    rows += await conn.fetch(self._sql.renew, *renew_arrays(indexed))
+            return rows
+
+        policy = RETRY_POLICY["renew" if len(rounds) == 1 else "renew_rounds"]
+        with translated("renewing leases"):
+            rows = await pool.run(renew, policy)
+        renewed: list[Job | None] = [None] * len(renewals)
+        for row in rows:
+            position = row["ord"]
+            try:
+                renewed[position] = to_job(row)
+            except UnreadableJob as error:
+                # As a claim does: fail the job (guarded by the new token) and report
+                # the lease lost, so no worker holds a job nobody can read.
+                await self._quarantine([(row, error)], renewals[position].job.updated)
+        return renewed
 
     async def _check_updated(self, updates: Sequence[JobUpdate], applied: list[bool]) -> None:
         """After a repeated update: mark applied the changes the first attempt made.

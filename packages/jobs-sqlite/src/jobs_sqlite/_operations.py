@@ -2,7 +2,7 @@
 
 Each runs its own transaction with as few statements as it can; `SQLiteStore` runs
 each on its dedicated thread, so a port call costs one thread hop however many
-statements it runs. The hot ones (insert, claim, guarded update) take a `Session` and
+statements it runs. The hot ones (insert, claim, guarded update, renewal) take a `Session` and
 run the fixed SQL of `_statements`; the rest use SQLAlchemy Core on the connection.
 Writers always begin with `BEGIN IMMEDIATE`.
 """
@@ -39,6 +39,7 @@ from jobs_sqlite._rows import (
     from_rows,
     guarded_values,
     insert_values,
+    renew_values,
     to_row,
 )
 from jobs_sqlite._schema import jobs_table
@@ -234,6 +235,33 @@ def apply_updates(session: Session, texts: TimeTexts, updates: Sequence[JobUpdat
         pass
     with session.write():
         return [session.change(sql.GUARDED_UPDATE, row) == 1 for row in rows]
+
+
+def renew(
+    session: Session, path: str, texts: TimeTexts, renewals: Sequence[JobUpdate]
+) -> list[Job | None]:
+    """Renew each lease in one transaction, in order; per renewal the row as stored
+    after it, or None when its guard failed.
+
+    One `UPDATE ... RETURNING` per renewal (sqlite3's `executemany` returns no rows). A
+    renewed row that cannot be read is handled as a claim handles one: moved to `failed`
+    in the same transaction (guarded by the new token), logged, and reported as a lost
+    lease, so the worker stops holding a job nobody can read.
+    """
+    text = texts.text
+    renewed: list[Job | None] = []
+    unreadable: list[Unreadable] = []
+    with session.write():
+        for change in renewals:
+            jobs, bad = decode_each(
+                session.fetch(sql.RENEW, renew_values(change, text)), path, texts
+            )
+            renewed.append(jobs[0] if jobs else None)
+            for row, error in bad:
+                session.change(_QUARANTINE_SQL, quarantine_values(row, error, change.job.updated))
+            unreadable += bad
+    log_quarantined(unreadable)
+    return renewed
 
 
 def delete_job(connection: Connection, job_id: str, expected_status: JobStatus) -> bool:

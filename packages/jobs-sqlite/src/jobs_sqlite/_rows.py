@@ -5,7 +5,7 @@ the text is comparing and ordering the instants, and microseconds round-trip exa
 A row that cannot be read back (bad JSON, bad time, unknown status) raises `UnreadableJob`
 naming the job, the column and the value: it is corrupt data, not a caller's mistake.
 
-The codecs (`insert_values`, `guarded_values`, `from_row`) are built from
+The codecs (`insert_values`, `guarded_values`, `renew_values`, `from_row`) are built from
 `jobs_core.JOB_SCHEMA` and `KINDS` (one codec per field kind): their source is generated
 once at import and compiled, so each is the straight-line function one would write by
 hand, with no per-field loop or lookup on the hot path. `SOURCES` shows the code.
@@ -28,6 +28,7 @@ from jobs_core import (
     JOB_SCHEMA,
     LATEST_TIME,
     MUTABLE_FIELDS,
+    RENEW_FIELDS,
     FieldKind,
     InvalidPayload,
     Job,
@@ -268,6 +269,17 @@ SOURCES: Final = {
         MUTABLE_FIELDS,
         ("job.id", "_status_text(change.expected_status)", "change.expected_lock_token"),
     ),
+    "renew_values": _values_function(
+        "renew_values",
+        "change, text=format_time",
+        RENEW_FIELDS,
+        (
+            "job.id",
+            "_status_text(change.expected_status)",
+            "change.expected_lock_token",
+            "job.lock_token",
+        ),
+    ),
     "from_row": _from_row_source(),
 }
 
@@ -282,6 +294,13 @@ guarded_values: Final[_GuardedValues] = _compile(
     SOURCES["guarded_values"],
     "The new values of `MUTABLE_FIELDS`, in that order, then the guard: id, expected"
     " status, expected lock token (the parameters of `_statements.GUARDED_UPDATE`).",
+)
+renew_values: Final[_GuardedValues] = _compile(
+    "renew_values",
+    SOURCES["renew_values"],
+    "The new values of `RENEW_FIELDS`, in that order, then the guard: id, expected"
+    " status, expected lock token, the renewal's own new token (the parameters of"
+    " `_statements.RENEW`).",
 )
 from_row: Final[_FromRow] = _compile(
     "from_row",

@@ -1,9 +1,10 @@
-"""SQL text of the hot statements (insert, claim, guarded update), built once at import.
+"""SQL text of the hot statements (insert, claim, guarded update, lease renewal), built
+once at import.
 
 Plain `?` parameters, so the same text runs on the sqlite3 cursor or through
 SQLAlchemy's `exec_driver_sql` (see `_sessions`). Column order is `_rows.COLUMNS`; the
-column lists come from the job schema (`MUTABLE_FIELDS`, `CLAIM_FIELDS`), the claim's
-order from `CLAIM_ORDER` and the counts from `JobStatus`.
+column lists come from the job schema (`MUTABLE_FIELDS`, `CLAIM_FIELDS`, `RENEW_FIELDS`),
+the claim's order from `CLAIM_ORDER` and the counts from `JobStatus`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jobs_core import (
     FINAL_STATUSES,
     LEASED_STATUSES,
     MUTABLE_FIELDS,
+    RENEW_FIELDS,
     REQUEUEABLE_STATUSES,
     JobStatus,
 )
@@ -38,6 +40,15 @@ INSERT: Final = f"INSERT INTO jobs ({_ALL}) VALUES ({', '.join(['?'] * len(COLUM
 GUARDED_UPDATE: Final = (
     f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in MUTABLE_FIELDS)}"  # noqa: S608
     " WHERE id = ? AND status = ? AND lock_token IS ?"
+)
+
+#: A lease renewal of one job, returning the row as stored after it; parameters are
+#: `_rows.renew_values`. The guard also accepts the renewal's own new token, so a
+#: renewal that already applied applies again (the same values) and answers the row.
+RENEW: Final = (
+    f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in RENEW_FIELDS)}"  # noqa: S608
+    " WHERE id = ? AND status = ? AND (lock_token IS ? OR lock_token IS ?)"
+    f" RETURNING {_ALL}"
 )
 
 

@@ -7,8 +7,8 @@ statements it runs, and never two write transactions of this store at once. Read
 own (`PRAGMA query_only`): in WAL mode they read a committed snapshot beside the writer,
 so a crowd of readers never queues in front of the worker's claims and result writes.
 Other processes coordinate through SQLite's file locks (`BEGIN IMMEDIATE`, WAL, a busy
-timeout). The hot calls (insert, claim, update) run their SQL on the sqlite3 connection
-itself (`_sessions`).
+timeout). The hot calls (insert, claim, update, renew) run their SQL on the sqlite3
+connection itself (`_sessions`).
 
 The hop costs more than a small write itself (a commit without a disk flush is tens of
 microseconds; waking the thread and then the loop is 60-180). So a small hot call made
@@ -154,7 +154,7 @@ class SQLiteStore:
     def engine(self) -> Engine:
         """The store's SQLAlchemy engine (set up with `BEGIN IMMEDIATE` and WAL).
 
-        Insert, claim and update run their SQL on the sqlite3 connection directly, so
+        Insert, claim, update and renew run their SQL on the sqlite3 connection directly, so
         SQLAlchemy's statement events do not see them; trace with the sqlite3
         connection's `set_trace_callback` (from the engine's `connect` event) instead.
         """
@@ -270,6 +270,17 @@ class SQLiteStore:
         ):
             self._notify()
         return flags
+
+    async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
+        """Guarded lease renewals in one transaction; per renewal the stored job or None.
+
+        A hot call like `update` (heartbeats renew on the worker's path): inline when
+        small and uncontended, else on the store thread."""
+        if not renewals:
+            return []
+        return await self._call_hot(
+            "renewing leases", len(renewals), ops.renew, self._path, self._texts, list(renewals)
+        )
 
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         """Delete the job if it is still in `expected_status`."""
