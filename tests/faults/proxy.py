@@ -16,19 +16,26 @@ from concurrent.futures import Future
 from typing import Any
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:`port` to `target`, on its own thread and event loop."""
+    """Forwards `listen_host`:`port` to `target`, on its own thread and event loop."""
 
-    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432) -> None:
+    def __init__(
+        self,
+        target_host: str = "127.0.0.1",
+        target_port: int = 5432,
+        *,
+        listen_host: str = "127.0.0.1",
+    ) -> None:
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.listen_host = listen_host
+        self.port = free_port(listen_host)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -59,12 +66,12 @@ class TcpProxy:
     def url(self, database_url: str) -> str:
         """`database_url` pointing at the proxy instead of the server."""
         host, port = self.target
-        return database_url.replace(f"{host}:{port}", f"127.0.0.1:{self.port}")
+        return database_url.replace(f"{host}:{port}", f"{self.listen_host}:{self.port}")
 
     async def _start(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(
-                self._accept, "127.0.0.1", self.port, reuse_address=True
+                self._accept, self.listen_host, self.port, reuse_address=True
             )
 
     async def _stop(self) -> None:
