@@ -123,6 +123,11 @@ _STORE_LINES = {
         "rescue sweep succeeded again",
     ),
     "write": ("writing job results failed", "retrying in", "writing job results works again"),
+    "renew": (
+        "store error while renewing the leases of running jobs",
+        "retrying in",
+        "lease renewals work again",
+    ),
     "watch": (
         "store notifications stopped",
         "polling meanwhile; listening again in",
@@ -158,7 +163,15 @@ class LoggingObserver(BaseObserver):
             self.logger.info("job %s (%s) attempt %d failed: %s", job.id, job.topic, attempt, error)
 
     def refused(self, job: Job, event: str) -> None:
-        """Log a result that fencing refused."""
+        """Log a result that fencing refused (or a lease lost at renewal)."""
+        if event == "renew":
+            self.logger.warning(
+                "job %s (%s): lease lost at renewal (it expired and was rescued, or the job"
+                " was changed); its handler was stopped and nothing is recorded for this run",
+                job.id,
+                job.topic,
+            )
+            return
         self.logger.warning(
             "job %s: %s result refused by the store: the lease was lost"
             " (it expired and was rescued, or the job was changed)",
