@@ -13,13 +13,16 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from jobs_core import Job, Jobs, JobsConfig, MemoryStore
+from jobs_core import WIRE_FIELDS, Job, Jobs, JobsConfig, MemoryStore
 from jobs_http import create_app
 
 TOKEN = "test-superuser-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-JOB_KEYS = {
+#: The keys of every job the API returns: the model's wire fields and `actions`.
+JOB_KEYS = {*WIRE_FIELDS, "actions"}
+#: The seed's job keys: each is in every job the API returns, whatever fields are added.
+SEED_JOB_KEYS = {
     "id",
     "topic",
     "payload",
@@ -31,8 +34,9 @@ JOB_KEYS = {
     "last_error",
     "created",
     "updated",
-    "actions",
 }
+#: Never in a job the API returns: the lease's fencing token.
+HIDDEN_JOB_KEYS = {"lock_token"}
 #: What each status allows a client to do, as every job the API returns says.
 ACTIONS = {
     "pending": ["delete"],
@@ -53,9 +57,12 @@ class Boom(RuntimeError):
 
 
 def assert_job(body: Any) -> None:
-    """`body` is exactly the documented job shape, with RFC 3339 UTC times."""
+    """`body` is exactly the documented job shape, with RFC 3339 UTC times; it keeps
+    every key of the seed's shape and never shows the lease token."""
     assert isinstance(body, dict)
     assert set(body) == JOB_KEYS
+    assert SEED_JOB_KEYS - set(body) == set(), "a key of the seed is missing"
+    assert HIDDEN_JOB_KEYS & set(body) == set(), "the lease token is shown"
     assert isinstance(body["id"], str)
     assert isinstance(body["topic"], str)
     assert body["status"] in {"pending", "processing", "completed", "failed"}

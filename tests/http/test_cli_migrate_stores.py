@@ -19,7 +19,9 @@ import pytest
 from jobs_core import Job
 from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
 from jobs_http.__main__ import main
+from jobs_postgres import SCHEMA_VERSION as PG_LATEST
 from jobs_postgres import PostgresStore
+from jobs_sqlite import SCHEMA_VERSION as SQLITE_LATEST
 from jobs_sqlite import SQLiteStore
 from tests.pg_admin import admin_connect, throwaway_database
 from tests.postgres.test_migrations import create_v1, write_v1_rows
@@ -53,10 +55,13 @@ def test_a_v1_sqlite_file_is_checked_migrated_and_still_holds_its_jobs(
     assert code == 1
     assert "version 1" in out
     assert "behind" in out
-    assert run(capsys, url) == (0, f"jobs schema at {url}: version 1 -> 2 (latest 2)\n")
+    assert run(capsys, url) == (
+        0,
+        f"jobs schema at {url}: version 1 -> {SQLITE_LATEST} (latest {SQLITE_LATEST})\n",
+    )
     assert run(capsys, url, "--check") == (
         0,
-        f"jobs schema at {url}: version 2, up to date (latest 2)\n",
+        f"jobs schema at {url}: version {SQLITE_LATEST}, up to date (latest {SQLITE_LATEST})\n",
     )
     asyncio.run(_check(SQLiteStore(path), jobs))
 
@@ -86,7 +91,10 @@ def test_a_missing_sqlite_file_is_behind_for_the_check_and_created_by_migrate(
     url = f"sqlite:///{path}"
     assert run(capsys, url, "--check")[0] == 1
     assert not path.exists()
-    assert run(capsys, url) == (0, f"jobs schema at {url}: version none -> 2 (latest 2)\n")
+    assert run(capsys, url) == (
+        0,
+        f"jobs schema at {url}: version none -> {SQLITE_LATEST} (latest {SQLITE_LATEST})\n",
+    )
 
 
 @pytest.fixture
@@ -107,7 +115,10 @@ def test_a_v1_postgres_table_is_checked_migrated_and_still_holds_its_jobs(
     code, out = run(capsys, pg_url, "--check")
     assert code == 1
     assert "version 1" in out
-    assert run(capsys, pg_url) == (0, f"jobs schema at {shown}: version 1 -> 2 (latest 2)\n")
+    assert run(capsys, pg_url) == (
+        0,
+        f"jobs schema at {shown}: version 1 -> {PG_LATEST} (latest {PG_LATEST})\n",
+    )
     assert run(capsys, pg_url, "--check")[0] == 0
     asyncio.run(_check(PostgresStore.from_url(pg_url), jobs))
 
@@ -123,4 +134,4 @@ def test_a_newer_postgres_table_exits_3_and_is_not_written(
     assert "99" in out
     with admin_connect(pg_url) as db:
         rows = db.execute("SELECT version FROM jobs_schema_version ORDER BY version").fetchall()
-    assert rows == [(1,), (2,), (99,)]
+    assert rows == [*((version,) for version in range(1, PG_LATEST + 1)), (99,)]

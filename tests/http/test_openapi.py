@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from .conftest import ERROR_KEYS, JOB_KEYS, PAGE_KEYS, STATS_KEYS, Client, MakeJob
+from .conftest import (
+    ERROR_KEYS,
+    HIDDEN_JOB_KEYS,
+    JOB_KEYS,
+    PAGE_KEYS,
+    SEED_JOB_KEYS,
+    STATS_KEYS,
+    Client,
+    MakeJob,
+)
 from .schema_check import problems, response_problems
 
 OPERATIONS = {
@@ -45,9 +54,14 @@ def test_every_endpoint_and_status_is_documented(schema: dict[str, Any]) -> None
 
 
 def test_component_shapes_match_the_seed(schema: dict[str, Any]) -> None:
+    """A job is the model's wire fields and `actions`, all required; that keeps every key
+    of the seed's shape and leaves the lease token out."""
     components = schema["components"]["schemas"]
-    assert set(components["JobOut"]["properties"]) == JOB_KEYS
-    assert set(components["JobOut"]["required"]) == JOB_KEYS
+    job = components["JobOut"]
+    assert set(job["properties"]) == JOB_KEYS
+    assert set(job["required"]) == JOB_KEYS
+    assert SEED_JOB_KEYS - set(job["properties"]) == set()
+    assert HIDDEN_JOB_KEYS & set(job["properties"]) == set()
     assert set(components["JobPageOut"]["properties"]) == PAGE_KEYS
     assert set(components["StatsOut"]["properties"]) == STATS_KEYS
     assert set(components["ErrorOut"]["required"]) == ERROR_KEYS

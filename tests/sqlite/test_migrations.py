@@ -41,6 +41,8 @@ from jobs_sqlite import (
     rebuild_table,
     version_table,
 )
+from jobs_sqlite._rows import COLUMNS, insert_values
+from jobs_sqlite._statements import INSERT
 from tests.sqlite import _harness as h
 
 V1_SCHEMA = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
@@ -164,6 +166,12 @@ def checks_of(sql: str) -> list[str]:
     return sorted(found)
 
 
+def columns_by_name(found: dict[str, Any]) -> dict[str, Any]:
+    """`layout`'s answer with the columns keyed by name instead of listed in table order
+    (each column's type, NOT NULL, default and key position kept exactly)."""
+    return {**found, "columns": {column[0]: column[1:] for column in found["columns"]}}
+
+
 def derived_layout(table: sqlalchemy.Table) -> dict[str, Any]:
     """The layout SQLAlchemy creates from today's `table`, in a scratch database."""
     engine = sqlalchemy.create_engine("sqlite://")
@@ -246,14 +254,20 @@ async def test_an_in_memory_store_reports_no_schema_until_first_use() -> None:
 
 
 async def test_a_new_file_has_exactly_the_derived_tables(db_path: Path) -> None:
-    """Columns, types, NOT NULL, CHECK and indexes of a file built by the steps equal
-    what today's `jobs_table` (derived from the job schema) would create."""
+    """Columns, types, NOT NULL, defaults, CHECK and indexes of a file built by the steps
+    equal what today's `jobs_table` (derived from the job schema) would create.
+
+    Columns are compared by name, not position: a step adding a field appends its column
+    (ALTER TABLE ADD COLUMN) while `jobs_table` puts it where the model declares it, and
+    the store never depends on the order, as every statement names its columns.
+    """
     store = SQLiteStore(db_path)
     await store.migrate()
     await store.close()
     with _raw(db_path) as raw:
-        assert layout(raw, "jobs") == derived_layout(jobs_table)
-        assert layout(raw, "jobs_schema_version") == derived_layout(version_table)
+        jobs, versions = layout(raw, "jobs"), layout(raw, "jobs_schema_version")
+    assert columns_by_name(jobs) == columns_by_name(derived_layout(jobs_table))
+    assert columns_by_name(versions) == columns_by_name(derived_layout(version_table))
     statuses = ", ".join(repr(status.value) for status in JobStatus)
     assert derived_layout(jobs_table)["checks"] == [f"status IN ({statuses})"]
 
@@ -371,20 +385,21 @@ def test_processes_opening_one_v1_file_at_once_migrate_it_once(v1_file: Path) ->
 
 # -- a step that rebuilds the table ---------------------------------------------------
 
-#: `jobs` with a fifth status in its CHECK, as a step adding `JobStatus.ARCHIVED` would
-#: write it.
-WITH_ARCHIVED = """
-    id TEXT NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,
-    run_at TEXT NOT NULL, locked_until TEXT, lock_token TEXT, retries INTEGER NOT NULL,
-    max_retries INTEGER NOT NULL, last_error TEXT, created TEXT NOT NULL,
-    updated TEXT NOT NULL, PRIMARY KEY (id),
-    CONSTRAINT jobs_status_known
-        CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'archived'))
-"""
+#: The status CHECK of today's `jobs`, and the one a step adding `JobStatus.ARCHIVED`
+#: would give it.
+KNOWN_STATUSES = "status IN ('pending', 'processing', 'completed', 'failed')"
+WITH_ARCHIVED = "status IN ('pending', 'processing', 'completed', 'failed', 'archived')"
 
 
 def _archived_step(connection: sqlalchemy.Connection) -> None:
-    rebuild_table(connection, "jobs", WITH_ARCHIVED)
+    """Rebuild `jobs` as the earlier steps left it (its stored definition, so every
+    column they made), with the fifth status added to its CHECK."""
+    (sql,) = connection.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+    ).one()
+    definition = sql[sql.index("(") + 1 : sql.rindex(")")]
+    assert definition.count(KNOWN_STATUSES) == 1, definition
+    rebuild_table(connection, "jobs", definition.replace(KNOWN_STATUSES, WITH_ARCHIVED))
 
 
 @pytest.fixture
@@ -395,22 +410,19 @@ def with_archived_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def _insert_raw(path: Path, job: Job, status: str) -> None:
-    row = list(v1_row(job))
-    row[3] = status
+    """`job` as today's store writes it, but with `status` (the file's latest layout)."""
+    row = list(insert_values(job))
+    row[COLUMNS.index("status")] = status
     with _raw(path) as raw:
-        raw.execute(f"INSERT INTO jobs ({V1_COLUMNS}) VALUES ({', '.join('?' * 12)})", row)
+        raw.execute(INSERT, row)
 
 
 async def test_a_rebuild_step_adds_a_status_and_keeps_every_row_and_index(
-    v1_file: Path, with_archived_step: int
+    v1_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_archived_step: int
 ) -> None:
+    """A v1 file migrated through today's steps and the rebuild: every job reads back,
+    and the table has the columns and indexes of a file of today's steps alone."""
     jobs = jobs_in_every_status()
-    with _raw(v1_file) as raw:
-        raw.execute(
-            "CREATE INDEX IF NOT EXISTS jobs_status_created_idx ON jobs (status, created, id)"
-        )
-    with _raw(v1_file) as raw:
-        indexes_before = layout(raw, "jobs")["indexes"]
     store = SQLiteStore(v1_file)
     try:
         assert await store.schema_version() == SchemaVersion(current=1, latest=with_archived_step)
@@ -422,13 +434,20 @@ async def test_a_rebuild_step_adds_a_status_and_keeps_every_row_and_index(
     finally:
         await store.close()
     assert [v for v, _, _ in version_rows(v1_file)] == list(range(1, with_archived_step + 1))
+    with monkeypatch.context() as patch:  # today's steps, without the rebuild
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS)
+        today = SQLiteStore(tmp_path / "today.db")
+        assert await today.migrate() == LATEST
+        await today.close()
+    with _raw(tmp_path / "today.db") as raw:
+        before = layout(raw, "jobs")
     with _raw(v1_file) as raw:
         after = layout(raw, "jobs")
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert after["indexes"] == indexes_before
-    assert after["checks"] == [
-        "status IN ('pending', 'processing', 'completed', 'failed', 'archived')"
-    ]
+    assert before["checks"] == [KNOWN_STATUSES]
+    assert after["columns"] == before["columns"]
+    assert after["indexes"] == before["indexes"]
+    assert after["checks"] == [WITH_ARCHIVED]
     extra = jobs_in_every_status(UPGRADE_NOW + timedelta(days=1))[0]
     _insert_raw(v1_file, _with_id(extra, "archived-1"), "archived")  # the new status is accepted
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):

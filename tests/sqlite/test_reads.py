@@ -19,17 +19,14 @@ from sqlalchemy import event
 from jobs_core import JobNotFound, JobQuery, JobStatus, JobUpdate, StoreError
 from jobs_core.testing.contract import LEASE, make_job
 from jobs_sqlite import SCHEMA_VERSION, SQLiteStore
-from jobs_sqlite._rows import insert_values
-from jobs_sqlite._statements import COUNTED, COUNTS, INSERT
+from jobs_sqlite._statements import COUNTED, COUNTS
+from tests.sqlite.test_migrations import build_v1_file
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 #: Long enough that nothing here ever waits it out: a read stuck behind a write fails
 #: the test by `PATIENCE`, long before the busy timeout would free it.
 BUSY = timedelta(seconds=60)
 PATIENCE = 10.0
-
-#: The layout of version 1 as first released, before `jobs_status_created_idx`.
-V1_AS_RELEASED = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
 
 
 class _ReadGate:
@@ -207,9 +204,7 @@ async def test_a_file_of_the_first_layout_gets_the_status_index_and_keeps_its_jo
     """A file made before `jobs_status_created_idx` gets it when a store opens it; its
     jobs stay, and list by status uses the index instead of sorting."""
     jobs = [make_job() for _ in range(5)]
-    with sqlite3.connect(db_path) as raw:
-        raw.executescript(V1_AS_RELEASED)
-        raw.executemany(INSERT, [insert_values(job) for job in jobs])
+    build_v1_file(db_path, jobs)  # the released DDL, its jobs in that release's rows
     store = SQLiteStore(db_path)
     try:
         page = await store.list(JobQuery(status=JobStatus.PENDING, limit=10))
