@@ -152,9 +152,16 @@ async def test_the_fixture_is_the_layout_of_step_1(
 
 def columns_by_name(description: dict[str, Any]) -> dict[str, Any]:
     """`describe`'s answer with each table's columns keyed by name instead of listed in
-    table order (each column's type, nullability and default kept exactly)."""
+    table order (each column's type and nullability kept exactly, and its default, but
+    for the jobs table's: see the test below)."""
     return {
-        name: {**table, "columns": {column[0]: column[1:] for column in table["columns"]}}
+        name: {
+            **table,
+            "columns": {
+                column[0]: column[1:3] if name == "jobs" else column[1:]
+                for column in table["columns"]
+            },
+        }
         for name, table in description.items()
     }
 
@@ -166,6 +173,9 @@ async def test_a_migrated_table_is_what_the_derived_table_describes(url: str, db
     Columns are compared by name, not position: a step adding a field appends its column
     (ALTER TABLE ADD COLUMN) while the declared table puts it where the model declares
     it, and the store never depends on the order, as every statement names its columns.
+    For the same reason the jobs table's column defaults are not compared: a step adding
+    a NOT NULL column gives it a DEFAULT to fill the rows already there, and no statement
+    relies on one.
     """
     store = PostgresStore(url, schema="migrated")
     try:
