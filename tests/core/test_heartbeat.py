@@ -128,26 +128,50 @@ async def test_a_job_longer_than_its_lease_completes_on_its_first_attempt(
     assert 5 <= len(counting.renewals) <= 12
 
 
-async def test_short_jobs_are_never_renewed(counting: CountingStore, clock: FakeClock) -> None:
-    """A lease that already covers the execution timeout needs no renewal: the drain's
-    path has no renewal writes at all."""
+async def test_jobs_that_end_within_half_an_interval_are_never_renewed(
+    counting: CountingStore, clock: FakeClock
+) -> None:
+    """The drain's path has no renewal writes: a job is first renewed (or checked in)
+    half a renewal interval after its claim, and short jobs are long gone by then."""
     jobs = Jobs(counting, clock=clock, config=config(lease_duration=timedelta(minutes=1)))
-    done = asyncio.Event()
 
     async def quick(job: Job) -> None:
-        await done.wait()
+        return None
 
     jobs.register("q", quick)
-    await jobs.enqueue_many("q", [1, 2, 3])
+    await jobs.enqueue_many("q", list(range(50)))
     await jobs.start()
     try:
-        await until(lambda: jobs._worker.in_flight == 3)
-        await tick(clock, 20)
-        done.set()
         await until(lambda: all(j.status is JobStatus.COMPLETED for j in counting._jobs.values()))
+        await tick(clock, 30)
     finally:
         await jobs.stop(grace=timedelta(0))
     assert counting.renewals == []
+
+
+async def test_a_job_whose_lease_covers_its_timeout_still_checks_in(
+    counting: CountingStore, clock: FakeClock
+) -> None:
+    """With a lease as long as the timeout no renewal is needed to keep the job, but the
+    worker still renews it every interval: that is how it hears of a cancel request."""
+    jobs = Jobs(counting, clock=clock, config=config(lease_duration=timedelta(minutes=1)))
+    release = asyncio.Event()
+
+    async def waits(job: Job) -> None:
+        await release.wait()
+
+    jobs.register("w", waits)
+    await jobs.enqueue("w", None)
+    await jobs.start()
+    try:
+        await until(lambda: jobs._worker.in_flight == 1)
+        await settle()
+        await tick(clock, 25)
+        release.set()
+        await until(lambda: all(j.status is JobStatus.COMPLETED for j in counting._jobs.values()))
+    finally:
+        await jobs.stop(grace=timedelta(0))
+    assert 2 <= len(counting.renewals) <= 3  # every 10 s (a third of the 30 s lease)
 
 
 async def test_renewal_stops_at_the_execution_timeout(

@@ -5,6 +5,7 @@ Everything public is re-exported here; modules starting with `_` are private.
 
 from jobs_core._config import MAX_RETRIES_LIMIT, JobsConfig, exponential_backoff
 from jobs_core._errors import (
+    CannotCancel,
     CannotDelete,
     CannotRequeue,
     IllegalTransition,
@@ -55,6 +56,7 @@ from jobs_core._payload import serialize as serialize_payload
 from jobs_core._registry import available_schemes, open_store
 from jobs_core._service import Jobs
 from jobs_core._transitions import (
+    CANCELLABLE_STATUSES,
     CLAIM_ORDER,
     CLAIMABLE_STATUSES,
     CLIENT_EVENTS,
@@ -76,6 +78,7 @@ from jobs_core.clock import Clock, SystemClock
 from jobs_core.ports import JobStore, MigratableStore, SchemaVersion
 
 __all__ = [
+    "CANCELLABLE_STATUSES",
     "CLAIMABLE_STATUSES",
     "CLAIM_ORDER",
     "CLIENT_EVENTS",
@@ -103,6 +106,7 @@ __all__ = [
     "TIME_FIELDS",
     "WIRE_FIELDS",
     "BaseObserver",
+    "CannotCancel",
     "CannotDelete",
     "CannotRequeue",
     "Clock",

@@ -40,11 +40,15 @@ class IllegalTransition(JobsError):
 
 
 class CannotRequeue(IllegalTransition):
-    """Only `failed` jobs can be requeued."""
+    """Only `failed` or `cancelled` jobs can be requeued."""
 
 
 class CannotDelete(IllegalTransition):
-    """Only `pending` or `failed` jobs can be deleted."""
+    """Only `pending`, `failed` or `cancelled` jobs can be deleted."""
+
+
+class CannotCancel(IllegalTransition):
+    """Only `pending` or `processing` jobs can be cancelled."""
 
 
 class LockLost(JobsError):
@@ -181,4 +185,6 @@ class UnknownStoreScheme(JobsError, ValueError):
 
 
 def _past(event: str) -> str:
-    return {"requeue": "requeued", "delete": "deleted"}.get(event, event + "d")
+    return {"requeue": "requeued", "delete": "deleted", "cancel": "cancelled"}.get(
+        event, event + "d"
+    )

@@ -30,6 +30,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     #: Handed back unrun because the worker stopped (`pending`, attempt not counted).
     RELEASED = "released"
+    #: Stopped at a client's cancel request (`cancelled`, never retried).
+    CANCELLED = "cancelled"
 
 
 #: `refused`'s event for an abandoned thread's completion arriving after its timeout.
@@ -108,6 +110,7 @@ _RESULT_NAMES = {
     Outcome.RETRIED.value: "failed",
     Outcome.FAILED.value: "failed",
     Outcome.RELEASED.value: "released at shutdown",
+    Outcome.CANCELLED.value: "cancelled",
 }
 #: Per store operation, what the log says: what failed, what happens next, and the
 #: line once it works again.

@@ -46,6 +46,8 @@ class Lease:
     renew_until: datetime
     stop: Callable[[], object]
     lost: bool = False
+    #: A renewal found a cancel request on the job: its handler was stopped for it.
+    cancelled: bool = False
     #: Set while a renewal of this lease is in flight: its result must be known before
     #: the job's outcome is written (under whichever token the renewal left).
     renewing: asyncio.Future[None] | None = None
@@ -70,8 +72,7 @@ class Heartbeat:
         """Start renewing `job`'s lease (until `renew_until`) while its handler runs."""
         lease = Lease(job, renew_until, stop)
         self._held[job.id] = lease
-        if _needs_renewal(lease):
-            self._needed.set()
+        self._needed.set()
         return lease
 
     async def release(self, lease: Lease) -> Job:
@@ -87,7 +88,7 @@ class Heartbeat:
         sooner (the leases may run out meanwhile: then the next round finds them lost)."""
         failures = 0
         while not stopped.is_set():
-            if not any(_needs_renewal(lease) for lease in self._held.values()):
+            if not self._held:
                 self._needed.clear()
                 await _first(self._needed.wait(), stopped.wait())
                 if stopped.is_set():
@@ -108,17 +109,18 @@ class Heartbeat:
             await _sleep_unless(self._clock, delay, stopped)
 
     async def beat(self) -> None:
-        """One round: renew every held lease that ends before its `renew_until` and is
-        at least half a renewal interval old."""
+        """One round: renew every held lease at least half a renewal interval old (its
+        job then checks in even when its lease already covers its timeout: that is how
+        the worker learns of a cancel request)."""
         now = self._clock.now()
-        fresh = self._config.lease - self._config.renew_interval / 2
+        half = self._config.renew_interval / 2
         due: list[tuple[Lease, Job]] = []
         for lease in list(self._held.values()):
             job = lease.job
             assert job.lock_token is not None
             assert job.locked_until is not None
             length = min(self._config.lease, lease.renew_until - now)
-            if not _needs_renewal(lease) or job.locked_until - now > fresh or length <= _NOTHING:
+            if lease.lost or now - job.updated < half or length <= _NOTHING:
                 continue
             try:
                 renewed = transitions.renew(
@@ -146,8 +148,12 @@ class Heartbeat:
             lease.renewing = None
             if stored is None:
                 self._lose(lease)
-            else:
-                lease.job = stored
+                continue
+            lease.job = stored
+            if stored.cancel_requested is not None and not lease.cancelled:
+                lease.cancelled = True
+                if self._held.get(stored.id) is lease:  # the handler still runs
+                    lease.stop()
         done.set_result(None)
 
     def _lose(self, lease: Lease) -> None:
@@ -160,12 +166,6 @@ class Heartbeat:
         self._observer.refused(lease.job, LEASE_LOST)
         if held:
             lease.stop()
-
-
-def _needs_renewal(lease: Lease) -> bool:
-    """Whether the lease ends before the job's execution timeout (and margin) does."""
-    ends = lease.job.locked_until
-    return not lease.lost and ends is not None and ends < lease.renew_until
 
 
 async def _first(*waits: Awaitable[object]) -> None:

@@ -50,6 +50,9 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "completed"
     #: Its last allowed attempt failed. Final unless requeued.
     FAILED = "failed"
+    #: Cancelled by a client before it ran, or stopped by its worker at a cancel
+    #: request. Final unless requeued; never retried.
+    CANCELLED = "cancelled"
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +101,13 @@ class Job:
         mutable=True,
         default=None,
         doc="The last failure's message; null if the job never failed.",
+    )
+    cancel_requested: datetime | None = job_field(
+        TIME,
+        nullable=True,
+        mutable=True,
+        default=None,
+        doc="When a client asked to cancel the job while it ran; null if never.",
     )
     created: datetime = job_field(TIME, doc="When the job was enqueued.")
     updated: datetime = job_field(TIME, mutable=True, claim=True, doc="When it last changed.")
@@ -217,6 +227,7 @@ class JobStats:
     processing: int
     completed: int
     failed: int
+    cancelled: int
     total: int
     success_rate: float
 
@@ -230,6 +241,7 @@ class JobStats:
             processing=by[JobStatus.PROCESSING],
             completed=by[JobStatus.COMPLETED],
             failed=by[JobStatus.FAILED],
+            cancelled=by[JobStatus.CANCELLED],
             total=sum(by.values()),
             success_rate=by[JobStatus.COMPLETED] / finished if finished else 0.0,
         )

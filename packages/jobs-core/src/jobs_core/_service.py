@@ -276,6 +276,22 @@ class Jobs:
         transitions.requeue(await self.get(job_id), now=self.clock.now())
         raise JobBusy(job_id, "requeue", _CAS_ATTEMPTS)
 
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a `pending` one is `cancelled` at once; a `processing` one gets a
+        cancel request (`cancel_requested`), which its worker learns at its next lease
+        renewal: it stops the handler (cancels an `async` one, abandons a thread) and the
+        job ends `cancelled`, never retried. If the job completes first, it stays
+        completed. Final jobs raise `CannotCancel`; `JobBusy` if the job changed under
+        every compare-and-set round. Returns the job as stored by the cancel."""
+        for _ in range(_CAS_ATTEMPTS):
+            job = await self.get(job_id)
+            after = transitions.cancel(job, now=self.clock.now())
+            (applied,) = await self.store.update([transitions.update(job, after)])
+            if applied:
+                return after
+        transitions.cancel(await self.get(job_id), now=self.clock.now())
+        raise JobBusy(job_id, "cancel", _CAS_ATTEMPTS)
+
     async def delete(self, job_id: str) -> None:
         """Delete a `pending` or `failed` job; others raise `CannotDelete`.
 

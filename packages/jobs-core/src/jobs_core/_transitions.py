@@ -19,14 +19,21 @@ from typing import Final
 import attrs
 
 from jobs_core._config import Backoff
-from jobs_core._errors import CannotDelete, CannotRequeue, IllegalTransition, LockLost
+from jobs_core._errors import (
+    CannotCancel,
+    CannotDelete,
+    CannotRequeue,
+    IllegalTransition,
+    LockLost,
+)
 from jobs_core._model import JOB_FIELDS, MUTABLE_FIELDS, Job, JobStatus, JobUpdate, JSONValue
 
-PENDING, PROCESSING, COMPLETED, FAILED = (
+PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED = (
     JobStatus.PENDING,
     JobStatus.PROCESSING,
     JobStatus.COMPLETED,
     JobStatus.FAILED,
+    JobStatus.CANCELLED,
 )
 
 
@@ -45,13 +52,18 @@ class JobEvent(enum.StrEnum):
     GIVE_UP = "give_up"
     #: A stopping worker hands the job back; the attempt is not counted.
     RELEASE = "release"
-    #: A client asks for a failed job to run again.
+    #: The worker stopped a handler at a cancel request (or the lease of a job asked to
+    #: cancel ran out): the job ends cancelled, never retried.
+    ABORT = "abort"
+    #: A client asks for a failed or cancelled job to run again.
     REQUEUE = "requeue"
     #: A client removes the job.
     DELETE = "delete"
+    #: A client cancels the job: at once if it waits, by a request to its worker if it runs.
+    CANCEL = "cancel"
 
 
-CLAIM, RENEW, COMPLETE, RETRY, GIVE_UP, RELEASE, REQUEUE, DELETE = JobEvent
+CLAIM, RENEW, COMPLETE, RETRY, GIVE_UP, RELEASE, ABORT, REQUEUE, DELETE, CANCEL = JobEvent
 
 
 @attrs.frozen
@@ -75,6 +87,7 @@ FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "lock_token": FieldRule({"new": "token", "clear": "None"}),
     "retries": FieldRule({"count": "job.retries + 1", "reset": "0"}),
     "last_error": FieldRule({"record": "error", "clear": "None"}),
+    "cancel_requested": FieldRule({"now": "job.cancel_requested or now", "clear": "None"}),
     "updated": FieldRule({"now": "now"}, default="now"),
 }
 
@@ -110,24 +123,33 @@ def move(target: JobStatus | None, *groups: Mapping[str, str], **effects: str) -
     return Move(target, tuple(merged.items()))
 
 
+#: What a requeue does: due now, a fresh count of retries, no error, no cancel request.
+_AGAIN: Final = {
+    "run_at": "now",
+    "retries": "reset",
+    "last_error": "clear",
+    "cancel_requested": "clear",
+}
+
 #: The row is gone (the target of `delete`).
 GONE: Final = move(None)
 
 #: status -> event -> move. An event missing from a status's row is illegal there.
 TRANSITIONS: Final[Mapping[JobStatus, Mapping[JobEvent, Move]]] = {
-    PENDING: {CLAIM: move(PROCESSING, LEASE), DELETE: GONE},
+    PENDING: {CLAIM: move(PROCESSING, LEASE), DELETE: GONE, CANCEL: move(CANCELLED)},
     PROCESSING: {
         RENEW: move(PROCESSING, LEASE),
         COMPLETE: move(COMPLETED, UNLOCK),
         RETRY: move(PENDING, UNLOCK, run_at="backoff", retries="count", last_error="record"),
         GIVE_UP: move(FAILED, UNLOCK, last_error="record"),
         RELEASE: move(PENDING, UNLOCK, run_at="now"),
+        ABORT: move(CANCELLED, UNLOCK, last_error="record"),
+        # A request: the lease stays with the worker, which learns of it when it renews.
+        CANCEL: move(PROCESSING, cancel_requested="now"),
     },
     COMPLETED: {},
-    FAILED: {
-        REQUEUE: move(PENDING, UNLOCK, run_at="now", retries="reset", last_error="clear"),
-        DELETE: GONE,
-    },
+    FAILED: {REQUEUE: move(PENDING, UNLOCK, **_AGAIN), DELETE: GONE},
+    CANCELLED: {REQUEUE: move(PENDING, UNLOCK, **_AGAIN), DELETE: GONE},
 }
 
 #: The order a claim takes due jobs in: `Job` field names, each ascending. Stores
@@ -137,7 +159,7 @@ CLAIM_ORDER: Final = ("run_at", "id")
 EXPIRED_ORDER: Final = ("locked_until", "id")
 
 #: Events a client may ask for (the API's and the UI's actions on one job), in order.
-CLIENT_EVENTS: Final = (REQUEUE, DELETE)
+CLIENT_EVENTS: Final = (REQUEUE, CANCEL, DELETE)
 
 
 def _statuses_with(event: JobEvent) -> frozenset[JobStatus]:
@@ -159,6 +181,8 @@ LEASED_STATUSES: Final = frozenset(
 DELETABLE_STATUSES: Final = _statuses_with(DELETE)
 #: Statuses a job may be requeued from.
 REQUEUEABLE_STATUSES: Final = _statuses_with(REQUEUE)
+#: Statuses a job may be cancelled in (at once, or by a request to its worker).
+CANCELLABLE_STATUSES: Final = _statuses_with(CANCEL)
 
 #: The fields a renewal writes (`JobStore.renew`): those the `renew` move changes, and
 #: `updated`, in `JOB_FIELDS` order. A renewal leaves every other field as stored, so it
@@ -213,6 +237,7 @@ MAX_ERROR_LENGTH = 8192
 _ERRORS: Final[Mapping[JobEvent, type[IllegalTransition]]] = {
     REQUEUE: CannotRequeue,
     DELETE: CannotDelete,
+    CANCEL: CannotCancel,
 }
 
 #: A compiled move: (job, now, token, lease, backoff, error) -> the job after it.
@@ -347,18 +372,45 @@ def expire(job: Job, *, now: datetime, backoff: Backoff) -> Job:
 
 def _failed_attempt(job: Job, error: str, now: datetime, backoff: Backoff) -> Job:
     error = error if len(error) <= MAX_ERROR_LENGTH else error[:MAX_ERROR_LENGTH] + "…[truncated]"
+    if job.cancel_requested is not None:  # asked to stop: never retried
+        return _aborted(job, now, f"cancelled ({error})")
     event = RETRY if job.retries < job.max_retries else GIVE_UP
     return _apply(job, event)(job, now, None, None, backoff, error)
 
 
+#: `last_error` of a job its worker stopped at a cancel request.
+CANCELLED_ERROR = "cancelled"
+
+
+def _aborted(job: Job, now: datetime, error: str = CANCELLED_ERROR) -> Job:
+    return _apply(job, ABORT)(job, now, None, None, None, error)
+
+
 def release(job: Job, *, token: str, now: datetime) -> Job:
-    """Hand a claimed job back unrun (graceful stop): `pending`, due now, attempt not counted."""
+    """Hand a claimed job back unrun (graceful stop): `pending`, due now, attempt not
+    counted; a job asked to cancel ends `cancelled` instead."""
     _check_lease(job, token, now, "release")
+    if job.cancel_requested is not None:
+        return _aborted(job, now)
     return _apply(job, RELEASE)(job, now, None, None, None, None)
 
 
+def abort(job: Job, *, token: str, now: datetime) -> Job:
+    """The worker stopped the handler at the job's cancel request: `cancelled`."""
+    _check_lease(job, token, now, "abort")
+    return _aborted(job, now)
+
+
+def cancel(job: Job, *, now: datetime) -> Job:
+    """A client's cancel: a `pending` job is `cancelled` at once; a `processing` one keeps
+    running with `cancel_requested` set (its worker stops it at its next renewal). Any
+    other status raises `CannotCancel`."""
+    return _apply(job, CANCEL)(job, now, None, None, None, None)
+
+
 def requeue(job: Job, *, now: datetime) -> Job:
-    """`failed` -> `pending`, due now, with retries, lock and last error cleared."""
+    """`failed` or `cancelled` -> `pending`, due now, with retries, lock, last error and
+    cancel request cleared."""
     return _apply(job, REQUEUE)(job, now, None, None, None, None)
 
 

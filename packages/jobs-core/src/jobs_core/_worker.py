@@ -283,6 +283,8 @@ class Worker:
         job = await self._heartbeat.release(lease)
         if lease.lost:  # someone else has the job now: its outcome is not ours to write
             return
+        if lease.cancelled and outcome is not Outcome.COMPLETED:
+            outcome = Outcome.CANCELLED  # stopped at a cancel request: never retried
         self._record(job, began, outcome, error)
 
     async def _call(
@@ -365,6 +367,10 @@ class Worker:
                 after = transitions.complete(job, token=token, now=now)
             elif outcome is Outcome.RELEASED:
                 after = transitions.release(job, token=token, now=now)
+                if after.status is JobStatus.CANCELLED:
+                    outcome = Outcome.CANCELLED
+            elif outcome is Outcome.CANCELLED:
+                after = transitions.abort(job, token=token, now=now)
             else:
                 assert error is not None
                 after = transitions.fail(
@@ -372,6 +378,8 @@ class Worker:
                 )
                 if after.status is JobStatus.PENDING:
                     outcome = Outcome.RETRIED
+                elif after.status is JobStatus.CANCELLED:
+                    outcome = Outcome.CANCELLED
         except LockLost:  # the lease ran out by our own clock: fenced before the store
             self._observer.refused(job, event or outcome.value)
             return
