@@ -114,10 +114,32 @@ async def _v2(conn: AsyncConnection, schema: Schema) -> None:
 _V1_NAMES: Final = {1: "v1 layout"}
 
 
+#: The statuses step 3's CHECK allows. Frozen: a later status is a later step's.
+_V3_STATUSES: Final = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+async def _v3(conn: AsyncConnection, schema: Schema) -> None:
+    """The column `cancel_requested` and the status `cancelled`.
+
+    The column is nullable with no default, so adding it rewrites no row (old jobs read
+    it as null: never asked to cancel). The new CHECK reads every row once, under the
+    table's exclusive lock (see `replace_status_check`).
+    """
+    await _run(
+        conn,
+        [
+            f"ALTER TABLE {schema.sql(schema.name)}"
+            " ADD COLUMN cancel_requested TIMESTAMP WITH TIME ZONE"
+        ],
+    )
+    await replace_status_check(conn, schema, _V3_STATUSES)
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
     Migration(2, "per-topic claim index, named version rows", _v2),
+    Migration(3, "status cancelled, column cancel_requested", _v3),
 )
 
 
