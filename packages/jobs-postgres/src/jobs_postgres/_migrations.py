@@ -22,7 +22,7 @@ from typing import Final, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobs_core import SchemaTooNew, SchemaVersion
+from jobs_core import SchemaTooNew, SchemaVersion, check_migration_steps
 from jobs_postgres._schema import Schema, quote, status_check
 
 log = logging.getLogger("jobs_postgres")
@@ -145,12 +145,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 def steps() -> tuple[Migration, ...]:
     """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
-    numbers = [step.version for step in MIGRATIONS]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
-    names = [step.name for step in MIGRATIONS]
-    if len(set(names)) != len(names):
-        raise AssertionError(f"migration steps must have distinct names, got {names}")
+    check_migration_steps(MIGRATIONS)
     return MIGRATIONS
 
 

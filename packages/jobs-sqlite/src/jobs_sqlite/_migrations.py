@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Connection
 
-from jobs_core import SchemaTooNew, StoreError
+from jobs_core import SchemaTooNew, StoreError, check_migration_steps
 from jobs_sqlite._rows import format_time
 
 #: One row per applied step.
@@ -129,12 +129,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 def steps() -> tuple[Migration, ...]:
     """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
-    numbers = [step.version for step in MIGRATIONS]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
-    names = [step.name for step in MIGRATIONS]
-    if len(set(names)) != len(names):
-        raise AssertionError(f"migration steps must have distinct names, got {names}")
+    check_migration_steps(MIGRATIONS)
     return MIGRATIONS
 
 
