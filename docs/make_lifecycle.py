@@ -20,6 +20,8 @@ WHEN = {
     "retry": "failed attempt or lease expired, retries left",
     "give_up": "failed attempt or lease expired, no retries left",
     "release": "worker stopping; attempt not counted",
+    "abort": "worker stopped the handler at a cancel request, or its lease ran out",
+    "cancel": "client; a running job keeps its lease until its worker stops it",
     "requeue": "client",
     "delete": "client",
 }
@@ -31,7 +33,7 @@ def effects(move: transitions.Move) -> str:
         f"`{field} = {transitions.FIELD_RULES[field].effects[effect].replace('job.', '')}`"
         for field, effect in move.effects
     )
-    return ", ".join(changes) or "row removed"
+    return ", ".join(changes) or ("row removed" if move.target is None else "status only")
 
 
 def render() -> str:

@@ -22,17 +22,20 @@ def test_statuses_come_back_sorted_once_each_and_before_as_utc() -> None:
     assert before == _WHEN
     assert before.tzinfo is UTC
     assert limit == 7
-    assert check_delete_finished(FINAL_STATUSES, _WHEN, 1)[0] == statuses
+    assert check_delete_finished(FINAL_STATUSES, _WHEN, 1)[0] == (
+        JobStatus.CANCELLED,
+        *statuses,
+    )
 
 
 @pytest.mark.parametrize(
     ("statuses", "before", "limit", "message"),
     [
-        ([JobStatus.PENDING], _WHEN, 1, "statuses must be final (completed, failed)"),
+        ([JobStatus.PENDING], _WHEN, 1, "statuses must be final (cancelled, completed, failed)"),
         (["processing"], _WHEN, 1, "got 'processing'"),
         (["done"], _WHEN, 1, "got 'done'"),
         ([None], _WHEN, 1, "got None"),
-        ([], _WHEN, 1, "at least one of completed, failed"),
+        ([], _WHEN, 1, "at least one of cancelled, completed, failed"),
         (JobStatus.FAILED, _WHEN, 1, "a collection of statuses"),
         ([JobStatus.FAILED], _WHEN, 0, "limit must be an integer of at least 1, got 0"),
         ([JobStatus.FAILED], _WHEN, True, "got True"),

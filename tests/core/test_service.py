@@ -100,7 +100,7 @@ async def test_list_passes_payloads_and_byte_budget_to_the_store(
 async def test_stats_counts_and_success_rate(jobs: Jobs) -> None:
     """success_rate = completed / (completed + failed); 0.0 with nothing finished."""
     assert await jobs.stats() == JobStats(
-        pending=0, processing=0, completed=0, failed=0, total=0, success_rate=0.0
+        pending=0, processing=0, completed=0, failed=0, cancelled=0, total=0, success_rate=0.0
     )
     jobs.register("ok", lambda job: None)
     jobs.register("bad", _raise)
@@ -108,9 +108,10 @@ async def test_stats_counts_and_success_rate(jobs: Jobs) -> None:
         await jobs.enqueue("ok", None)
     await jobs.enqueue_with_options("bad", None, EnqueueOptions(max_retries=0))
     await jobs.enqueue("other", None)
+    await jobs.cancel((await jobs.enqueue("other", None)).id)
     await jobs.run_once()
     assert await jobs.stats() == JobStats(
-        pending=1, processing=0, completed=3, failed=1, total=5, success_rate=0.75
+        pending=1, processing=0, completed=3, failed=1, cancelled=1, total=6, success_rate=0.75
     )
 
 

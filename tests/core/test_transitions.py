@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from jobs_core import (
     LOCK_EXPIRED,
     MUTABLE_FIELDS,
+    CannotCancel,
     CannotDelete,
     CannotRequeue,
     IllegalTransition,
@@ -259,24 +260,34 @@ def test_renew_refuses_a_stale_token_or_an_expired_lease() -> None:
 
 def test_the_status_sets_are_read_off_the_table() -> None:
     """The sets stores and the API use, as the table defines them today."""
-    P, R, C, F = JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED
+    P, R, C, F, X = (
+        JobStatus.PENDING,
+        JobStatus.PROCESSING,
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+    )
     sets = {
         "claimable": tr.CLAIMABLE_STATUSES,
         "leased": tr.LEASED_STATUSES,
         "deletable": tr.DELETABLE_STATUSES,
         "requeueable": tr.REQUEUEABLE_STATUSES,
+        "cancellable": tr.CANCELLABLE_STATUSES,
         "final": tr.FINAL_STATUSES,
     }
     assert sets == {
         "claimable": {P},
         "leased": {R},
-        "deletable": {P, F},
-        "requeueable": {F},
-        "final": {C, F},
+        "deletable": {P, F, X},
+        "requeueable": {F, X},
+        "cancellable": {P, R},
+        "final": {C, F, X},
     }
     assert tr.GIVEN_UP_STATUS is JobStatus.FAILED
     assert tr.actions(JobStatus.FAILED) == ("requeue", "delete")
-    assert tr.actions(JobStatus.PROCESSING) == ()
+    assert tr.actions(JobStatus.PENDING) == ("cancel", "delete")
+    assert tr.actions(JobStatus.PROCESSING) == ("cancel",)
+    assert tr.actions(JobStatus.COMPLETED) == ()
 
 
 def test_a_naive_time_is_still_refused_by_the_transitions() -> None:
@@ -296,11 +307,11 @@ def test_requeue_resets_a_failed_job() -> None:
 
 
 @pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.COMPLETED])
-def test_requeue_refuses_anything_but_failed(status: JobStatus) -> None:
+def test_requeue_refuses_anything_but_failed_or_cancelled(status: JobStatus) -> None:
     """CannotRequeue names the job, the event and the state."""
     job = attrs.evolve(claimed(), status=status)
     with pytest.raises(
-        CannotRequeue, match=f"cannot requeue job .* it is {status.value}; only failed"
+        CannotRequeue, match=f"cannot requeue job .* it is {status.value}; only cancelled or failed"
     ):
         tr.requeue(job, now=T0)
 
@@ -310,17 +321,18 @@ def test_requeue_refuses_anything_but_failed(status: JobStatus) -> None:
     [
         (JobStatus.PENDING, True),
         (JobStatus.FAILED, True),
+        (JobStatus.CANCELLED, True),
         (JobStatus.PROCESSING, False),
         (JobStatus.COMPLETED, False),
     ],
 )
-def test_delete_only_pending_or_failed(status: JobStatus, ok: bool) -> None:
+def test_delete_only_pending_failed_or_cancelled(status: JobStatus, ok: bool) -> None:
     """The table decides which jobs can be deleted."""
     job = attrs.evolve(pending(), status=status)
     if ok:
         tr.check_delete(job)
     else:
-        with pytest.raises(CannotDelete, match="only failed or pending"):
+        with pytest.raises(CannotDelete, match="only cancelled, failed or pending"):
             tr.check_delete(job)
 
 
@@ -350,3 +362,60 @@ def test_default_backoff_doubles_within_jitter() -> None:
     delay = exponential_backoff()
     for n in range(10):
         assert 0.9 * 2**n <= delay(n).total_seconds() <= 1.1 * 2**n
+
+
+def test_cancelling_a_pending_job_ends_it_at_once() -> None:
+    """Pending -> cancelled; nothing else changes but `updated`."""
+    job = pending()
+    now = T0 + timedelta(seconds=1)
+    assert tr.cancel(job, now=now) == attrs.evolve(job, status=JobStatus.CANCELLED, updated=now)
+
+
+def test_cancelling_a_running_job_is_a_request_that_keeps_the_lease() -> None:
+    """Processing stays processing, under the same lease; the first request's time stays."""
+    job = claimed()
+    first = tr.cancel(job, now=T0 + timedelta(seconds=1))
+    assert first == attrs.evolve(
+        job, cancel_requested=T0 + timedelta(seconds=1), updated=T0 + timedelta(seconds=1)
+    )
+    again = tr.cancel(first, now=T0 + timedelta(seconds=2))
+    assert again.cancel_requested == T0 + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_a_final_job_cannot_be_cancelled(status: JobStatus) -> None:
+    with pytest.raises(CannotCancel, match=f"it is {status.value}; only pending or processing"):
+        tr.cancel(attrs.evolve(pending(), status=status), now=T0)
+
+
+def test_a_job_asked_to_cancel_is_never_retried() -> None:
+    """Whatever ends its run (the worker's abort, a failure, an expired lease, a stop),
+    a job with a cancel request ends cancelled with its lease cleared."""
+    asked = tr.cancel(claimed(max_retries=3), now=T0)
+    assert asked.locked_until is not None
+    ends = {
+        "abort": tr.abort(asked, token="tok", now=T0),
+        "fail": tr.fail(asked, token="tok", error="boom", now=T0, backoff=backoff),
+        "expire": tr.expire(asked, now=asked.locked_until + LEASE, backoff=backoff),
+        "release": tr.release(asked, token="tok", now=T0),
+    }
+    for name, after in ends.items():
+        assert (after.status, after.lock_token, after.retries) == (
+            JobStatus.CANCELLED,
+            None,
+            0,
+        ), name
+    assert ends["abort"].last_error == "cancelled"
+    assert ends["fail"].last_error == "cancelled (boom)"
+    assert tr.complete(asked, token="tok", now=T0).status is JobStatus.COMPLETED
+
+
+def test_requeue_of_a_cancelled_job_clears_the_request() -> None:
+    stopped = tr.abort(tr.cancel(claimed(), now=T0), token="tok", now=T0)
+    again = tr.requeue(stopped, now=T0 + timedelta(hours=1))
+    assert (again.status, again.cancel_requested, again.last_error, again.retries) == (
+        JobStatus.PENDING,
+        None,
+        None,
+        0,
+    )

@@ -8,13 +8,36 @@ import attrs
 import pytest
 
 from jobs_core import JobStatus, MemoryStore
-from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+from jobs_core.testing.upgrade import (
+    RELEASE_1,
+    UPGRADE_NOW,
+    Layout,
+    check_upgraded,
+    jobs_in_every_status,
+)
 
 
 def test_the_upgrade_jobs_cover_every_status() -> None:
     jobs = jobs_in_every_status()
     assert {job.status for job in jobs} == set(JobStatus)
     assert len({job.id for job in jobs}) == len(jobs)
+
+
+def test_an_older_layout_gets_only_the_jobs_it_can_hold() -> None:
+    """Release 1 had no `cancelled` and no `cancel_requested`: none of its jobs needs
+    them, and it still gets every status it had, each nullable field set and unset."""
+    jobs = jobs_in_every_status(layout=RELEASE_1)
+    assert {job.status for job in jobs} == RELEASE_1.statuses
+    assert all(job.cancel_requested is None for job in jobs)
+    assert {job.id for job in jobs} < {job.id for job in jobs_in_every_status()}
+    for name in ("locked_until", "lock_token", "last_error"):
+        assert {getattr(job, name) is None for job in jobs} == {True, False}, name
+
+
+def test_a_layout_without_a_required_field_is_refused() -> None:
+    lacking = Layout(RELEASE_1.statuses, RELEASE_1.fields - {"topic"})
+    with pytest.raises(ValueError, match="topic"):
+        jobs_in_every_status(layout=lacking)
 
 
 async def test_a_store_holding_the_jobs_passes() -> None:

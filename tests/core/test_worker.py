@@ -183,7 +183,7 @@ async def test_timeouts_of_many_running_jobs_each_fire_at_their_own_deadline(
     quick = await jobs.enqueue("t", "quick")
     second_run = asyncio.create_task(jobs.run_once())
     await settle()
-    assert clock.sleepers == 1  # one shared timer, not one per job
+    assert clock.sleepers == 2  # one shared timeout timer (not one per job), the heartbeat
     clock.advance(LOCK - timedelta(minutes=1))
     assert await first_run == 1
     assert (await jobs.get(second.id)).status is JobStatus.PROCESSING
@@ -383,12 +383,13 @@ async def test_stop_releases_jobs_still_running_after_the_grace(
     await jobs.start()
     await started.wait()
     stopping = asyncio.create_task(jobs.stop(grace=timedelta(seconds=10)))
-    # Claim loop and services gone; left: the handler's timeout and stop's grace period.
+    # Claim loop and services gone; left: the handler's timeout, the heartbeat renewing
+    # its lease, and stop's grace period.
     await until(
         lambda: (
             not jobs.running
             and not any(service.running for service in jobs.services)
-            and clock.sleepers == 2
+            and clock.sleepers == 3
         )
     )
     clock.advance(timedelta(seconds=10))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobs_core import Job
-from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+from jobs_core.testing.upgrade import RELEASE_1, UPGRADE_NOW, check_upgraded, jobs_in_every_status
 from jobs_http.__main__ import main
 from jobs_postgres import SCHEMA_VERSION as PG_LATEST
 from jobs_postgres import PostgresStore
@@ -47,7 +47,7 @@ def test_a_v1_sqlite_file_is_checked_migrated_and_still_holds_its_jobs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "jobs.db"
-    jobs = jobs_in_every_status()
+    jobs = jobs_in_every_status(layout=RELEASE_1)
     build_v1_file(path, jobs)
     url = f"sqlite:///{path}"
 
@@ -70,7 +70,7 @@ def test_a_newer_sqlite_file_exits_3_and_is_not_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "jobs.db"
-    build_v1_file(path, jobs_in_every_status())
+    build_v1_file(path, jobs_in_every_status(layout=RELEASE_1))
     url = f"sqlite:///{path}"
     assert run(capsys, url)[0] == 0
     with sqlite3.connect(path) as raw:
@@ -106,7 +106,7 @@ def pg_url() -> Iterator[str]:
 def test_a_v1_postgres_table_is_checked_migrated_and_still_holds_its_jobs(
     pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    jobs = jobs_in_every_status()
+    jobs = jobs_in_every_status(layout=RELEASE_1)
     with admin_connect(pg_url) as db:
         create_v1(db)
         write_v1_rows(db, jobs)

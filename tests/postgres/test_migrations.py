@@ -28,7 +28,12 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
 )
-from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+from jobs_core.testing.upgrade import (
+    RELEASE_1,
+    UPGRADE_NOW,
+    check_upgraded,
+    jobs_in_every_status,
+)
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from jobs_postgres import _migrations as migrations
 from jobs_postgres._schema import Schema
@@ -38,6 +43,11 @@ from tests.postgres.procs import spawn, wait_for
 Conn = psycopg.Connection[tuple[Any, ...]]
 V1_DDL = (Path(__file__).parent / "fixtures" / "v1_schema.sql").read_text()
 LATER = UPGRADE_NOW + timedelta(seconds=1)
+#: The jobs table's columns in the v1 layout, in its order.
+V1_COLUMNS = (
+    "id, topic, payload, status, run_at, locked_until, lock_token, retries, max_retries,"
+    " last_error, created, updated"
+)
 
 
 @pytest.fixture
@@ -53,6 +63,11 @@ def db(url: str) -> Iterator[Conn]:
         yield conn
 
 
+def v1_jobs() -> list[Job]:
+    """The kit's upgrade jobs that the v1 layout can hold."""
+    return jobs_in_every_status(layout=RELEASE_1)
+
+
 def create_v1(db: Conn, table: str = "jobs", schema: str | None = None) -> None:
     """The fixture's v1 layout (for `table` in `schema`), as the first release made it."""
     if schema is not None:
@@ -66,8 +81,7 @@ def write_v1_rows(db: Conn, jobs: Sequence[Job], relation: str = "jobs") -> None
     """`jobs` as rows of the v1 layout, written with plain SQL."""
     for job in jobs:
         db.execute(
-            f"INSERT INTO {relation} (id, topic, payload, status, run_at, locked_until,"
-            " lock_token, retries, max_retries, last_error, created, updated)"
+            f"INSERT INTO {relation} ({V1_COLUMNS})"
             " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 job.id,
@@ -200,7 +214,7 @@ async def test_a_v1_database_is_upgraded_and_every_job_reads_back_and_works(
     url: str, db: Conn
 ) -> None:
     create_v1(db)
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs)
     store = PostgresStore(url)
     try:
@@ -237,7 +251,7 @@ async def test_a_table_of_the_release_between_gets_the_same_layout(url: str, db:
         "CREATE INDEX jobs_pending_topic_idx ON jobs (topic, run_at, id) WHERE status = 'pending'"
     )
     db.execute("DROP INDEX jobs_pending_idx")
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs)
     store = PostgresStore(url)
     fresh = PostgresStore(url, schema="fresh")
@@ -267,7 +281,7 @@ async def test_migrate_is_idempotent_and_schema_version_creates_nothing(url: str
 
 async def test_a_newer_schema_is_refused_without_writing_or_locking(url: str, db: Conn) -> None:
     create_v1(db)
-    write_v1_rows(db, jobs_in_every_status())
+    write_v1_rows(db, v1_jobs())
     setup = PostgresStore(url)
     try:
         await setup.migrate()
@@ -290,7 +304,7 @@ async def test_a_newer_schema_is_refused_without_writing_or_locking(url: str, db
             with pytest.raises(SchemaTooNew):
                 await asyncio.wait_for(store.migrate(), 30)
             with pytest.raises(SchemaTooNew):
-                await asyncio.wait_for(store.insert(jobs_in_every_status()[:1]), 30)
+                await asyncio.wait_for(store.insert(v1_jobs()[:1]), 30)
         finally:
             await store.close()
     db.execute("SELECT pg_advisory_unlock_all()")
@@ -301,7 +315,7 @@ async def test_opened_without_migrating_an_older_schema_raises_schema_behind(
     url: str, db: Conn
 ) -> None:
     create_v1(db)
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs)
     before = snapshot(db)
     store = PostgresStore(url, create_schema=False)
@@ -341,7 +355,7 @@ async def test_connections_opening_one_v1_table_at_once_apply_each_step_once(
     """Six stores (six connections) all find version 1 and queue on the lock; each
     re-reads the version under it, so the steps run once and every store succeeds."""
     create_v1(db)
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs)
     db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
     stores = [PostgresStore(url) for _ in range(6)]
@@ -363,7 +377,7 @@ async def test_connections_opening_one_v1_table_at_once_apply_each_step_once(
 def test_processes_opening_one_v1_table_at_once_apply_each_step_once(url: str, db: Conn) -> None:
     """As above, with four worker processes queued on the lock together."""
     create_v1(db)
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs)
     db.execute("SELECT pg_advisory_lock(%s)", (Schema("jobs").lock_key,))
     procs = [spawn({"store_url": f"{url}?table=jobs", "mode": "init"}) for _ in range(4)]
@@ -379,47 +393,104 @@ def test_processes_opening_one_v1_table_at_once_apply_each_step_once(url: str, d
 _WAITING = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
 
 
-async def _allow_cancelled(conn: AsyncConnection, schema: Schema) -> None:
-    statuses = [*(status.value for status in JobStatus), "cancelled"]
+async def _allow_archived(conn: AsyncConnection, schema: Schema) -> None:
+    statuses = [*(status.value for status in JobStatus), "archived"]
     await migrations.replace_status_check(conn, schema, statuses)
 
 
 async def test_a_step_replacing_the_status_check_keeps_rows_and_admits_the_new_status(
     url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = migrations.Migration(SCHEMA_VERSION + 1, "cancelled status", _allow_cancelled)
+    step = migrations.Migration(SCHEMA_VERSION + 1, "archived status", _allow_archived)
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
     create_v1(db)
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs)
     store = PostgresStore(url)
-    cancelled = attrs.evolve(jobs[0], id="00000000-0000-4000-8000-00000000c0de")
+    archived = attrs.evolve(jobs[0], id="00000000-0000-4000-8000-00000000c0de")
     try:
         await check_upgraded(store, jobs, LATER)
         top = SCHEMA_VERSION + 1
         assert await store.schema_version() == SchemaVersion(current=top, latest=top)
-        await store.insert([cancelled])  # in the migrated layout, by today's code
+        await store.insert([archived])  # in the migrated layout, by today's code
     finally:
         await store.close()
-    assert versions(db)[-1] == (SCHEMA_VERSION + 1, "cancelled status")
-    db.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (cancelled.id,))
+    assert versions(db)[-1] == (SCHEMA_VERSION + 1, "archived status")
+    db.execute("UPDATE jobs SET status = 'archived' WHERE id = %s", (archived.id,))
     read = "SELECT status FROM jobs WHERE id = %s"
-    assert db.execute(read, (cancelled.id,)).fetchone() == ("cancelled",)
+    assert db.execute(read, (archived.id,)).fetchone() == ("archived",)
     with pytest.raises(psycopg.errors.CheckViolation):
-        db.execute("UPDATE jobs SET status = 'paused' WHERE id = %s", (cancelled.id,))
+        db.execute("UPDATE jobs SET status = 'paused' WHERE id = %s", (archived.id,))
     check = describe(db)["jobs"]["constraints"]
-    assert ["jobs_status_check", "c", _CANCELLED_CHECK, True] in check
+    assert ["jobs_status_check", "c", _check_of(*JobStatus, "archived"), True] in check
 
 
-_CANCELLED_CHECK = (
-    "CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text,"
-    " 'failed'::text, 'cancelled'::text])))"
-)
+def _check_of(*statuses: str) -> str:
+    """The status CHECK allowing `statuses`, as `pg_get_constraintdef` shows it."""
+    listed = ", ".join(f"'{status}'::text" for status in statuses)
+    return f"CHECK ((status = ANY (ARRAY[{listed}])))"
+
+
+async def _at_step_2(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lay out the default table by steps 1 and 2 only (the layout before step 3)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+        store = PostgresStore(url)
+        try:
+            assert await store.migrate() == SchemaVersion(current=2, latest=2)
+        finally:
+            await store.close()
+
+
+async def test_a_step_2_table_is_migrated_to_3_and_every_job_reads_back(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 3 adds `cancel_requested` (null in every old row) and admits `cancelled`:
+    every job of every status step 2 allows reads back identical, the table is then a
+    new one's, and it holds cancelled jobs and jobs asked to cancel."""
+    await _at_step_2(url, monkeypatch)
+    jobs = v1_jobs()
+    write_v1_rows(db, jobs)  # step 2 has release 1's columns and statuses
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (jobs[0].id,))
+    rows = db.execute(f"SELECT {V1_COLUMNS} FROM jobs ORDER BY id").fetchall()
+    store = PostgresStore(url)
+    fresh = PostgresStore(url, schema="fresh")
+    try:
+        assert await store.schema_version() == SchemaVersion(current=2, latest=SCHEMA_VERSION)
+        for job in jobs:
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.cancel_requested is None
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+        await fresh.migrate()
+    finally:
+        await store.close()
+        await fresh.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+    after = db.execute(f"SELECT {V1_COLUMNS}, cancel_requested FROM jobs ORDER BY id")
+    assert after.fetchall() == [(*row, None) for row in rows]
+    assert describe(db) == describe(db, "fresh")
+    check = describe(db)["jobs"]["constraints"]
+    assert ["jobs_status_check", "c", _check_of(*JobStatus), True] in check
+
+    known = {job.id for job in jobs}
+    added = [job for job in jobs_in_every_status() if job.id not in known]
+    assert JobStatus.CANCELLED in {job.status for job in added}
+    assert any(job.cancel_requested is not None for job in added)
+    store = PostgresStore(url)
+    try:
+        await store.insert(added)
+        await check_upgraded(store, [*jobs, *added], LATER)
+    finally:
+        await store.close()
 
 
 async def test_a_table_with_its_own_name_and_schema_is_upgraded(url: str, db: Conn) -> None:
     create_v1(db, table="work", schema="queue")
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     write_v1_rows(db, jobs, relation="queue.work")
     store = PostgresStore(url, table="work", schema="queue")
     other = PostgresStore(url)  # the default table, elsewhere, is not touched

@@ -2,7 +2,8 @@
 fixture) is migrated by today's store and every job reads back and keeps working; a
 new file gets exactly the layout `jobs_table` describes; a newer file, or an older one
 opened without migrating, is refused without a write; several processes migrate one
-file once; a table-rebuilding step adds a status and keeps every row."""
+file once; step 3 (the status 'cancelled', the column cancel_requested) keeps every
+row of a step-2 file; a table-rebuilding step adds a status and keeps every row."""
 
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ from jobs_core import (
     StoreError,
     open_store,
 )
-from jobs_core.testing.upgrade import UPGRADE_NOW, check_upgraded, jobs_in_every_status
+from jobs_core.testing.upgrade import (
+    RELEASE_1,
+    UPGRADE_NOW,
+    check_upgraded,
+    jobs_in_every_status,
+)
 from jobs_sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -52,6 +58,11 @@ V1_COLUMNS = (
 )
 LATEST = SchemaVersion(current=SCHEMA_VERSION, latest=SCHEMA_VERSION)
 AFTER = UPGRADE_NOW + timedelta(seconds=1)
+
+
+def v1_jobs(now: datetime = UPGRADE_NOW) -> list[Job]:
+    """The kit's upgrade jobs that release 1's layout can hold."""
+    return jobs_in_every_status(now, layout=RELEASE_1)
 
 
 def v1_time(value: datetime | None) -> str | None:
@@ -91,7 +102,7 @@ def build_v1_file(path: Path, jobs: list[Job]) -> None:
 
 @pytest.fixture
 def v1_file(db_path: Path) -> Path:
-    build_v1_file(db_path, jobs_in_every_status())
+    build_v1_file(db_path, v1_jobs())
     return db_path
 
 
@@ -198,7 +209,7 @@ async def test_a_v1_file_is_migrated_and_every_job_reads_back_and_keeps_working(
         before = Snapshot(v1_file)
         assert await store.schema_version() == SchemaVersion(current=1, latest=SCHEMA_VERSION)
         before.assert_unchanged()  # reading the version wrote nothing
-        await check_upgraded(store, jobs_in_every_status(), AFTER)
+        await check_upgraded(store, v1_jobs(), AFTER)
         assert await store.schema_version() == LATEST
     finally:
         await store.close()
@@ -326,7 +337,7 @@ async def test_a_newer_file_is_refused_and_not_written(v1_file: Path, mode: str)
         assert (caught.value.found, caught.value.known) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
         assert str(v1_file) in str(caught.value)
         with pytest.raises(SchemaTooNew):
-            await store.insert([jobs_in_every_status()[0]])
+            await store.insert([v1_jobs()[0]])
         if mode != "read-only":
             with pytest.raises(SchemaTooNew):
                 await store.migrate()
@@ -374,7 +385,7 @@ async def test_migrate_upgrades_a_store_opened_without_migrating(v1_file: Path) 
             await store.count_by_status()
         assert await store.migrate() == LATEST
         counts = await store.count_by_status()
-        assert sum(counts.values()) == len(jobs_in_every_status())
+        assert sum(counts.values()) == len(v1_jobs())
     finally:
         await store.close()
 
@@ -389,20 +400,82 @@ def test_processes_opening_one_v1_file_at_once_migrate_it_once(v1_file: Path) ->
     assert legacy_rows(v1_file) == [("jobs", SCHEMA_VERSION)]
     with _raw(v1_file) as raw:
         stored = raw.execute(f"SELECT {V1_COLUMNS} FROM jobs ORDER BY id").fetchall()
-    assert stored == sorted(v1_row(job) for job in jobs_in_every_status())
+    assert stored == sorted(v1_row(job) for job in v1_jobs())
+
+
+# -- step 3: the status 'cancelled' and the column cancel_requested ------------------
+
+
+def build_step_2_file(path: Path, jobs: list[Job], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file as steps 1 and 2 leave it, holding `jobs` (step 2's rows are release 1's)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:2])
+        engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(path)) == 2
+        engine.dispose()
+    with _raw(path) as raw:
+        raw.executemany(
+            f"INSERT INTO jobs ({V1_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+            [v1_row(job) for job in jobs],
+        )
+
+
+async def test_a_step_2_file_is_migrated_to_3_and_every_job_reads_back(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 3 rebuilds `jobs`: every row of every status step 2 allows is copied as it
+    was, with no cancel request, the indexes are kept (the layout of a new file), and
+    the table then holds cancelled jobs and jobs asked to cancel."""
+    jobs = v1_jobs()
+    build_step_2_file(db_path, jobs, monkeypatch)
+    with _raw(db_path) as raw, pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        raw.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (jobs[0].id,))
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=2, latest=SCHEMA_VERSION)
+        for job in jobs:
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.cancel_requested is None
+        assert await store.schema_version() == LATEST
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+    with _raw(db_path) as raw:
+        copied = raw.execute(f"SELECT {V1_COLUMNS}, cancel_requested FROM jobs ORDER BY id")
+        assert copied.fetchall() == sorted((*v1_row(job), None) for job in jobs)
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    fresh = SQLiteStore(tmp_path / "fresh.db")
+    assert await fresh.migrate() == LATEST
+    await fresh.close()
+    with _raw(db_path) as old, _raw(tmp_path / "fresh.db") as new:
+        assert layout(old, "jobs") == layout(new, "jobs")
+
+    known = {job.id for job in jobs}
+    added = [job for job in jobs_in_every_status() if job.id not in known]
+    assert JobStatus.CANCELLED in {job.status for job in added}
+    assert any(job.cancel_requested is not None for job in added)
+    store = SQLiteStore(db_path)
+    try:
+        await store.insert(added)
+        await check_upgraded(store, [*jobs, *added], AFTER)
+    finally:
+        await store.close()
 
 
 # -- a step that rebuilds the table ---------------------------------------------------
 
 #: The status CHECK of today's `jobs`, and the one a step adding `JobStatus.ARCHIVED`
 #: would give it.
-KNOWN_STATUSES = "status IN ('pending', 'processing', 'completed', 'failed')"
-WITH_ARCHIVED = "status IN ('pending', 'processing', 'completed', 'failed', 'archived')"
+_KNOWN = ", ".join(repr(status.value) for status in JobStatus)
+KNOWN_STATUSES = f"status IN ({_KNOWN})"
+WITH_ARCHIVED = f"status IN ({_KNOWN}, 'archived')"
 
 
 def _archived_step(connection: sqlalchemy.Connection) -> None:
     """Rebuild `jobs` as the earlier steps left it (its stored definition, so every
-    column they made), with the fifth status added to its CHECK."""
+    column they made), with one more status added to its CHECK."""
     (sql,) = connection.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
     ).one()
@@ -431,7 +504,7 @@ async def test_a_rebuild_step_adds_a_status_and_keeps_every_row_and_index(
 ) -> None:
     """A v1 file migrated through today's steps and the rebuild: every job reads back,
     and the table has the columns and indexes of a file of today's steps alone."""
-    jobs = jobs_in_every_status()
+    jobs = v1_jobs()
     store = SQLiteStore(v1_file)
     try:
         assert await store.schema_version() == SchemaVersion(current=1, latest=with_archived_step)
@@ -470,7 +543,7 @@ async def test_a_rebuild_refuses_a_table_other_tables_reference(
     the migration's transaction leaves the file as it was."""
     with _raw(v1_file) as raw:
         raw.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, job TEXT REFERENCES jobs (id))")
-        raw.execute("INSERT INTO orders VALUES (1, ?)", (jobs_in_every_status()[0].id,))
+        raw.execute("INSERT INTO orders VALUES (1, ?)", (v1_jobs()[0].id,))
     before = Snapshot(v1_file)
     store = SQLiteStore(v1_file)
     try:
@@ -494,7 +567,7 @@ def test_the_readme_migration_snippet_runs_as_written(tmp_path: Path) -> None:
     """On a file of release 1: it reports version 1, then migrates it."""
     section = README.read_text().split("## Migrations", 1)[1]
     snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
-    build_v1_file(tmp_path / "jobs.db", jobs_in_every_status())
+    build_v1_file(tmp_path / "jobs.db", v1_jobs())
     done = subprocess.run(
         [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, check=False
     )

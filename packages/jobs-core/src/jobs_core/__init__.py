@@ -75,7 +75,8 @@ from jobs_core._transitions import actions as allowed_actions
 from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH, check_delete_finished
 from jobs_core._worker import Handler
 from jobs_core.clock import Clock, SystemClock
-from jobs_core.ports import JobStore, MigratableStore, SchemaVersion
+from jobs_core.ports import JobStore, MigratableStore, NumberedStep, SchemaVersion
+from jobs_core.ports import check_steps as check_migration_steps
 
 __all__ = [
     "CANCELLABLE_STATUSES",
@@ -140,6 +141,7 @@ __all__ = [
     "MaintenanceService",
     "MemoryStore",
     "MigratableStore",
+    "NumberedStep",
     "Outcome",
     "PayloadTooLarge",
     "SchemaBehind",
@@ -154,6 +156,7 @@ __all__ = [
     "UnreadableJob",
     "available_schemes",
     "check_delete_finished",
+    "check_migration_steps",
     "exponential_backoff",
     "open_store",
     "rows_within_budget",

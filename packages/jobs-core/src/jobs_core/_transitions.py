@@ -291,7 +291,14 @@ _APPLY: Final[Mapping[JobStatus, Mapping[JobEvent, Apply]]] = {
 def _refuse(job: Job, event: JobEvent) -> IllegalTransition:
     sources = sorted(s.value for s, row in TRANSITIONS.items() if event in row)
     error = _ERRORS.get(event, IllegalTransition)
-    return error(job.id, event.value, job.status.value, " or ".join(sources) or "no")
+    return error(job.id, event.value, job.status.value, _either(sources))
+
+
+def _either(names: list[str]) -> str:
+    """`a`, `a or b`, `a, b or c`; "no" for none."""
+    if len(names) <= 1:
+        return names[0] if names else "no"
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _apply(job: Job, event: JobEvent) -> Apply:

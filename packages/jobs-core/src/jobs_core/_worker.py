@@ -64,6 +64,7 @@ class Worker:
         self._observer = observer
         self._heartbeat = Heartbeat(store, clock, config, observer)
         self._beating: asyncio.Task[None] | None = None
+        self._beat_users = 0
         self._beat_stop = asyncio.Event()
         self._writer = self._new_writer()
         #: Execution timeouts of running handlers, on one shared timer.
@@ -151,30 +152,33 @@ class Worker:
         jobs = await self._claim(self._config.batch_size)
         tasks = [self._spawn(job) for job in jobs]
         if tasks:
-            owned = self._start_heartbeat()
+            self._start_heartbeat()
             try:
                 await asyncio.gather(*tasks)
             finally:
-                if owned:
-                    await self._stop_heartbeat()
+                await self._stop_heartbeat()
         await self._writer.flushed()
         return len(jobs)
 
-    def _start_heartbeat(self) -> bool:
-        """Renew running jobs' leases in the background; False if that runs already."""
-        if self._beating is not None and not self._beating.done():
-            return False
-        self._beat_stop = asyncio.Event()
-        self._beating = asyncio.create_task(
-            self._heartbeat.run(self._beat_stop), name="jobs-heartbeat"
-        )
-        return True
+    def _start_heartbeat(self) -> None:
+        """Renew running jobs' leases in the background while anyone runs jobs (the
+        loop of `start()`, and each `run_once()`): one heartbeat for all of them."""
+        self._beat_users += 1
+        if self._beating is None:
+            self._beat_stop = asyncio.Event()
+            self._beating = asyncio.create_task(
+                self._heartbeat.run(self._beat_stop), name="jobs-heartbeat"
+            )
 
     async def _stop_heartbeat(self) -> None:
-        if self._beating is not None:
+        """Stop the heartbeat once its last user is done."""
+        if self._beat_users == 0:  # stop() of a worker that never started
+            return
+        self._beat_users -= 1
+        if self._beat_users == 0 and self._beating is not None:
+            beating, self._beating = self._beating, None
             self._beat_stop.set()
-            await self._beating
-            self._beating = None
+            await beating
 
     def _new_writer(self) -> ResultWriter:
         return ResultWriter(

@@ -18,7 +18,7 @@ import attrs
 from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
 from jobs_core.clock import Clock
 
-__all__ = ["Clock", "JobStore", "MigratableStore", "SchemaVersion"]
+__all__ = ["Clock", "JobStore", "MigratableStore", "NumberedStep", "SchemaVersion", "check_steps"]
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +42,27 @@ class SchemaVersion:
     def ahead(self) -> bool:
         """Whether the database is newer than this release (it refuses to write)."""
         return self.current is not None and self.current > self.latest
+
+
+class NumberedStep(Protocol):
+    """One migration step as `check_steps` sees it: its number and its name."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def check_steps(steps: Sequence[NumberedStep]) -> None:
+    """Raise `AssertionError` unless `steps` are numbered 1, 2, 3... in order with no gap
+    and no name twice: the one rule every store's migration list follows."""
+    numbers = [step.version for step in steps]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
+    names = [step.name for step in steps]
+    if len(set(names)) != len(names):
+        raise AssertionError(f"migration steps must have distinct names, got {names}")
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from typing import Final, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobs_core import SchemaTooNew, SchemaVersion
+from jobs_core import SchemaTooNew, SchemaVersion, check_migration_steps
 from jobs_postgres._schema import Schema, quote, status_check
 
 log = logging.getLogger("jobs_postgres")
@@ -114,21 +114,38 @@ async def _v2(conn: AsyncConnection, schema: Schema) -> None:
 _V1_NAMES: Final = {1: "v1 layout"}
 
 
+#: The statuses step 3's CHECK allows. Frozen: a later status is a later step's.
+_V3_STATUSES: Final = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+async def _v3(conn: AsyncConnection, schema: Schema) -> None:
+    """The column `cancel_requested` and the status `cancelled`.
+
+    The column is nullable with no default, so adding it rewrites no row (old jobs read
+    it as null: never asked to cancel). The new CHECK reads every row once, under the
+    table's exclusive lock (see `replace_status_check`).
+    """
+    await _run(
+        conn,
+        [
+            f"ALTER TABLE {schema.sql(schema.name)}"
+            " ADD COLUMN cancel_requested TIMESTAMP WITH TIME ZONE"
+        ],
+    )
+    await replace_status_check(conn, schema, _V3_STATUSES)
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
     Migration(2, "per-topic claim index, named version rows", _v2),
+    Migration(3, "status cancelled, column cancel_requested", _v3),
 )
 
 
 def steps() -> tuple[Migration, ...]:
     """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
-    numbers = [step.version for step in MIGRATIONS]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
-    names = [step.name for step in MIGRATIONS]
-    if len(set(names)) != len(names):
-        raise AssertionError(f"migration steps must have distinct names, got {names}")
+    check_migration_steps(MIGRATIONS)
     return MIGRATIONS
 
 

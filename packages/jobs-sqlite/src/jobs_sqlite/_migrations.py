@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Connection
 
-from jobs_core import SchemaTooNew, StoreError
+from jobs_core import SchemaTooNew, StoreError, check_migration_steps
 from jobs_sqlite._rows import format_time
 
 #: One row per applied step.
@@ -91,6 +91,25 @@ V1_LAYOUT: Final = (
     ),
 )
 
+#: The `jobs` table of step 3: step 2's with `cancel_requested` (after `last_error`,
+#: where the job schema declares it) and 'cancelled' in the status CHECK. Frozen.
+V3_JOBS: Final = (
+    "id TEXT NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,"
+    " run_at TEXT NOT NULL, locked_until TEXT, lock_token TEXT, retries INTEGER NOT NULL,"
+    " max_retries INTEGER NOT NULL, last_error TEXT, cancel_requested TEXT,"
+    " created TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (id),"
+    " CONSTRAINT jobs_status_known CHECK"
+    " (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled'))"
+)
+
+
+def _v3(connection: Connection) -> None:
+    """Rebuild `jobs` as `V3_JOBS` (a CHECK cannot be altered), every old job with no
+    cancel request. Copies every row once, in the migration's transaction: the file
+    needs room for a second copy of the table while it runs, and writers wait."""
+    rebuild_table(connection, "jobs", V3_JOBS, select={"cancel_requested": "NULL"})
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "release 1 layout: jobs, its claim and created indexes", _run_all(*V1_LAYOUT)),
@@ -104,17 +123,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)",
         ),
     ),
+    Migration(3, "status cancelled; column cancel_requested", _v3),
 )
 
 
 def steps() -> tuple[Migration, ...]:
     """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
-    numbers = [step.version for step in MIGRATIONS]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise AssertionError(f"migration steps must be numbered 1..n in order, got {numbers}")
-    names = [step.name for step in MIGRATIONS]
-    if len(set(names)) != len(names):
-        raise AssertionError(f"migration steps must have distinct names, got {names}")
+    check_migration_steps(MIGRATIONS)
     return MIGRATIONS
 
 

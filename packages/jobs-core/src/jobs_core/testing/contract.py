@@ -367,13 +367,63 @@ class JobStoreContract:
         done = transitions.complete(claimed, token=str(claimed.lock_token), now=_T0)
         await store.update([transitions.update(claimed, done)])
         await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        waiting = (await store.list(JobQuery(status=JobStatus.PENDING, limit=1))).items[0]
+        cancelled = transitions.cancel(waiting, now=_T0)
+        assert list(await store.update([transitions.update(waiting, cancelled)])) == [True]
         counts = await store.count_by_status()
         assert {s: counts.get(s, 0) for s in JobStatus} == {
-            JobStatus.PENDING: 2,
+            JobStatus.PENDING: 1,
             JobStatus.PROCESSING: 1,
             JobStatus.COMPLETED: 1,
             JobStatus.FAILED: 0,
+            JobStatus.CANCELLED: 1,
         }
+
+    async def test_a_cancelled_job_is_never_claimed(self, store: JobStore) -> None:
+        """Cancelling a waiting job is a guarded write; claims pass it over, and it can
+        be requeued (then claimed) or deleted."""
+        job = make_job()
+        await store.insert([job])
+        cancelled = transitions.cancel(job, now=_T0)
+        assert cancelled.status is JobStatus.CANCELLED
+        assert list(await store.update([transitions.update(job, cancelled)])) == [True]
+        assert await store.get(job.id) == cancelled
+        assert await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10) == []
+        again = transitions.requeue(cancelled, now=_T0)
+        assert list(await store.update([transitions.update(cancelled, again)])) == [True]
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10)
+        assert claimed.id == job.id
+
+    async def test_a_cancel_request_reaches_the_worker_through_its_renewal(
+        self, store: JobStore
+    ) -> None:
+        """A cancel request on a running job keeps its lease; the worker's next renewal,
+        built from its own older copy, keeps the request and hands it back; the worker's
+        abort then ends the job cancelled."""
+        await store.insert([make_job()])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        asked = transitions.cancel(claimed, now=_T0)
+        assert (asked.status, asked.cancel_requested) == (JobStatus.PROCESSING, _T0)
+        assert list(await store.update([transitions.update(claimed, asked)])) == [True]
+        later = _T0 + timedelta(seconds=1)
+        renewed = transitions.renew(
+            claimed,
+            token=str(claimed.lock_token),
+            now=later,
+            lease=LEASE,
+            new_token=uuid.uuid4().hex,
+        )
+        (seen,) = await store.renew([transitions.update(claimed, renewed)])
+        assert seen is not None
+        assert seen.cancel_requested == _T0
+        stopped = transitions.abort(seen, token=str(seen.lock_token), now=later)
+        assert list(await store.update([transitions.update(seen, stopped)])) == [True]
+        final = await store.get(claimed.id)
+        assert (final.status, final.lock_token, final.cancel_requested) == (
+            JobStatus.CANCELLED,
+            None,
+            _T0,
+        )
 
     # -- delete_finished (retention) ---------------------------------------------------
 
@@ -782,6 +832,22 @@ def make_state_machine(
                 return
             assert list(self.run(self.store.update([transitions.update(job, after)]))) == [True]
             self.model[job_id] = after
+
+        @rule(job_id=job_ids)
+        def cancel(self, job_id: str) -> None:
+            job = self.model.get(job_id)
+            if job is None:
+                return
+            from jobs_core import CannotCancel
+
+            try:
+                after = transitions.cancel(job, now=self.now)
+            except CannotCancel:
+                event("cancel refused")
+                return
+            assert list(self.run(self.store.update([transitions.update(job, after)]))) == [True]
+            self.model[job_id] = after
+            event(f"cancel of a {job.status.value} job")
 
         @rule(job_id=consumes(job_ids))
         def delete(self, job_id: str) -> None:
