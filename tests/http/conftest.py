@@ -13,7 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from jobs_core import WIRE_FIELDS, Job, Jobs, JobsConfig, MemoryStore
+from jobs_core import WIRE_FIELDS, Job, Jobs, JobsConfig, JobStatus, MemoryStore
 from jobs_http import create_app
 
 TOKEN = "test-superuser-token-0123456789abcdef"
@@ -39,13 +39,16 @@ SEED_JOB_KEYS = {
 HIDDEN_JOB_KEYS = {"lock_token"}
 #: What each status allows a client to do, as every job the API returns says.
 ACTIONS = {
-    "pending": ["delete"],
-    "processing": [],
+    "pending": ["cancel", "delete"],
+    "processing": ["cancel"],
     "completed": [],
     "failed": ["requeue", "delete"],
+    "cancelled": ["requeue", "delete"],
 }
 PAGE_KEYS = {"items", "total", "limit", "offset", "payloads", "truncated"}
-STATS_KEYS = {"pending", "processing", "completed", "failed", "total", "success_rate"}
+#: The seed's stats keys: each stays in the stats whatever counts are added.
+SEED_STATS_KEYS = {"pending", "processing", "completed", "failed", "total", "success_rate"}
+STATS_KEYS = {*SEED_STATS_KEYS, "cancelled"}
 ERROR_KEYS = {"status", "message", "data"}
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
@@ -65,7 +68,7 @@ def assert_job(body: Any) -> None:
     assert HIDDEN_JOB_KEYS & set(body) == set(), "the lease token is shown"
     assert isinstance(body["id"], str)
     assert isinstance(body["topic"], str)
-    assert body["status"] in {"pending", "processing", "completed", "failed"}
+    assert body["status"] in {status.value for status in JobStatus}
     for key in ("run_at", "created", "updated"):
         assert RFC3339_UTC.fullmatch(body[key]), body[key]
     assert body["locked_until"] is None or RFC3339_UTC.fullmatch(body["locked_until"])
@@ -73,6 +76,7 @@ def assert_job(body: Any) -> None:
     assert type(body["retries"]) is int
     assert type(body["max_retries"]) is int
     assert body["last_error"] is None or isinstance(body["last_error"], str)
+    assert body["cancel_requested"] is None or RFC3339_UTC.fullmatch(body["cancel_requested"])
     assert body["actions"] == ACTIONS[body["status"]]
 
 
@@ -165,6 +169,8 @@ def make_job(client: Client, jobs: Jobs) -> MakeJob:
                 topics={topic}, now=jobs.clock.now(), lease=timedelta(minutes=5), limit=1
             )
             assert [job.id for job in claimed] == [job_id]
+        elif status == "cancelled":
+            await jobs.cancel(job_id)
         got = await client.get(f"/api/jobs/{job_id}")
         assert got.json()["status"] == status
         return got.json()  # type: ignore[no-any-return]

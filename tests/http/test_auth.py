@@ -37,6 +37,7 @@ ROUTES = [
     ("GET", "/api/jobs/stats"),
     ("GET", "/api/jobs/{id}"),
     ("POST", "/api/jobs/{id}/requeue"),
+    ("POST", "/api/jobs/{id}/cancel"),
     ("DELETE", "/api/jobs/{id}"),
 ]
 
@@ -75,6 +76,7 @@ async def test_refused_requests_change_nothing(
             assert response.status_code == 401
     assert (await client.get("/api/jobs")).json()["total"] == 2
     assert (await client.get(f"/api/jobs/{failed['id']}")).json() == failed
+    assert (await client.get(f"/api/jobs/{pending['id']}")).json() == pending
 
 
 async def test_token_in_query_string_is_not_accepted(anon: Client) -> None:
@@ -87,6 +89,7 @@ async def test_no_enumeration_before_auth(anon: Client) -> None:
     assert_error(await anon.get("/api/jobs/01234567-89ab-cdef-0123-456789abcdef"), 401)
     assert_error(await anon.delete("/api/jobs/nope"), 401)
     assert_error(await anon.post("/api/jobs/nope/requeue"), 401)
+    assert_error(await anon.post("/api/jobs/nope/cancel"), 401)
 
 
 async def test_unauthenticated_body_is_not_validated(anon: Client) -> None:

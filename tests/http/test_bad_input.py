@@ -220,6 +220,7 @@ SERVER_FIELDS = [
     "locked_until",
     "lock_token",
     "last_error",
+    "cancel_requested",
     "created",
     "updated",
     "actions",
@@ -279,6 +280,7 @@ async def test_odd_ids_are_404_never_500(client: Client, job_id: str) -> None:
         ("GET", f"/api/jobs/{job_id}"),
         ("DELETE", f"/api/jobs/{job_id}"),
         ("POST", f"/api/jobs/{job_id}/requeue"),
+        ("POST", f"/api/jobs/{job_id}/cancel"),
     ]:
         response = await client.request(method, path)
         assert response.status_code in {400, 404}, (method, path)

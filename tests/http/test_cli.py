@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from jobs_core import open_store
 from jobs_http.__main__ import AppLoadError, build_jobs, load_app, main
 
 
@@ -58,6 +61,7 @@ def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[st
         "processing": 0,
         "completed": 0,
         "failed": 0,
+        "cancelled": 0,
         "total": 1,
         "success_rate": 0.0,
     }
@@ -73,6 +77,67 @@ def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[st
     code, _, err = run(capsys, "delete", job["id"], "--db", db)
     assert code == 1
     assert "not found" in err
+
+
+def test_cancel_a_pending_job(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`jobs cancel ID` prints the cancelled job; a final job or an unknown id is exit 1."""
+    _, out, _ = run(capsys, "enqueue", "report", "--run-at", "2030-01-01T00:00:00Z", "--db", db)
+    job_id = out.splitlines()[1].split()[0]
+
+    code, out, err = run(capsys, "cancel", job_id, "--db", db)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1].split()[:3] == [job_id, "report", "cancelled"]
+    assert "cancel requested" not in out  # it never ran: nothing to ask its worker
+    code, out, _ = run(capsys, "get", job_id, "--db", db, "--json")
+    assert json.loads(out)["status"] == "cancelled"
+    code, out, _ = run(capsys, "stats", "--db", db, "--json")
+    assert json.loads(out)["cancelled"] == 1
+    code, out, _ = run(capsys, "list", "--db", db, "--status", "cancelled", "--json")
+    assert [item["id"] for item in json.loads(out)["items"]] == [job_id]
+
+    code, out, err = run(capsys, "cancel", job_id, "--db", db)
+    assert (code, out) == (1, "")
+    assert err.startswith("jobs: error: cannot cancel job")
+    assert "it is cancelled" in err
+    code, _, err = run(capsys, "cancel", "missing", "--db", db)
+    assert code == 1
+    assert "not found" in err
+    code, out, _ = run(capsys, "requeue", job_id, "--db", db, "--json")
+    assert code == 0  # a cancelled job may run again
+    assert json.loads(out)["status"] == "pending"
+
+
+def test_cancel_a_processing_job_asks_its_worker(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running job stays processing, with the cancel request shown (and in --json)."""
+    _, out, _ = run(capsys, "enqueue", "report", "--db", db, "--json")
+    job_id = json.loads(out)["id"]
+
+    async def claim() -> None:
+        store = open_store(db)
+        try:
+            jobs = await store.claim(
+                topics={"report"},
+                now=datetime.now(UTC),
+                lease=timedelta(minutes=5),
+                limit=1,
+            )
+            assert [job.id for job in jobs] == [job_id]
+        finally:
+            await store.close()
+
+    asyncio.run(claim())
+    code, out, err = run(capsys, "cancel", job_id, "--db", db, "--json")
+    assert (code, err) == (0, "")
+    job = json.loads(out)
+    assert job["status"] == "processing"
+    assert job["cancel_requested"] is not None
+    assert job["actions"] == ["cancel"]
+    code, out, _ = run(capsys, "cancel", job_id, "--db", db)
+    assert code == 0
+    assert out.splitlines()[1].split()[2] == "processing"
+    assert f"cancel requested: {job['cancel_requested']}" in out
 
 
 def test_enqueue_with_options(db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,5 +228,5 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "enqueue", "list", "stats", "requeue", "delete"):
+    for command in ("serve", "enqueue", "list", "stats", "requeue", "cancel", "delete"):
         assert command in out

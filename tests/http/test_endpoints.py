@@ -174,6 +174,7 @@ async def test_stats(client: Client, make_job: MakeJob) -> None:
         "processing": 0,
         "completed": 0,
         "failed": 0,
+        "cancelled": 0,
         "total": 0,
         "success_rate": 0.0,
     }
@@ -192,6 +193,7 @@ async def test_stats(client: Client, make_job: MakeJob) -> None:
         "processing": 1,
         "completed": 3,
         "failed": 1,
+        "cancelled": 0,
         "total": 6,
         "success_rate": 0.75,
     }

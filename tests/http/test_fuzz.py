@@ -150,7 +150,7 @@ def test_fuzz_ids_and_methods() -> None:
         @given(
             method=methods,
             job_id=ids | st.just(real),
-            suffix=st.sampled_from(["", "/requeue", "/x"]),
+            suffix=st.sampled_from(["", "/requeue", "/cancel", "/x"]),
             authed=st.booleans(),
         )
         def run(method: str, job_id: str, suffix: str, authed: bool) -> None:

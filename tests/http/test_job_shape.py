@@ -36,7 +36,7 @@ PLUS_TWO = timezone(timedelta(hours=2))
 SPECS = {spec.name: spec for spec in JOB_SCHEMA}
 
 
-def _job(status: JobStatus) -> Job:
+def _job(status: JobStatus, cancel_requested: datetime | None = None) -> Job:
     processing = status is JobStatus.PROCESSING
     return Job(
         id="0190a8c4-1b2c-7d3e-8f40-123456789abc",
@@ -49,22 +49,37 @@ def _job(status: JobStatus) -> Job:
         retries=1,
         max_retries=3,
         last_error="boom" if status is JobStatus.FAILED else None,
+        cancel_requested=cancel_requested,
         created=NOW,
         updated=NOW + timedelta(microseconds=5),
     )
 
 
 def test_the_wire_bytes_of_a_job_are_pinned() -> None:
-    """Field names, order, RFC 3339 UTC times, nulls and actions: exactly these bytes."""
+    """Field names, order, RFC 3339 UTC times, nulls and actions: exactly these bytes.
+
+    Changed on purpose for cancellation: `cancel_requested` (null unless a client asked
+    to cancel the running job) joined the wire, and `cancel` the actions of a running job.
+    """
     assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING))) == (
-        b'{"actions":[],"created":"2025-01-08T12:00:00Z",'
+        b'{"actions":["cancel"],"cancel_requested":null,"created":"2025-01-08T12:00:00Z",'
+        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
+        b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
+        b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+    )
+    asked = (NOW + timedelta(minutes=1, microseconds=250)).astimezone(PLUS_TWO)
+    assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING, asked))) == (
+        b'{"actions":["cancel"],"cancel_requested":"2025-01-08T12:01:00.000250Z",'
+        b'"created":"2025-01-08T12:00:00Z",'
         b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
         b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     assert encode_json(JobOut.from_job(_job(JobStatus.FAILED))) == (
-        b'{"actions":["requeue","delete"],"created":"2025-01-08T12:00:00Z",'
+        b'{"actions":["requeue","delete"],"cancel_requested":null,'
+        b'"created":"2025-01-08T12:00:00Z",'
         b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
         b'"locked_until":null,"max_retries":3,'
         b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
@@ -119,14 +134,16 @@ def test_openapi_job_fields_carry_each_fields_doc(schema: dict[str, Any]) -> Non
         assert properties[name]["description"] == SPECS[name].doc, name
     assert properties["status"]["enum"] == [status.value for status in JobStatus]
     assert properties["run_at"]["format"] == "date-time"
-    assert properties["locked_until"]["oneOf"] == [
-        {"type": "string", "format": "date-time"},
-        {"type": "null"},
-    ]
+    for nullable_time in ("locked_until", "cancel_requested"):
+        assert properties[nullable_time]["oneOf"] == [
+            {"type": "string", "format": "date-time"},
+            {"type": "null"},
+        ]
     actions = properties["actions"]
     assert actions["type"] == "array"
     assert actions["items"] == {"type": "string", "enum": list(CLIENT_EVENTS)}
     assert "requeue" in actions["description"]
+    assert "cancel" in actions["description"]
 
 
 def test_openapi_enqueue_body_is_derived_from_the_options(schema: dict[str, Any]) -> None:
@@ -150,10 +167,11 @@ def test_openapi_enqueue_body_is_derived_from_the_options(schema: dict[str, Any]
 async def test_every_job_the_api_returns_lists_its_actions(
     client: Client, make_job: MakeJob
 ) -> None:
-    """Enqueue, get, list (with and without payloads) and requeue all say `actions`."""
+    """Enqueue, get, list (with and without payloads), requeue and cancel all say
+    `actions`."""
     later = {"run_at": "2030-01-01T00:00:00Z"}  # stays pending while the others run
     enqueued = (await client.post("/api/jobs/enqueue", json={"topic": "ok", **later})).json()
-    assert enqueued["actions"] == ["delete"]
+    assert enqueued["actions"] == ["cancel", "delete"]
     jobs = {
         status: await make_job(status, **(later if status == "pending" else {}))
         for status in ACTIONS
@@ -167,4 +185,10 @@ async def test_every_job_the_api_returns_lists_its_actions(
             assert all(item["actions"] == ACTIONS[status] for item in items)
     requeued = await client.post(f"/api/jobs/{jobs['failed']['id']}/requeue")
     assert requeued.json()["status"] == "pending"
-    assert requeued.json()["actions"] == ["delete"]
+    assert requeued.json()["actions"] == ["cancel", "delete"]
+    cancelled = await client.post(f"/api/jobs/{enqueued['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["actions"] == ["requeue", "delete"]
+    asked = await client.post(f"/api/jobs/{jobs['processing']['id']}/cancel")
+    assert asked.json()["status"] == "processing"
+    assert asked.json()["actions"] == ["cancel"]

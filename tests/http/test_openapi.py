@@ -12,6 +12,7 @@ from .conftest import (
     JOB_KEYS,
     PAGE_KEYS,
     SEED_JOB_KEYS,
+    SEED_STATS_KEYS,
     STATS_KEYS,
     Client,
     MakeJob,
@@ -24,6 +25,7 @@ OPERATIONS = {
     ("/api/jobs/stats", "get"): {"200", "401", "500", "503"},
     ("/api/jobs/{job_id}", "get"): {"200", "400", "401", "404", "500", "503"},
     ("/api/jobs/{job_id}/requeue", "post"): {"200", "400", "401", "404", "409", "500", "503"},
+    ("/api/jobs/{job_id}/cancel", "post"): {"200", "400", "401", "404", "409", "500", "503"},
     ("/api/jobs/{job_id}", "delete"): {"204", "400", "401", "404", "409", "500", "503"},
 }
 
@@ -64,8 +66,15 @@ def test_component_shapes_match_the_seed(schema: dict[str, Any]) -> None:
     assert HIDDEN_JOB_KEYS & set(job["properties"]) == set()
     assert set(components["JobPageOut"]["properties"]) == PAGE_KEYS
     assert set(components["StatsOut"]["properties"]) == STATS_KEYS
+    assert set(components["StatsOut"]["required"]) >= SEED_STATS_KEYS
     assert set(components["ErrorOut"]["required"]) == ERROR_KEYS
-    assert components["JobStatus"]["enum"] == ["pending", "processing", "completed", "failed"]
+    assert components["JobStatus"]["enum"] == [
+        "pending",
+        "processing",
+        "completed",
+        "failed",
+        "cancelled",
+    ]
     assert schema["components"]["securitySchemes"]["superuser"] == {
         "type": "http",
         "scheme": "bearer",
@@ -101,6 +110,7 @@ async def test_real_responses_match_the_schema(
 ) -> None:
     failed = await make_job("failed")
     processing = await make_job("processing")
+    pending = await make_job("pending")
     calls = [
         ("GET", "/api/jobs"),
         ("GET", "/api/jobs?payloads=false"),
@@ -111,6 +121,11 @@ async def test_real_responses_match_the_schema(
         ("GET", "/api/jobs?limit=0"),
         ("POST", f"/api/jobs/{processing['id']}/requeue"),
         ("POST", f"/api/jobs/{failed['id']}/requeue"),
+        ("POST", f"/api/jobs/{processing['id']}/cancel"),
+        ("GET", f"/api/jobs/{processing['id']}"),
+        ("POST", f"/api/jobs/{pending['id']}/cancel"),
+        ("POST", f"/api/jobs/{pending['id']}/cancel"),
+        ("POST", "/api/jobs/missing/cancel"),
         ("DELETE", f"/api/jobs/{processing['id']}"),
         ("DELETE", f"/api/jobs/{failed['id']}"),
     ]

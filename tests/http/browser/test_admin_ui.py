@@ -56,7 +56,7 @@ def test_sign_in_shows_the_newest_jobs_and_the_counts(page: Page, server: Server
     """After signing in: counts equal the API's, rows are newest first with their columns."""
     sign_in(page, server)
     stats = server.stats()
-    for status in ("pending", "processing", "completed", "failed"):
+    for status in ("pending", "processing", "completed", "failed", "cancelled"):
         expect(page.locator(f"#stat-{status}")).to_have_text(str(stats[status]))
     expect(page.locator("#stat-rate")).to_have_text(f"{stats['success_rate'] * 100:.1f} %")
 
@@ -244,23 +244,31 @@ def test_details_show_payload_error_and_every_time(page: Page, server: Server) -
 
 
 def test_buttons_only_where_the_state_machine_allows(page: Page, server: Server) -> None:
-    """failed: requeue + delete; pending: delete; completed: nothing. In rows and details."""
+    """failed and cancelled: requeue + delete; pending: cancel + delete; completed: nothing.
+    In rows and details."""
     completed = server.api.get("/api/jobs", params={"status": "completed", "limit": 1}).json()[
         "items"
     ][0]
     pending = server.pending_job()
     failed = server.failed_job("nope")
+    cancelled = server.api.post(f"/api/jobs/{server.pending_job()['id']}/cancel").json()
     sign_in(page, server)
-    expected = {failed["id"]: ["Requeue", "Delete"], pending["id"]: ["Delete"], completed["id"]: []}
-    for job in (completed, pending, failed):  # the server lists the same actions
+    expected = {
+        cancelled["id"]: ["Requeue", "Delete"],
+        failed["id"]: ["Requeue", "Delete"],
+        pending["id"]: ["Cancel", "Delete"],
+        completed["id"]: [],
+    }
+    for job in (completed, pending, failed, cancelled):  # the server lists the same actions
         assert [action.capitalize() for action in job["actions"]] == expected[job["id"]]
     for job_id, buttons in expected.items():
         page.goto(f"{server.url}/_/?job={job_id}")
         expect(page.locator("#detail-body")).to_be_visible()
         expect(page.locator("#detail-requeue")).to_be_visible(visible="Requeue" in buttons)
+        expect(page.locator("#detail-cancel")).to_be_visible(visible="Cancel" in buttons)
         expect(page.locator("#detail-delete")).to_be_visible(visible="Delete" in buttons)
     page.goto(f"{server.url}/_/")
-    for job_id, buttons in list(expected.items())[:2]:
+    for job_id, buttons in list(expected.items())[:3]:
         expect(row_of(page, job_id).locator("td.actions button")).to_have_text(buttons)
 
 
@@ -274,7 +282,11 @@ def test_buttons_follow_the_actions_the_server_lists(page: Page, server: Server)
     server.wait_for(completed["id"], "completed")
     failed = server.failed_job("listed as delete only")
     pending = server.pending_job()
-    listed = {completed["id"]: ["requeue"], failed["id"]: [], pending["id"]: ["delete", "requeue"]}
+    listed = {
+        completed["id"]: ["requeue", "cancel"],
+        failed["id"]: [],
+        pending["id"]: ["delete", "requeue"],
+    }
 
     def rewrite(route: Route) -> None:
         response = route.fetch()
@@ -286,14 +298,15 @@ def test_buttons_follow_the_actions_the_server_lists(page: Page, server: Server)
 
     page.route(re.compile(r"/api/jobs(\?|/[0-9a-f-]+$)"), rewrite)
     sign_in(page, server)
-    buttons = {"requeue": "Requeue", "delete": "Delete"}
+    buttons = {"requeue": "Requeue", "cancel": "Cancel", "delete": "Delete"}
     for job_id, actions in listed.items():
-        shown = [buttons[action] for action in ("requeue", "delete") if action in actions]
+        shown = [buttons[action] for action in buttons if action in actions]
         expect(row_of(page, job_id).locator("td.actions button")).to_have_text(shown)
     for job_id, actions in listed.items():
         page.goto(f"{server.url}/_/?job={job_id}")
         expect(page.locator("#detail-body")).to_be_visible()
         expect(page.locator("#detail-requeue")).to_be_visible(visible="requeue" in actions)
+        expect(page.locator("#detail-cancel")).to_be_visible(visible="cancel" in actions)
         expect(page.locator("#detail-delete")).to_be_visible(visible="delete" in actions)
 
 
@@ -317,7 +330,7 @@ def test_requeue_a_failed_job_after_confirming(page: Page, server: Server) -> No
         page.locator("#confirm-ok").click()
     expect(dialog).to_be_hidden()
     expect(row.locator(".badge")).to_have_text("pending")
-    expect(row.locator("td.actions button")).to_have_text(["Delete"])
+    expect(row.locator("td.actions button")).to_have_text(["Cancel", "Delete"])
     expect(row.locator("td").nth(2)).to_have_text("0/0")
     expect(page.locator("#notice")).to_contain_text("Requeued")
     assert page.evaluate("window.__notReloaded") is True

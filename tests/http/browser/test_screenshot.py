@@ -34,6 +34,8 @@ def showcase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
         for n in range(3):
             server.enqueue(jobs_app.STAYS_PENDING, {"report": "weekly", "team": n}, run_at=later)
+        dropped = server.enqueue(jobs_app.STAYS_PENDING, {"report": "yearly"}, run_at=later)
+        server.api.post(f"/api/jobs/{dropped['id']}/cancel")
         done = [
             server.enqueue(jobs_app.SUCCEEDS, {"to": f"{name}@example.com", "template": "welcome"})
             for name in ("ana", "bo", "chen", "dara", "eli", "fay", "gus")
@@ -57,7 +59,8 @@ def test_screenshot_of_the_main_screen(
     page = open_page(viewport)
     sign_in(page, showcase)
     expect(page.locator("#stat-processing")).to_have_text("1")
-    expect(page.locator("#jobs-body tr")).to_have_count(13)
+    expect(page.locator("#stat-cancelled")).to_have_text("1")
+    expect(page.locator("#jobs-body tr")).to_have_count(14)
     page.mouse.move(0, 0)  # no row hovered
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), animations="disabled", caret="hide")

@@ -1,4 +1,4 @@
-"""The six `/api/jobs` endpoints of the seed, thin over `jobs_core.Jobs`.
+"""The `/api/jobs` endpoints (the seed's six and cancel), thin over `jobs_core.Jobs`.
 
 Handlers only translate: wire in, one `Jobs` call, wire out. Validation of topics,
 times, retries and paging lives in the core (and in `_wire` for the body's JSON);
@@ -232,12 +232,26 @@ async def get_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
 @post(
     "/{job_id:str}/requeue",
     status_code=200,
-    summary="Requeue a failed job",
+    summary="Requeue a failed or cancelled job",
     responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
 )
 async def requeue(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
-    """Give a `failed` job a fresh start: `pending`, due now, retries reset to 0."""
+    """Give a `failed` or `cancelled` job a fresh start: `pending`, due now, retries
+    reset to 0."""
     return JobOut.from_job(await jobs.requeue(job_id))
+
+
+@post(
+    "/{job_id:str}/cancel",
+    status_code=200,
+    summary="Cancel a pending or processing job",
+    responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
+)
+async def cancel(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
+    """Cancel a job: a `pending` one is `cancelled` at once; a `processing` one stays
+    `processing` with `cancel_requested` set, and its worker stops it at its next lease
+    renewal. Final jobs are a 409."""
+    return JobOut.from_job(await jobs.cancel(job_id))
 
 
 @delete(
@@ -247,7 +261,7 @@ async def requeue(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
     responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
 )
 async def delete_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> None:
-    """Delete a `pending` or `failed` job."""
+    """Delete a `pending`, `failed` or `cancelled` job."""
     await jobs.delete(job_id)
 
 
@@ -262,7 +276,7 @@ def api_router(jobs: Jobs, authenticate: Authenticate, *, page_bytes: int = PAGE
 
     return Router(
         path="/api/jobs",
-        route_handlers=[enqueue, list_jobs, stats, get_job, requeue, delete_job],
+        route_handlers=[enqueue, list_jobs, stats, get_job, requeue, cancel, delete_job],
         guards=[superuser_guard(authenticate), single_valued_query],
         dependencies={
             "jobs": Provide(provide_jobs, sync_to_thread=False),

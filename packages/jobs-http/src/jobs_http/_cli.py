@@ -147,11 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", parents=[db_parent, out_parent], help="show one job")
     get.add_argument("id")
     requeue = commands.add_parser(
-        "requeue", parents=[db_parent, out_parent], help="requeue a failed job"
+        "requeue", parents=[db_parent, out_parent], help="requeue a failed or cancelled job"
     )
     requeue.add_argument("id")
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[db_parent, out_parent],
+        help="cancel a pending job, or ask a processing job's worker to stop it",
+    )
+    cancel.add_argument("id")
     remove = commands.add_parser(
-        "delete", parents=[db_parent, out_parent], help="delete a pending or failed job"
+        "delete",
+        parents=[db_parent, out_parent],
+        help="delete a pending, failed or cancelled job",
     )
     remove.add_argument("id")
 
@@ -211,7 +219,8 @@ def _positive_int(text: str) -> int:
 
 
 async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
-    """Run one of enqueue/list/stats/get/requeue/delete against `jobs`' store and print it."""
+    """Run one of enqueue/list/stats/get/requeue/cancel/delete against `jobs`' store and
+    print it."""
     command: str = args.command
     if command == "enqueue":
         try:
@@ -243,8 +252,9 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
                 (field.name, _cell(getattr(stats, field.name))) for field in attrs.fields(StatsOut)
             ]
             _print_table(("metric", "value"), rows, out)
-    elif command in {"get", "requeue"}:
-        job = await (jobs.get(args.id) if command == "get" else jobs.requeue(args.id))
+    elif command in {"get", "requeue", "cancel"}:
+        act = {"get": jobs.get, "requeue": jobs.requeue, "cancel": jobs.cancel}[command]
+        job = await act(args.id)
         _print_jobs([JobOut.from_job(job)], args.json, out, single=True)
     elif command == "delete":
         await jobs.delete(args.id)
@@ -331,7 +341,10 @@ def _print_jobs(
     ]
     _print_table(_COLUMNS, rows, out)
     if single and items:
-        out.write(f"payload: {json.dumps(items[0].payload, ensure_ascii=False)[:2000]}\n")
+        job = items[0]
+        if job.cancel_requested is not None:  # still running: its worker stops it soon
+            out.write(f"cancel requested: {_cell(job.cancel_requested)}\n")
+        out.write(f"payload: {json.dumps(job.payload, ensure_ascii=False)[:2000]}\n")
 
 
 def _cell(value: Any, width: int = 60) -> str:

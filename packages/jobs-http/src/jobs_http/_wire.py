@@ -281,6 +281,7 @@ class StatsOut:
     processing: int
     completed: int
     failed: int
+    cancelled: int
     total: int
     success_rate: float
 
@@ -292,6 +293,7 @@ class StatsOut:
             processing=stats.processing,
             completed=stats.completed,
             failed=stats.failed,
+            cancelled=stats.cancelled,
             total=stats.total,
             success_rate=stats.success_rate,
         )

@@ -63,6 +63,7 @@ export function api(token) {
     list: (query) => call(token, "GET", "/api/jobs", { ...query, payloads: "false" }),
     get: (id) => call(token, "GET", jobPath(id)),
     requeue: (id) => call(token, "POST", `${jobPath(id)}/requeue`),
+    cancel: (id) => call(token, "POST", `${jobPath(id)}/cancel`),
     remove: (id) => call(token, "DELETE", jobPath(id)),
   };
 }

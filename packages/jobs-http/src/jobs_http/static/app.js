@@ -1,5 +1,5 @@
 // The admin page: sign in, counts, the job list with filters and paging, one job's
-// details, requeue and delete. The URL (?topic=&status=&offset=&job=) is the view's
+// details, requeue, cancel and delete. The URL (?topic=&status=&offset=&job=) is the view's
 // state, so any view can be shared or reloaded.
 
 import { ApiError, api } from "./api.js";
@@ -9,7 +9,7 @@ const TOKEN_KEY = "jobs.superuser-token";
 const PAGE_SIZE = 20;
 const STATS_EVERY_MS = 5000;
 const MIN_REFRESH_MS = 1000; // the counts are never fetched more often than this
-const STATUSES = ["pending", "processing", "completed", "failed"];
+const STATUSES = ["pending", "processing", "completed", "failed", "cancelled"];
 
 let client = null; // api(token) while signed in
 let view = { topic: "", status: "", offset: 0, job: "" };
@@ -262,6 +262,9 @@ function rowFor(job) {
       job.last_error
         ? el("span", { class: "row-error", title: truncate(job.last_error, 2000) }, truncate(job.last_error, 140))
         : null,
+      cancelRequested(job)
+        ? el("span", { class: "row-note", title: job.cancel_requested }, "cancel requested")
+        : null,
     ),
     el("td", { "data-label": "Status" }, badge(job.status)),
     el("td", { "data-label": "Retries", class: "num" }, `${job.retries}/${job.max_retries}`),
@@ -282,10 +285,18 @@ function allows(job, action) {
   return Array.isArray(job.actions) && job.actions.includes(action);
 }
 
+// A running job a client asked to cancel: its worker stops it at its next lease renewal.
+function cancelRequested(job) {
+  return job.status === "processing" && Boolean(job.cancel_requested);
+}
+
 function actionButtons(job) {
   const buttons = [];
   if (allows(job, "requeue")) {
     buttons.push(el("button", { type: "button", class: "small primary", onclick: () => requeue(job) }, "Requeue"));
+  }
+  if (allows(job, "cancel")) {
+    buttons.push(el("button", { type: "button", class: "small", onclick: () => cancel(job) }, "Cancel"));
   }
   if (allows(job, "delete")) {
     buttons.push(el("button", { type: "button", class: "small danger", onclick: () => remove(job) }, "Delete"));
@@ -329,7 +340,7 @@ function renderDetail(job) {
   byId("detail-status").replaceWith(Object.assign(badge(job.status), { id: "detail-status" }));
   byId("detail-id").textContent = job.id;
   byId("detail-retries").textContent = `${job.retries} of ${job.max_retries}`;
-  for (const field of ["run_at", "locked_until", "created", "updated"]) {
+  for (const field of ["run_at", "locked_until", "cancel_requested", "created", "updated"]) {
     const value = job[field];
     const relative = value ? relativeTime(value) : "";
     byId(`detail-${field}`).textContent = value ? `${value}${relative ? ` (${relative})` : ""}` : "–";
@@ -338,7 +349,9 @@ function renderDetail(job) {
   error.textContent = job.last_error ?? "No error recorded.";
   error.classList.toggle("none", job.last_error === null || job.last_error === undefined);
   byId("detail-payload").textContent = JSON.stringify(job.payload, null, 2);
+  show(byId("detail-cancel-requested-fact"), Boolean(job.cancel_requested));
   show(byId("detail-requeue"), allows(job, "requeue"));
+  show(byId("detail-cancel"), allows(job, "cancel"));
   show(byId("detail-delete"), allows(job, "delete"));
   show(byId("detail-body"), true);
 }
@@ -363,6 +376,34 @@ async function requeue(job) {
   } catch (err) {
     if (signedOutBy(err)) return;
     notify(`Could not requeue ${describe(job)}: ${err.message}`, true);
+    render();
+  }
+  refreshStats({ force: true });
+}
+
+async function cancel(job) {
+  const running = job.status === "processing";
+  const confirmed = await confirmAction({
+    title: "Cancel this job?",
+    text: running
+      ? `${capitalize(describe(job))} is running: its worker will stop it at its next lease renewal, and it will end cancelled (not retried). If it finishes first, it stays completed.`
+      : `${capitalize(describe(job))} will not run: it will be cancelled now. It can be requeued later.`,
+    action: "Cancel job",
+    dismiss: "Keep job",
+    danger: true,
+  });
+  if (!confirmed || !client) return;
+  try {
+    const updated = await client.cancel(job.id);
+    notify(
+      updated.status === "cancelled"
+        ? `Cancelled ${describe(job)}.`
+        : `Asked to cancel ${describe(job)}; its worker stops it at its next lease renewal.`,
+    );
+    jobChanged(updated);
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not cancel ${describe(job)}: ${err.message}`, true);
     render();
   }
   refreshStats({ force: true });
@@ -415,11 +456,14 @@ function notify(text, isError = false) {
 }
 
 // Our own confirmation (a <dialog>), never the browser's confirm box. Resolves true or false.
-function confirmAction({ title, text, action, danger = false }) {
+// `dismiss` names the button that changes nothing ("Cancel" would be ambiguous when the
+// action is to cancel a job).
+function confirmAction({ title, text, action, dismiss = "Cancel", danger = false }) {
   const dialog = byId("confirm-dialog");
   const ok = byId("confirm-ok");
   byId("confirm-title").textContent = title;
   byId("confirm-text").textContent = text;
+  byId("confirm-cancel").textContent = dismiss;
   ok.textContent = action;
   ok.className = danger ? "danger" : "primary";
   return new Promise((resolve) => {
@@ -469,6 +513,7 @@ function wire() {
     navigate({ job: "" }, { push: true });
   });
   byId("detail-requeue").addEventListener("click", () => currentJob && requeue(currentJob));
+  byId("detail-cancel").addEventListener("click", () => currentJob && cancel(currentJob));
   byId("detail-delete").addEventListener("click", () => currentJob && remove(currentJob));
   for (const card of document.querySelectorAll(".stat[data-status]")) {
     card.addEventListener("click", () => {
