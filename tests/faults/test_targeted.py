@@ -35,7 +35,11 @@ from tests.faults.stores import second_connection
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LOCK = timedelta(seconds=30)
-CONFIG = JobsConfig(lock_duration=LOCK, backoff=lambda n: timedelta(0))
+# The lease covers the whole timeout (no renewal needed): these tests move fake clocks
+# in single steps, as no renewing worker would.
+CONFIG = JobsConfig(
+    lock_duration=LOCK, lease_duration=timedelta(hours=1), backoff=lambda n: timedelta(0)
+)
 POOL_TOKEN = "pool-check-token-0123456789abcdefghij"
 
 
@@ -45,7 +49,7 @@ async def test_clock_skew_inside_the_margin_never_steals_a_running_job(
 ) -> None:
     """B's clock runs `skew` ahead of A's. Leases are judged by the application clock,
     so the tolerated skew is the lease margin (max(5 %, 1 s) = 1.5 s here): below it, B
-    never re-claims the job A still runs; far above it (lock/2), it does -- which is why
+    never re-claims the job A still runs; far above it (lock/2), it can -- which is why
     hosts must keep their clocks in sync and why the PostgreSQL store warns on skew."""
     clock_a, clock_b = FakeClock(T0), FakeClock(T0 + skew)
     a = Jobs(any_store, clock=clock_a, config=CONFIG)
@@ -77,7 +81,12 @@ async def test_clock_skew_inside_the_margin_never_steals_a_running_job(
         assert stolen == 0
         assert b_runs == []
     else:
-        assert stolen == 1  # the documented limit: skew beyond the margin breaks exclusion
+        # The documented limit: skew beyond the margin breaks exclusion, so B may take
+        # the job A still runs. Whether it does here depends on a race: A's heartbeat
+        # may renew (under a new token) between B's read of the expired lease and B's
+        # rescue, which is then refused. Either way at most one of them holds the job.
+        assert stolen in (0, 1)
+        assert len(b_runs) == stolen
 
 
 async def test_postgres_warns_when_the_host_clock_is_off(
