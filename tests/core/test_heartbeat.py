@@ -15,6 +15,7 @@ import attrs
 import pytest
 
 from jobs_core import (
+    LOCK_EXPIRED,
     BaseObserver,
     EnqueueOptions,
     InvalidOptions,
@@ -62,16 +63,24 @@ class Refusals(BaseObserver):
 
 
 class CountingStore(MemoryStore):
-    """Counts renewal calls, and can fail them."""
+    """Counts renewal calls, and can fail them or leave them unanswered."""
 
     def __init__(self) -> None:
         super().__init__()
         self.renewals: list[int] = []
         self.failing = False
+        self.hanging = False
+        self.abandoned = 0
 
     async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
         if self.failing:
             raise StoreUnavailable("down for the test")
+        if self.hanging:  # as over a partitioned link: no answer, no error
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.abandoned += 1
+                raise
         self.renewals.append(len(renewals))
         return await super().renew(renewals)
 
@@ -305,6 +314,49 @@ async def test_failing_renewals_are_reported_and_a_lease_that_ran_out_is_given_u
     assert "renew" in refusals.store_errors
     assert (job.id, "renew") in refusals.refusals
     assert refusals.recovered.count("renew") <= 1
+
+
+async def test_an_unanswered_renewal_stops_the_handler_when_the_lease_ends(
+    counting: CountingStore, clock: FakeClock
+) -> None:
+    """A renewal that hangs (a partitioned link: no answer, no error) is given up when
+    the lease it renews ends by the worker's clock: the handler is stopped then, not
+    whenever the call returns, since a rescuer may already run the job elsewhere, and
+    nothing is recorded for it."""
+    refusals = Refusals()
+    jobs = Jobs(counting, clock=clock, config=config(), observers=[refusals])
+    stopped: list[object] = []
+
+    async def long(job: Job) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stopped.append(clock.now())
+            raise
+
+    jobs.register("long", long)
+    job = await jobs.enqueue("long", None)
+    await jobs.start()
+    try:
+        await until(lambda: jobs._worker.in_flight == 1)
+        counting.hanging = True
+        lease_end = counting._jobs[job.id].locked_until
+        assert lease_end is not None
+        await tick(clock, 4)
+        await until(lambda: jobs._worker.in_flight == 0)
+        await settle()
+    finally:
+        await jobs.stop(grace=timedelta(0))
+    assert stopped == [lease_end]
+    assert counting.abandoned == 1
+    assert (job.id, "renew") in refusals.refusals
+    assert "renew" in refusals.store_errors
+    rescued = counting._jobs[job.id]  # the rescuer's write, none of the worker's
+    assert (rescued.status, rescued.retries, rescued.last_error) == (
+        JobStatus.PENDING,
+        1,
+        LOCK_EXPIRED,
+    )
 
 
 async def test_a_topic_registers_its_own_timeout_and_max_retries(

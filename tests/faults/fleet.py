@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,19 @@ class Kill:
 
 @attrs.define
 class Fleet:
-    """Worker processes on one store and one ledger."""
+    """Worker processes on one store and one ledger.
+
+    `wrap` turns each worker's command line into the one to run, e.g. `Host.command` of
+    `tests.faults.netns` to start it inside that host's network namespace (as an exec,
+    so the pid is the worker's).
+    """
 
     db: str
     ledger: Path
     logs: Path
     size: int
     args: Sequence[str] = ()
+    wrap: Callable[[Sequence[str]], list[str]] | None = None
     procs: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
     kills: list[Kill] = attrs.field(factory=list)
     exits: list[tuple[int, int | None]] = attrs.field(factory=list)
@@ -62,18 +68,19 @@ class Fleet:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / f"worker-{index}.log").open("ab")
         self._files.append(out)
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.faults.worker_main",
+            "--db",
+            self.db,
+            "--ledger",
+            str(self.ledger),
+            *self.args,
+            *extra,
+        ]
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.faults.worker_main",
-                "--db",
-                self.db,
-                "--ledger",
-                str(self.ledger),
-                *self.args,
-                *extra,
-            ],
+            argv if self.wrap is None else self.wrap(argv),
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -2,10 +2,12 @@
 
 Handlers under test write one row per execution into a SQLite file of their own,
 outside the job table: a row is inserted when the handler starts (so an execution cut
-short by `kill -9` still shows) and stamped when it returns. A store wrapper adds one
-row per completion or failure the worker tried to write, with whether the store took
-it. `check` then reads the final job table and the ledger and lists every broken
-invariant (I1-I6) together with the figures the fault tests print.
+short by `kill -9` still shows) and stamped when it returns, or when it is cancelled
+(a lost lease, a stop). A store wrapper adds one row per completion or failure the
+worker tried to write, with whether the store took it, and one per lease renewal it
+sent, before sending it (so a renewal whose answer never came still shows). `check`
+then reads the final job table and the ledger and lists every broken invariant (I1-I6)
+together with the figures the fault tests print.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS executions (
     pid INTEGER NOT NULL,
     started_at REAL NOT NULL,
     finished_at REAL,
-    locked_until REAL NOT NULL
+    locked_until REAL NOT NULL,
+    stopped_at REAL
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     job_id TEXT NOT NULL,
@@ -52,6 +55,16 @@ CREATE TABLE IF NOT EXISTS outcomes (
     kind TEXT NOT NULL,
     applied INTEGER NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS renewals (
+    job_id TEXT NOT NULL,
+    old_token TEXT NOT NULL,
+    new_token TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    locked_until REAL NOT NULL,
+    sent_at REAL NOT NULL,
+    answered_at REAL,
+    applied INTEGER
 );
 """
 
@@ -66,6 +79,9 @@ class Execution:
     started_at: float
     finished_at: float | None
     locked_until: float
+    """The end of the lease the claim took (renewals may have moved it: `lease_ends`)."""
+    stopped_at: float | None = None
+    """When the handler was cancelled (its lease was lost, or its worker stopped)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +94,24 @@ class Outcome:
     kind: str
     applied: bool
     at: float
+
+
+@attrs.frozen(kw_only=True)
+class Renewal:
+    """One lease renewal a worker sent: from `old_token` to `new_token`, until `locked_until`.
+
+    `applied` is the store's answer: True renewed, False refused (the lease was lost),
+    None no answer (the call failed, hung, or the worker died first).
+    """
+
+    job_id: str
+    old_token: str
+    new_token: str
+    pid: int
+    locked_until: float
+    sent_at: float
+    answered_at: float | None
+    applied: bool | None
 
 
 def _epoch(when: datetime) -> float:
@@ -117,7 +151,8 @@ class Ledger:
         assert job.lock_token is not None
         assert job.locked_until is not None
         cur = self.conn.execute(
-            "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, ?)",
+            "INSERT INTO executions (job_id, lock_token, pid, started_at, locked_until)"
+            " VALUES (?, ?, ?, ?, ?)",
             (job.id, job.lock_token, os.getpid(), self._clock(), _epoch(job.locked_until)),
         )
         assert cur.lastrowid is not None
@@ -128,6 +163,43 @@ class Ledger:
         self.conn.execute(
             "UPDATE executions SET finished_at = ? WHERE rowid = ?", (self._clock(), row)
         )
+
+    def stopped(self, row: int) -> None:
+        """Stamp that an execution was cancelled (committed before the handler ends)."""
+        self.conn.execute(
+            "UPDATE executions SET stopped_at = ? WHERE rowid = ?", (self._clock(), row)
+        )
+
+    def renewing(self, renewals: Sequence[JobUpdate]) -> list[int]:
+        """Record renewals about to be sent, unanswered; their row ids."""
+        rows = []
+        for change in renewals:
+            assert change.expected_lock_token is not None
+            assert change.job.lock_token is not None
+            assert change.job.locked_until is not None
+            cur = self.conn.execute(
+                "INSERT INTO renewals VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (
+                    change.job.id,
+                    change.expected_lock_token,
+                    change.job.lock_token,
+                    os.getpid(),
+                    _epoch(change.job.locked_until),
+                    self._clock(),
+                ),
+            )
+            assert cur.lastrowid is not None
+            rows.append(cur.lastrowid)
+        return rows
+
+    def renewed(self, rows: Sequence[int], results: Sequence[Job | None]) -> None:
+        """Record the store's answers to the renewals of `rows`."""
+        at = self._clock()
+        for row, result in zip(rows, results, strict=True):
+            self.conn.execute(
+                "UPDATE renewals SET answered_at = ?, applied = ? WHERE rowid = ?",
+                (at, int(result is not None), row),
+            )
 
     def outcome(self, update: JobUpdate, applied: bool) -> None:
         """Record one guarded result write and whether the store applied it."""
@@ -145,7 +217,7 @@ class Ledger:
 
     def executions(self) -> list[Execution]:
         rows = self.conn.execute(
-            "SELECT job_id, lock_token, pid, started_at, finished_at, locked_until"
+            "SELECT job_id, lock_token, pid, started_at, finished_at, locked_until, stopped_at"
             " FROM executions ORDER BY started_at, rowid"
         ).fetchall()
         return [
@@ -156,6 +228,26 @@ class Ledger:
                 started_at=r[3],
                 finished_at=r[4],
                 locked_until=r[5],
+                stopped_at=r[6],
+            )
+            for r in rows
+        ]
+
+    def renewals(self) -> list[Renewal]:
+        rows = self.conn.execute(
+            "SELECT job_id, old_token, new_token, pid, locked_until, sent_at, answered_at,"
+            " applied FROM renewals ORDER BY sent_at, rowid"
+        ).fetchall()
+        return [
+            Renewal(
+                job_id=r[0],
+                old_token=r[1],
+                new_token=r[2],
+                pid=r[3],
+                locked_until=r[4],
+                sent_at=r[5],
+                answered_at=r[6],
+                applied=None if r[7] is None else bool(r[7]),
             )
             for r in rows
         ]
@@ -174,8 +266,9 @@ class LedgerStore:
     """A `JobStore` proxy that records, in the ledger, every result write a worker makes.
 
     Only writes that move a job out of `processing` under a lock token are recorded
-    (completions, failed attempts, releases): those are the worker's results. Claims,
-    rescues by the reaper and API writes pass through untouched.
+    (completions, failed attempts, releases): those are the worker's results. Lease
+    renewals are recorded in a table of their own. Claims, rescues by the reaper and API
+    writes pass through untouched.
     """
 
     def __init__(self, inner: JobStore, ledger: Ledger) -> None:
@@ -210,7 +303,12 @@ class LedgerStore:
         return flags
 
     async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
-        return await self.inner.renew(renewals)  # a renewal is no result: not recorded
+        """Renew, recording each renewal before it is sent and the answer after (none
+        if the call fails or never returns)."""
+        rows = self.ledger.renewing(renewals)
+        results = await self.inner.renew(renewals)
+        self.ledger.renewed(rows, results)
+        return results
 
     async def delete(self, job_id: str, *, expected_status: JobStatus) -> bool:
         return await self.inner.delete(job_id, expected_status=expected_status)
@@ -261,6 +359,40 @@ class Report:
         assert not self.violations, "invariants broken:\n" + "\n".join(self.violations[:50])
 
 
+def lease_chains(
+    executions: Sequence[Execution], renewals: Sequence[Renewal]
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Per run (job id, claim token): each token its lease may have had, with the end of
+    the lease under it.
+
+    The claim's token starts the chain; every renewal from a token in it that the store
+    did not refuse adds its new token. A renewal without an answer counts: the store may
+    have taken it (the strict view for a check that no other run started inside it).
+    """
+    links: dict[tuple[str, str], list[Renewal]] = defaultdict(list)
+    for r in renewals:
+        if r.applied is not False:
+            links[r.job_id, r.old_token].append(r)
+    chains: dict[tuple[str, str], dict[str, float]] = {}
+    for e in executions:
+        chain, todo = {e.lock_token: e.locked_until}, [e.lock_token]
+        while todo:
+            for r in links.get((e.job_id, todo.pop()), ()):
+                if r.new_token not in chain:
+                    todo.append(r.new_token)
+                chain[r.new_token] = max(chain.get(r.new_token, 0.0), r.locked_until)
+        chains[e.job_id, e.lock_token] = chain
+    return chains
+
+
+def lease_ends(
+    executions: Sequence[Execution], renewals: Sequence[Renewal]
+) -> dict[tuple[str, str], float]:
+    """Per run (job id, claim token): the latest its lease may have been valid until,
+    renewals included (see `lease_chains`)."""
+    return {run: max(chain.values()) for run, chain in lease_chains(executions, renewals).items()}
+
+
 def check(
     *,
     enqueued: Collection[str],
@@ -268,13 +400,15 @@ def check(
     stats: JobStats,
     executions: Sequence[Execution],
     outcomes: Sequence[Outcome],
+    renewals: Sequence[Renewal] = (),
     kills: bool = False,
     require_terminal: bool = True,
 ) -> Report:
     """Assert-free check of I1-I6 over the final job table and the ledger.
 
-    `kills` says the run killed workers, so every `failed` job must have lost all of its
-    attempts to expired leases (`lock expired`), one ledger row per attempt at least.
+    `renewals` extend the runs' leases for I3 (see `lease_ends`). `kills` says the run
+    killed workers, so every `failed` job must have lost all of its attempts to expired
+    leases (`lock expired`), one ledger row per attempt at least.
     """
     bad: list[str] = []
     by_id = {job.id: job for job in jobs}
@@ -302,7 +436,13 @@ def check(
     doubles = {k: v for k, v in effective.items() if len(v) > 1}
     if doubles:
         bad.append(f"I2: {len(doubles)} jobs completed more than once: {list(doubles)[:3]}")
-    returned = {(e.job_id, e.lock_token) for e in executions if e.finished_at is not None}
+    chains = lease_chains(executions, renewals)
+    returned = {
+        (e.job_id, token)
+        for e in executions
+        if e.finished_at is not None
+        for token in chains[e.job_id, e.lock_token]
+    }
     for job_id, done in effective.items():
         if (job_id, done[0].lock_token) not in returned:
             bad.append(f"I2: {job_id} completed under {done[0].lock_token}, no run returned")
@@ -316,17 +456,19 @@ def check(
 
     # I3 no overlap inside a valid lock; no lock token handed out twice.
     overlaps = 0
+    valid_until = {run: max(chain.values()) for run, chain in chains.items()}
     tokens = Counter((e.job_id, e.lock_token) for e in executions)
     dup_tokens = [k for k, n in tokens.items() if n > 1]
     if dup_tokens:
         bad.append(f"I3: {len(dup_tokens)} (job, token) pairs ran twice: {dup_tokens[:3]}")
     for job_id, tries in runs.items():
         for before, after in itertools.pairwise(tries):
-            if after.started_at < before.locked_until:
+            held_until = valid_until[job_id, before.lock_token]
+            if after.started_at < held_until:
                 overlaps += 1
                 bad.append(
                     f"I3: {job_id} started again at {after.started_at:.3f} while the lock"
-                    f" {before.lock_token[:8]} held until {before.locked_until:.3f}"
+                    f" {before.lock_token[:8]} held until {held_until:.3f}"
                 )
 
     # I4 bounded attempts, I5 failures explained.
@@ -371,6 +513,7 @@ async def check_run(enqueued: Collection[str], jobs: Jobs, ledger: Ledger) -> Re
         stats=await jobs.stats(),
         executions=ledger.executions(),
         outcomes=ledger.outcomes(),
+        renewals=ledger.renewals(),
     )
 
 

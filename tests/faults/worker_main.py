@@ -1,9 +1,11 @@
 """A worker process for the chaos tests: `python -m tests.faults.worker_main --db URL ...`.
 
 It runs one `Jobs` worker whose handler records each execution in the ledger (committed
-before it returns) and then sleeps a random 10-200 ms, until SIGTERM, when it stops
-gracefully and exits 0. Optionally it serves the HTTP API too (`--http-port`), as the
-SQLite contention test needs.
+before it returns) and then sleeps a random 10-200 ms (`--min-ms`/`--max-ms`; a job
+whose payload has `seconds` sleeps that long), until SIGTERM, when it stops gracefully
+and exits 0. A handler that is cancelled (its lease was lost, or the worker stopped)
+stamps that in the ledger too. Optionally it serves the HTTP API too (`--http-port`),
+as the SQLite contention test needs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
+import attrs
+
 from jobs_core import Job, Jobs, JobsConfig, open_store
 from tests.faults.ledger import Ledger, LedgerStore
 
@@ -33,6 +37,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pool", type=int, default=10)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--lock", type=float, default=3.0, help="lock_duration in seconds")
+    p.add_argument(
+        "--lease", type=float, default=0.0, help="lease_duration in seconds (0: the default)"
+    )
     p.add_argument("--poll", type=float, default=0.2, help="poll_interval in seconds")
     p.add_argument("--min-ms", type=float, default=10)
     p.add_argument("--max-ms", type=float, default=200)
@@ -52,12 +59,18 @@ def build(args: argparse.Namespace) -> tuple[Jobs, Ledger]:
         batch_size=args.batch,
         shutdown_grace=timedelta(seconds=args.grace),
     )
+    if args.lease:
+        config = attrs.evolve(config, lease_duration=timedelta(seconds=args.lease))
     jobs = Jobs(LedgerStore(open_store(args.db), ledger), config=config)
     low, high = args.min_ms / 1000, args.max_ms / 1000
 
     async def record_and_sleep(job: Job) -> None:
         row = ledger.started(job)
-        await asyncio.sleep(random.uniform(low, high))
+        try:
+            await asyncio.sleep(_seconds(job, low, high))
+        except asyncio.CancelledError:
+            ledger.stopped(row)
+            raise
         ledger.finished(row)
 
     jobs.register(args.topic, record_and_sleep)
@@ -70,6 +83,14 @@ def build(args: argparse.Namespace) -> tuple[Jobs, Ledger]:
 
         jobs.register(args.poison_topic, die)
     return jobs, ledger
+
+
+def _seconds(job: Job, low: float, high: float) -> float:
+    """How long the handler runs: the payload's `seconds` if it names them, else a random
+    time between `low` and `high`."""
+    if isinstance(job.payload, dict) and isinstance(job.payload.get("seconds"), int | float):
+        return float(job.payload["seconds"])
+    return random.uniform(low, high)
 
 
 async def run_worker(jobs: Jobs, stop: asyncio.Event) -> None:

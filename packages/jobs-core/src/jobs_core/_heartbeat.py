@@ -7,23 +7,27 @@ renews the leases that would otherwise end before their execution timeout (plus 
 each under a new lock token. Renewal never reaches past the timeout, so a hung handler
 cannot keep its job. A renewal the store refuses, or one the worker's own clock says came
 too late, means the lease is lost: the handler is stopped and nothing is recorded for it
-(the job was rescued, or changed, by someone else).
+(the job was rescued, or changed, by someone else). So does a renewal still unanswered
+when a lease it renews ends by the worker's clock (a partitioned link hangs a call, with
+no error, for as long as TCP keeps trying): the worker cannot tell that lease from a
+lost one any more, and a rescuer may already run the job elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, store_backoff
-from jobs_core._errors import LockLost
+from jobs_core._errors import LockLost, StoreUnavailable
 from jobs_core._events import ObserverGroup
 from jobs_core._ids import new_lock_token
-from jobs_core._model import Job
+from jobs_core._model import Job, JobUpdate
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
 
@@ -135,13 +139,20 @@ class Heartbeat:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for lease, _ in due:
             lease.renewing = done
+        first_end = min(lease.job.locked_until or now for lease, _ in due)
         try:
-            results = await self._store.renew(
-                [transitions.update(lease.job, renewed) for lease, renewed in due]
+            results = await self._renew_before(
+                [transitions.update(lease.job, renewed) for lease, renewed in due],
+                first_end - now,
             )
-        except BaseException:
+        except BaseException as exc:
             for lease, _ in due:
                 lease.renewing = None
+            if isinstance(exc, _Unanswered):  # the leases that ended meanwhile are lost
+                ended = self._clock.now()
+                for lease, _ in due:
+                    if lease.job.locked_until is None or lease.job.locked_until <= ended:
+                        self._lose(lease)
             done.set_result(None)
             raise
         for (lease, _), stored in zip(due, results, strict=True):
@@ -156,6 +167,28 @@ class Heartbeat:
                     lease.stop()
         done.set_result(None)
 
+    async def _renew_before(
+        self, renewals: list[JobUpdate], limit: timedelta
+    ) -> Sequence[Job | None]:
+        """`store.renew(renewals)`, given up (cancelled) if it has not answered within
+        `limit` of the clock, when the first of their leases ends."""
+        call = asyncio.ensure_future(self._store.renew(renewals))
+        timer = asyncio.ensure_future(self._clock.sleep(limit))
+        try:
+            await asyncio.wait({call, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            unanswered = not call.done()
+            if unanswered:
+                call.cancel()
+                call.add_done_callback(_drop_outcome)
+        if unanswered:
+            raise _Unanswered(
+                f"the store did not answer a lease renewal within {limit.total_seconds():g}s,"
+                " before the lease ended"
+            )
+        return call.result()
+
     def _lose(self, lease: Lease) -> None:
         """Mark `lease` lost and stop its handler, unless the handler already ended (its
         outcome then waits in `release` and is dropped, as `lease.lost` tells)."""
@@ -166,6 +199,16 @@ class Heartbeat:
         self._observer.refused(lease.job, LEASE_LOST)
         if held:
             lease.stop()
+
+
+class _Unanswered(StoreUnavailable):
+    """A renewal call got no answer before a lease it renews ended."""
+
+
+def _drop_outcome(call: asyncio.Future[Any]) -> None:
+    """Collect what an abandoned call ended with: nobody waits for it any more."""
+    if not call.cancelled():
+        call.exception()
 
 
 async def _first(*waits: Awaitable[object]) -> None:
