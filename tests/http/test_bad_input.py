@@ -217,6 +217,7 @@ SERVER_FIELDS = [
     "status",
     "id",
     "retries",
+    "snoozes",
     "locked_until",
     "lock_token",
     "last_error",

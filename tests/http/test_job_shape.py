@@ -60,13 +60,14 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
 
     Changed on purpose for cancellation: `cancel_requested` (null unless a client asked
     to cancel the running job) joined the wire, and `cancel` the actions of a running job.
+    And for snoozes: `snoozes` (how often the handler snoozed the job) joined it.
     """
     assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING))) == (
         b'{"actions":["cancel"],"cancel_requested":null,"created":"2025-01-08T12:00:00Z",'
         b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
         b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
-        b'"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     asked = (NOW + timedelta(minutes=1, microseconds=250)).astimezone(PLUS_TWO)
     assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING, asked))) == (
@@ -75,7 +76,7 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
         b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
         b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
-        b'"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     assert encode_json(JobOut.from_job(_job(JobStatus.FAILED))) == (
         b'{"actions":["requeue","delete"],"cancel_requested":null,'
@@ -83,7 +84,7 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
         b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
         b'"locked_until":null,"max_retries":3,'
         b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
-        b'"status":"failed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"failed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
 
 

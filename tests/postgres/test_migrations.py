@@ -433,11 +433,16 @@ def _check_of(*statuses: str) -> str:
 
 async def _at_step_2(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lay out the default table by steps 1 and 2 only (the layout before step 3)."""
+    await _at_step(url, monkeypatch, 2)
+
+
+async def _at_step(url: str, monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Lay out the default table by steps 1 to `step` only."""
     with monkeypatch.context() as patch:
-        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:step])
         store = PostgresStore(url)
         try:
-            assert await store.migrate() == SchemaVersion(current=2, latest=2)
+            assert await store.migrate() == SchemaVersion(current=step, latest=step)
         finally:
             await store.close()
 
@@ -513,3 +518,36 @@ async def test_a_table_with_its_own_name_and_schema_is_upgraded(url: str, db: Co
     assert {"work_pending_topic_idx", "work_processing_idx"} <= indexes
     assert "work_pending_idx" not in indexes
     assert describe(db) == {}
+
+
+async def test_a_step_3_table_is_migrated_to_4_and_every_job_reads_back(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 4 adds `snoozes` (0 in every old row): every row of every status step 3
+    allows (a cancelled one and one asked to cancel among them) reads back as it was."""
+    await _at_step(url, monkeypatch, 2)
+    jobs = v1_jobs()
+    write_v1_rows(db, jobs)
+    await _at_step(url, monkeypatch, 3)
+    asked = next(job for job in jobs if job.status is JobStatus.PROCESSING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    at = LATER - timedelta(minutes=1)
+    db.execute("UPDATE jobs SET cancel_requested = %s WHERE id = %s", (at, asked.id))
+    db.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (stopped.id,))
+    expected = {job.id: job for job in jobs}
+    expected[asked.id] = attrs.evolve(asked, cancel_requested=at)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=3, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.snoozes == 0
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+        await check_upgraded(store, list(expected.values()), LATER)
+    finally:
+        await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))

@@ -47,7 +47,7 @@ from jobs_sqlite import (
     rebuild_table,
     version_table,
 )
-from jobs_sqlite._rows import COLUMNS, insert_values
+from jobs_sqlite._rows import COLUMNS, format_time, insert_values
 from jobs_sqlite._statements import INSERT
 from tests.sqlite import _harness as h
 
@@ -576,3 +576,41 @@ def test_the_readme_migration_snippet_runs_as_written(tmp_path: Path) -> None:
         repr(SchemaVersion(current=1, latest=SCHEMA_VERSION)),
         repr(LATEST),
     ]
+
+
+async def test_a_step_3_file_is_migrated_to_4_and_every_job_reads_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 4 adds `snoozes`: every row of every status step 3 allows (cancelled ones and
+    one asked to cancel among them) reads back as it was, with no snooze counted."""
+    jobs = v1_jobs()
+    build_step_2_file(db_path, jobs, monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:3])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == 3
+        engine.dispose()
+    asked = next(job for job in jobs if job.status is JobStatus.PROCESSING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    at = AFTER - timedelta(minutes=1)
+    with _raw(db_path) as raw:
+        raw.execute(
+            "UPDATE jobs SET cancel_requested = ? WHERE id = ?", (format_time(at), asked.id)
+        )
+        raw.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (stopped.id,))
+    expected = {job.id: job for job in jobs}
+    expected[asked.id] = attrs.evolve(asked, cancel_requested=at)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=3, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.snoozes == 0
+        assert await store.schema_version() == LATEST
+        await check_upgraded(store, list(expected.values()), AFTER)
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))

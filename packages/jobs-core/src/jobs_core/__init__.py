@@ -55,6 +55,7 @@ from jobs_core._payload import MAX_DEPTH as MAX_PAYLOAD_DEPTH
 from jobs_core._payload import serialize as serialize_payload
 from jobs_core._registry import available_schemes, open_store
 from jobs_core._service import Jobs
+from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
 from jobs_core._transitions import (
     CANCELLABLE_STATUSES,
     CLAIM_ORDER,
@@ -66,6 +67,7 @@ from jobs_core._transitions import (
     GIVEN_UP_STATUS,
     LEASED_STATUSES,
     LOCK_EXPIRED,
+    MAX_SNOOZES,
     RENEW_FIELDS,
     REQUEUEABLE_STATUSES,
     JobEvent,
@@ -93,6 +95,7 @@ __all__ = [
     "allowed_actions",
     "claim_order_key",
     "LOCK_EXPIRED",
+    "MAX_SNOOZES",
     "MAX_PAGE_SIZE",
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRIES_LIMIT",
@@ -114,7 +117,9 @@ __all__ = [
     "EnqueueOptions",
     "FieldKind",
     "FieldSpec",
+    "GiveUp",
     "Handler",
+    "HandlerSignal",
     "IllegalTransition",
     "InvalidInput",
     "InvalidOptions",
@@ -144,7 +149,9 @@ __all__ = [
     "NumberedStep",
     "Outcome",
     "PayloadTooLarge",
+    "Retry",
     "SchemaBehind",
+    "Snooze",
     "SchemaMissing",
     "SchemaTooNew",
     "SchemaVersion",

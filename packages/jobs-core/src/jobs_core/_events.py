@@ -32,6 +32,8 @@ class Outcome(enum.StrEnum):
     RELEASED = "released"
     #: Stopped at a client's cancel request (`cancelled`, never retried).
     CANCELLED = "cancelled"
+    #: The handler raised `Snooze`: `pending` again after its delay, not counted.
+    SNOOZED = "snoozed"
 
 
 #: `refused`'s event for an abandoned thread's completion arriving after its timeout.
@@ -111,6 +113,7 @@ _RESULT_NAMES = {
     Outcome.FAILED.value: "failed",
     Outcome.RELEASED.value: "released at shutdown",
     Outcome.CANCELLED.value: "cancelled",
+    Outcome.SNOOZED.value: "snoozed",
 }
 #: Per store operation, what the log says: what failed, what happens next, and the
 #: line once it works again.

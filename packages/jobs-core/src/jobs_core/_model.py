@@ -95,6 +95,9 @@ class Job:
     max_retries: int = job_field(
         INT, option=True, doc="Retries after the first attempt (default from the config)."
     )
+    snoozes: int = job_field(
+        INT, mutable=True, default=0, doc="Times its handler snoozed it (not counted as attempts)."
+    )
     last_error: str | None = job_field(
         TEXT,
         nullable=True,

@@ -52,6 +52,8 @@ class JobEvent(enum.StrEnum):
     GIVE_UP = "give_up"
     #: A stopping worker hands the job back; the attempt is not counted.
     RELEASE = "release"
+    #: The handler asked to run again later (`Snooze`); the attempt is not counted.
+    SNOOZE = "snooze"
     #: The worker stopped a handler at a cancel request (or the lease of a job asked to
     #: cancel ran out): the job ends cancelled, never retried.
     ABORT = "abort"
@@ -63,7 +65,7 @@ class JobEvent(enum.StrEnum):
     CANCEL = "cancel"
 
 
-CLAIM, RENEW, COMPLETE, RETRY, GIVE_UP, RELEASE, ABORT, REQUEUE, DELETE, CANCEL = JobEvent
+CLAIM, RENEW, COMPLETE, RETRY, GIVE_UP, RELEASE, SNOOZE, ABORT, REQUEUE, DELETE, CANCEL = JobEvent
 
 
 @attrs.frozen
@@ -86,6 +88,7 @@ FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "locked_until": FieldRule({"lease": "now + lease", "clear": "None"}),
     "lock_token": FieldRule({"new": "token", "clear": "None"}),
     "retries": FieldRule({"count": "job.retries + 1", "reset": "0"}),
+    "snoozes": FieldRule({"count": "job.snoozes + 1", "reset": "0"}),
     "last_error": FieldRule({"record": "error", "clear": "None"}),
     "cancel_requested": FieldRule({"now": "job.cancel_requested or now", "clear": "None"}),
     "updated": FieldRule({"now": "now"}, default="now"),
@@ -127,6 +130,7 @@ def move(target: JobStatus | None, *groups: Mapping[str, str], **effects: str) -
 _AGAIN: Final = {
     "run_at": "now",
     "retries": "reset",
+    "snoozes": "reset",
     "last_error": "clear",
     "cancel_requested": "clear",
 }
@@ -143,6 +147,7 @@ TRANSITIONS: Final[Mapping[JobStatus, Mapping[JobEvent, Move]]] = {
         RETRY: move(PENDING, UNLOCK, run_at="backoff", retries="count", last_error="record"),
         GIVE_UP: move(FAILED, UNLOCK, last_error="record"),
         RELEASE: move(PENDING, UNLOCK, run_at="now"),
+        SNOOZE: move(PENDING, UNLOCK, run_at="backoff", snoozes="count"),
         ABORT: move(CANCELLED, UNLOCK, last_error="record"),
         # A request: the lease stays with the worker, which learns of it when it renews.
         CANCEL: move(PROCESSING, cancel_requested="now"),
@@ -377,12 +382,44 @@ def expire(job: Job, *, now: datetime, backoff: Backoff) -> Job:
     return _failed_attempt(job, LOCK_EXPIRED, now, backoff)
 
 
+def _clip(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_LENGTH else error[:MAX_ERROR_LENGTH] + "…[truncated]"
+
+
 def _failed_attempt(job: Job, error: str, now: datetime, backoff: Backoff) -> Job:
-    error = error if len(error) <= MAX_ERROR_LENGTH else error[:MAX_ERROR_LENGTH] + "…[truncated]"
+    error = _clip(error)
     if job.cancel_requested is not None:  # asked to stop: never retried
         return _aborted(job, now, f"cancelled ({error})")
     event = RETRY if job.retries < job.max_retries else GIVE_UP
     return _apply(job, event)(job, now, None, None, backoff, error)
+
+
+#: How often one job may snooze; the next snooze fails it (a handler looping on
+#: `Snooze` would otherwise hold its job forever).
+MAX_SNOOZES = 1000
+
+
+def snooze(job: Job, *, token: str, now: datetime, delay: timedelta) -> Job:
+    """The handler asked to run again after `delay`: `pending` at `now + delay`, the
+    attempt not counted; `failed` once it has snoozed `MAX_SNOOZES` times; `cancelled`
+    if a cancel was requested."""
+    _check_lease(job, token, now, "snooze")
+    if job.cancel_requested is not None:
+        return _aborted(job, now)
+    if job.snoozes >= MAX_SNOOZES:
+        error = f"snoozed {MAX_SNOOZES} times; giving up"
+        return _apply(job, GIVE_UP)(job, now, None, None, None, error)
+    return _apply(job, SNOOZE)(job, now, None, None, lambda _: delay, None)
+
+
+def give_up(job: Job, *, token: str, error: str, now: datetime) -> Job:
+    """The handler said the job can never succeed: `failed` now, whatever retries remain
+    (`cancelled` if a cancel was requested)."""
+    _check_lease(job, token, now, "give up")
+    error = _clip(error)
+    if job.cancel_requested is not None:
+        return _aborted(job, now, f"cancelled ({error})")
+    return _apply(job, GIVE_UP)(job, now, None, None, None, error)
 
 
 #: `last_error` of a job its worker stopped at a cancel request.

@@ -25,6 +25,7 @@ from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
 from jobs_core._heartbeat import Heartbeat
 from jobs_core._model import Job, JobStatus
 from jobs_core._results import ResultWriter
+from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
 from jobs_core._threads import run_in_daemon_thread
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
@@ -275,26 +276,33 @@ class Worker:
         )
         try:
             try:
-                error = await self._call(handler, job, deadline, began)
+                ending = await self._call(handler, job, deadline, began)
             finally:
                 deadline.cancel()
                 self._running.discard(task)
                 self._wake.set()  # a slot is free
         except asyncio.CancelledError:
-            outcome, error = Outcome.RELEASED, None
+            outcome, ending = Outcome.RELEASED, None
         else:
-            outcome = Outcome.COMPLETED if error is None else Outcome.FAILED
+            outcome = (
+                Outcome.COMPLETED
+                if ending is None
+                else Outcome.SNOOZED
+                if isinstance(ending, Snooze)
+                else Outcome.FAILED
+            )
         job = await self._heartbeat.release(lease)
         if lease.lost:  # someone else has the job now: its outcome is not ours to write
             return
         if lease.cancelled and outcome is not Outcome.COMPLETED:
             outcome = Outcome.CANCELLED  # stopped at a cancel request: never retried
-        self._record(job, began, outcome, error)
+        self._record(job, began, outcome, ending)
 
     async def _call(
         self, handler: Handler, job: Job, deadline: Deadline, began: datetime
-    ) -> str | None:
-        """Run the handler until it ends or `deadline` cancels it; the error text, or None."""
+    ) -> str | HandlerSignal | None:
+        """Run the handler until it ends or `deadline` cancels it: None when it returned,
+        the `HandlerSignal` it raised, or the error text of its failure."""
         try:
             if self._is_async(job.topic, handler):
                 await handler(job)
@@ -303,6 +311,9 @@ class Worker:
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise  # stop() cancelled the job
+        except HandlerSignal as signal:
+            if not deadline.expired:
+                return signal
         except Exception as exc:  # noqa: BLE001 - a handler's error is a failed attempt
             if not deadline.expired:
                 return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -354,15 +365,17 @@ class Worker:
         job: Job,
         began: datetime,
         outcome: Outcome,
-        error: str | None = None,
+        ending: str | HandlerSignal | None = None,
         *,
         event: str | None = None,
     ) -> None:
         """Hand the run's guarded write to the result writer, which reports `finished`
         once it is written or `refused` if fencing turns it down.
 
-        `outcome` is COMPLETED, RELEASED, or FAILED with the `error` (then RETRIED if
-        retries are left); `event` names a refusal if not the outcome."""
+        `outcome` is COMPLETED, RELEASED, CANCELLED, SNOOZED (with the `Snooze`), or
+        FAILED with the error text or the `Retry`/`GiveUp` raised (then RETRIED if it
+        will run again); the job's status after the move settles which one is
+        reported. `event` names a refusal if not the outcome."""
         token = job.lock_token
         assert token is not None
         now = self._clock.now()
@@ -375,21 +388,36 @@ class Worker:
                     outcome = Outcome.CANCELLED
             elif outcome is Outcome.CANCELLED:
                 after = transitions.abort(job, token=token, now=now)
+            elif isinstance(ending, Snooze):
+                after = transitions.snooze(job, token=token, now=now, delay=ending.delay)
+                outcome = _REPORTED.get(after.status, Outcome.SNOOZED)
+            elif isinstance(ending, GiveUp):
+                after = transitions.give_up(job, token=token, error=ending.reason, now=now)
+                outcome = _REPORTED.get(after.status, outcome)
             else:
-                assert error is not None
-                after = transitions.fail(
-                    job, token=token, error=error, now=now, backoff=self._config.backoff
-                )
-                if after.status is JobStatus.PENDING:
-                    outcome = Outcome.RETRIED
-                elif after.status is JobStatus.CANCELLED:
-                    outcome = Outcome.CANCELLED
+                error, backoff = str(ending), self._config.backoff
+                if isinstance(ending, Retry):
+                    error = ending.reason
+                    if ending.after is not None:
+                        backoff = functools.partial(_fixed, ending.after)
+                after = transitions.fail(job, token=token, error=error, now=now, backoff=backoff)
+                outcome = _REPORTED.get(after.status, Outcome.RETRIED)
         except LockLost:  # the lease ran out by our own clock: fenced before the store
             self._observer.refused(job, event or outcome.value)
             return
         self._writer.submit(
             transitions.update(job, after), job, outcome, event or outcome.value, now - began
         )
+
+
+#: The outcome reported for a failed or snoozed run, by the status it ended in (a job
+#: that will run again is absent: RETRIED or SNOOZED).
+_REPORTED = {JobStatus.FAILED: Outcome.FAILED, JobStatus.CANCELLED: Outcome.CANCELLED}
+
+
+def _fixed(delay: timedelta, retry: int) -> timedelta:
+    """A backoff that is `delay` whatever the retry number (a handler's `Retry(after=)`)."""
+    return delay
 
 
 async def _wait_until(clock: Clock, delay: timedelta, awaitable: Awaitable[Any]) -> None:

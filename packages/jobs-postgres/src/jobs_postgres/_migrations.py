@@ -135,11 +135,19 @@ async def _v3(conn: AsyncConnection, schema: Schema) -> None:
     await replace_status_check(conn, schema, _V3_STATUSES)
 
 
+async def _v4(conn: AsyncConnection, schema: Schema) -> None:
+    """The column `snoozes`, 0 in every existing row (a constant default: PostgreSQL
+    records it in the catalog and rewrites no row)."""
+    table = schema.sql(schema.name)
+    await _run(conn, [f"ALTER TABLE {table} ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0"])
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
     Migration(2, "per-topic claim index, named version rows", _v2),
     Migration(3, "status cancelled, column cancel_requested", _v3),
+    Migration(4, "column snoozes", _v4),
 )
 
 

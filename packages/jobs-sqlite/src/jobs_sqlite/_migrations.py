@@ -124,6 +124,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(3, "status cancelled; column cancel_requested", _v3),
+    Migration(
+        4,
+        "column snoozes",
+        # A constant default: SQLite adds the column without touching a row.
+        _run_all("ALTER TABLE jobs ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0"),
+    ),
 )
 
 

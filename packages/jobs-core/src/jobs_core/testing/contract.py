@@ -379,6 +379,26 @@ class JobStoreContract:
             JobStatus.CANCELLED: 1,
         }
 
+    async def test_a_snoozed_job_waits_its_delay_and_keeps_its_attempts(
+        self, store: JobStore
+    ) -> None:
+        """A snooze is a guarded write: `pending` at `now + delay`, the snooze counted, no
+        attempt counted; the job is claimable again once due. A give-up ends it failed."""
+        await store.insert([make_job(max_retries=3)])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        token = str(claimed.lock_token)
+        snoozed = transitions.snooze(claimed, token=token, now=_T0, delay=timedelta(minutes=1))
+        assert list(await store.update([transitions.update(claimed, snoozed)])) == [True]
+        assert await store.get(claimed.id) == snoozed
+        assert (snoozed.snoozes, snoozed.retries) == (1, 0)
+        assert await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1) == []
+        later = _T0 + timedelta(minutes=1)
+        (again,) = await store.claim(topics=["t"], now=later, lease=LEASE, limit=1)
+        assert again.snoozes == 1
+        failed = transitions.give_up(again, token=str(again.lock_token), error="no", now=later)
+        assert list(await store.update([transitions.update(again, failed)])) == [True]
+        assert (await store.get(claimed.id)).status is JobStatus.FAILED
+
     async def test_a_cancelled_job_is_never_claimed(self, store: JobStore) -> None:
         """Cancelling a waiting job is a guarded write; claims pass it over, and it can
         be requeued (then claimed) or deleted."""
@@ -791,6 +811,34 @@ def make_state_machine(
             self.model[job_id] = expected
             self.old_tokens.append(token)
             event("renewed")
+
+        @rule(
+            job_id=job_ids,
+            which=st.sampled_from(["current", "current", "stale", "random"]),
+            seconds=st.sampled_from([0, 1, 90]),
+        )
+        def snooze(self, job_id: str, which: str, seconds: int) -> None:
+            if job_id not in self.model:
+                return
+            delay = timedelta(seconds=seconds)
+            self._report(
+                job_id,
+                which,
+                lambda j, t: transitions.snooze(j, token=t, now=self.now, delay=delay),
+            )
+
+        @rule(
+            job_id=job_ids,
+            which=st.sampled_from(["current", "current", "stale", "random"]),
+        )
+        def give_up(self, job_id: str, which: str) -> None:
+            if job_id not in self.model:
+                return
+            self._report(
+                job_id,
+                which,
+                lambda j, t: transitions.give_up(j, token=t, error="never", now=self.now),
+            )
 
         @rule()
         def expire_locks(self) -> None:
