@@ -3,14 +3,16 @@ handler keeps its job.
 
 A claim leases a job for `JobsConfig.lease` (`lease_duration` at most). While its handler
 runs, the worker holds the lease here; every `renew_interval` one `JobStore.renew` call
-renews the leases that would otherwise end before their execution timeout (plus margin),
-each under a new lock token. Renewal never reaches past the timeout, so a hung handler
-cannot keep its job. A renewal the store refuses, or one the worker's own clock says came
-too late, means the lease is lost: the handler is stopped and nothing is recorded for it
-(the job was rescued, or changed, by someone else). So does a renewal still unanswered
-when a lease it renews ends by the worker's clock (a partitioned link hangs a call, with
-no error, for as long as TCP keeps trying): the worker cannot tell that lease from a
-lost one any more, and a rescuer may already run the job elsewhere.
+renews every held lease at least half an interval old, each under a new lock token, and
+hands back the stored job (so the worker hears of a cancel request; a lease that already
+covers the timeout is renewed for that too). Renewal never reaches past the execution
+timeout (plus margin), so a hung handler cannot keep its job. A renewal the store
+refuses, or one the worker's own clock says came too late, means the lease is lost: the
+handler is stopped and nothing is recorded for it (the job was rescued, or changed, by
+someone else). So does a renewal still unanswered when a lease it renews ends by the
+worker's clock (a partitioned link hangs a call, with no error, for as long as TCP keeps
+trying): the worker cannot tell that lease from a lost one any more, and a rescuer may
+already run the job elsewhere.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class Heartbeat:
         self._config = config
         self._observer = observer
         self._held: dict[str, Lease] = {}
-        #: Set when a lease that will need renewing is held: the loop then starts its
-        #: rounds. Until then it waits on this, not on the clock.
+        #: Set when a lease is held: the loop then starts its rounds. While nothing is
+        #: held it waits on this, not on the clock.
         self._needed = asyncio.Event()
 
     def hold(self, job: Job, *, renew_until: datetime, stop: Callable[[], object]) -> Lease:
