@@ -30,6 +30,7 @@ from jobs_core._errors import LockLost, StoreUnavailable
 from jobs_core._events import ObserverGroup
 from jobs_core._ids import new_lock_token
 from jobs_core._model import Job, JobUpdate
+from jobs_core._waiting import wait_until
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
 
@@ -99,7 +100,7 @@ class Heartbeat:
                 await _first(self._needed.wait(), stopped.wait())
                 if stopped.is_set():
                     return
-                await _sleep_unless(self._clock, self._config.renew_interval / 2, stopped)
+                await wait_until(self._clock, self._config.renew_interval / 2, stopped.wait())
                 continue
             delay = self._config.renew_interval
             try:
@@ -112,7 +113,7 @@ class Heartbeat:
                 if failures:
                     self._observer.store_recovered("renew")
                     failures = 0
-            await _sleep_unless(self._clock, delay, stopped)
+            await wait_until(self._clock, delay, stopped.wait())
 
     async def beat(self) -> None:
         """One round: renew every held lease at least half a renewal interval old (its
@@ -221,7 +222,3 @@ async def _first(*waits: Awaitable[object]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-
-
-async def _sleep_unless(clock: Clock, delay: timedelta, stopped: asyncio.Event) -> None:
-    await _first(clock.sleep(delay), stopped.wait())

@@ -18,7 +18,7 @@ from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, store_backoff
 from jobs_core._events import JobsObserver
 from jobs_core._model import JobStatus
-from jobs_core._worker import _wait_until
+from jobs_core._waiting import wait_until
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
 
@@ -88,7 +88,7 @@ class MaintenanceService:
                 failures = 0
                 wait = began + self.interval - self.clock.now()
             if not self._stopping.is_set():
-                await _wait_until(self.clock, wait, self._stopping.wait())
+                await wait_until(self.clock, wait, self._stopping.wait())
 
 
 class LeaseRescuer(MaintenanceService):

@@ -27,6 +27,7 @@ from jobs_core._model import Job, JobStatus
 from jobs_core._results import ResultWriter
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
 from jobs_core._threads import run_in_daemon_thread
+from jobs_core._waiting import wait_until
 from jobs_core.clock import Clock
 from jobs_core.ports import JobStore
 
@@ -136,7 +137,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         if self._running or self._writer.pending:
-            await _wait_until(self._clock, grace, self._settled())
+            await wait_until(self._clock, grace, self._settled())
         for task in list(self._running):
             task.cancel()  # _execute releases the job's claim
         if self._running:
@@ -224,7 +225,7 @@ class Worker:
 
     async def _idle(self, delay: timedelta) -> None:
         if not self._stopping:
-            await _wait_until(self._clock, delay, self._wake.wait())
+            await wait_until(self._clock, delay, self._wake.wait())
 
     async def _watch_store(self) -> None:
         failures = 0
@@ -418,22 +419,3 @@ _REPORTED = {JobStatus.FAILED: Outcome.FAILED, JobStatus.CANCELLED: Outcome.CANC
 def _fixed(delay: timedelta, retry: int) -> timedelta:
     """A backoff that is `delay` whatever the retry number (a handler's `Retry(after=)`)."""
     return delay
-
-
-async def _wait_until(clock: Clock, delay: timedelta, awaitable: Awaitable[Any]) -> None:
-    """Wait for `awaitable` or `delay` of clock time, whichever comes first.
-
-    On timeout, `awaitable` is left running if it is a future (callers decide). Its own
-    exception propagates.
-    """
-    owned = not isinstance(awaitable, asyncio.Future)  # we wrapped it, so we clean it up
-    work = asyncio.ensure_future(awaitable)
-    timer = asyncio.ensure_future(clock.sleep(delay))
-    try:
-        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        timer.cancel()
-        if owned and not work.done():
-            work.cancel()
-    if work.done():
-        work.result()
