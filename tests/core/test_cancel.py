@@ -100,6 +100,7 @@ async def test_a_running_async_handler_is_stopped_within_a_renewal_and_ends_canc
         "cancelled",
         0,
     )
+    assert [(e.attempt, e.error, e.traceback) for e in final.errors] == [(1, "cancelled", None)]
     assert runs == [job.id], "a cancelled job never runs again"
     assert finished == [(Outcome.CANCELLED, None)]
 

@@ -385,28 +385,45 @@ def test_the_logging_observer_is_there_by_default_and_yours_replaces_it() -> Non
 async def test_the_logging_observer_logs_attempts_rescues_and_store_errors(
     store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Today's lines, from the default observer: a failed attempt (INFO), a rescued lease
-    and a store error with its backoff (WARNING); a completion logs nothing."""
+    """Today's lines, from the default observer: a failed attempt to be retried (INFO), a
+    final failure with the handler's traceback, a rescued lease and a store error with
+    its backoff (WARNING); a completion logs nothing."""
     cfg = config(poll_interval=timedelta(seconds=1))
     jobs = Jobs(store, clock=clock, config=cfg)
     empty: dict[str, int] = {}
     jobs.register("bad", lambda job: empty["key"])
+    jobs.register("flaky", lambda job: empty["other"])
     jobs.register("good", lambda job: None)
     bad = await jobs.enqueue_with_options("bad", None, EnqueueOptions(max_retries=0))
+    flaky = await jobs.enqueue_with_options("flaky", None, EnqueueOptions(max_retries=1))
     await jobs.enqueue("good", None)
     lost = await jobs.enqueue_at("lost", None, T0)
     await store.claim(topics=["lost"], now=T0, lease=cfg.lease, limit=1)
     with caplog.at_level(logging.INFO, logger="jobs_core.worker"):
-        assert await jobs.run_once() == 2
+        assert await jobs.run_once() == 3
         clock.advance(cfg.lease + timedelta(microseconds=1))
         await jobs.run_once()
         down = StoreUnavailable("down")
         LoggingObserver().store_error("claim", down, retry_in=timedelta(seconds=2))
-    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.INFO, f"job {bad.id} (bad) attempt 1 failed: KeyError: 'key'"),
+    final = next(r for r in caplog.records if r.getMessage().startswith(f"job {bad.id}"))
+    trace = final.getMessage().split("\n", 1)[1]
+    # The handler's own frames, not the worker's that called it.
+    assert trace.startswith("Traceback (most recent call last):\n  File")
+    assert "_worker.py" not in trace
+    assert "_threads.py" not in trace
+    assert trace.splitlines()[1].startswith(f'  File "{__file__}"')
+    assert trace.endswith("KeyError: 'key'")
+    lines = sorted(caplog.records[:2], key=lambda r: r.levelno) + caplog.records[2:]
+    assert [(r.levelno, r.getMessage().split("\n")[0]) for r in lines] == [
+        (logging.INFO, f"job {flaky.id} (flaky) attempt 1 failed, will retry: KeyError: 'other'"),
+        (logging.WARNING, f"job {bad.id} (bad) failed for good at attempt 1: KeyError: 'key'"),
         (
             logging.WARNING,
             f"job {lost.id} (lost): lease expired; counted as a failed attempt, now pending",
+        ),
+        (
+            logging.WARNING,
+            f"job {flaky.id} (flaky) failed for good at attempt 2: KeyError: 'other'",
         ),
         (logging.WARNING, "store error while claiming (StoreUnavailable: down); retrying in 2.0s"),
     ]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from jobs_core import (
     LOCK_EXPIRED,
     MUTABLE_FIELDS,
+    AttemptError,
     CannotCancel,
     CannotDelete,
     CannotRequeue,
@@ -136,6 +137,7 @@ def test_fail_with_retries_left_schedules_a_retry() -> None:
         locked_until=None,
         lock_token=None,
         last_error="boom",
+        errors=(AttemptError(attempt=1, at=now, error="boom"),),
         updated=now,
     )
 
@@ -150,6 +152,7 @@ def test_fail_on_the_last_run_ends_failed() -> None:
         locked_until=None,
         lock_token=None,
         last_error="boom",
+        errors=(AttemptError(attempt=1, at=T0, error="boom"),),
         updated=T0,
     )
 
@@ -207,7 +210,9 @@ def test_every_move_copies_the_fields_it_does_not_change() -> None:
             if move.target is None:
                 continue
             source = attrs.evolve(job, status=status)
-            after = tr._APPLY[status][event](source, T0, "new", LEASE, backoff, "e")
+            after = tr._APPLY[status][event](
+                source, T0, "new", LEASE, backoff=backoff, error="e", trace="t", result=[1]
+            )
             named = {field for field, _ in move.effects} | {"status", "updated"}
             for field in attrs.fields(Job):
                 if field.name not in named:

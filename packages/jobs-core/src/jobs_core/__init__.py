@@ -12,6 +12,7 @@ from jobs_core._errors import (
     InvalidInput,
     InvalidOptions,
     InvalidPayload,
+    InvalidResult,
     InvalidTopic,
     JobBusy,
     JobNotFound,
@@ -29,6 +30,13 @@ from jobs_core._errors import (
 )
 from jobs_core._events import BaseObserver, JobsObserver, LoggingObserver, Outcome
 from jobs_core._fields import FieldKind, FieldSpec
+from jobs_core._history import (
+    MAX_ERRORS,
+    MAX_TRACEBACK_LENGTH,
+    AttemptError,
+    errors_from_json,
+    errors_to_json,
+)
 from jobs_core._maintenance import LeaseRescuer, MaintenanceService
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
@@ -95,6 +103,12 @@ __all__ = [
     "allowed_actions",
     "claim_order_key",
     "LOCK_EXPIRED",
+    "MAX_ERRORS",
+    "MAX_TRACEBACK_LENGTH",
+    "AttemptError",
+    "errors_from_json",
+    "errors_to_json",
+    "InvalidResult",
     "MAX_SNOOZES",
     "MAX_PAGE_SIZE",
     "MAX_PAYLOAD_DEPTH",

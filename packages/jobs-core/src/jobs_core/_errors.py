@@ -98,6 +98,11 @@ class PayloadTooLarge(InvalidPayload):
         self.limit = limit
 
 
+class InvalidResult(InvalidPayload):
+    """A handler's return value is not storable: not JSON, or larger than
+    `JobsConfig.max_payload_size`. The attempt fails with this message."""
+
+
 class InvalidOptions(InvalidInput):
     """An enqueue option (`run_at`, `max_retries`) or a configuration value is invalid."""
 

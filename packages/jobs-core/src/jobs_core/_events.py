@@ -152,8 +152,9 @@ def _store_lines(operation: str) -> tuple[str, str, str]:
 class LoggingObserver(BaseObserver):
     """The worker's log lines, on the `jobs_core.worker` logger unless told otherwise.
 
-    Failed attempts at INFO; rescued leases, refused results and store errors at
-    WARNING. `Jobs` always has one; pass your own to log elsewhere.
+    Failed attempts that will be retried, and runs stopped at a cancel request, at
+    INFO; a final failure (with its traceback), rescued leases, refused results and
+    store errors at WARNING. `Jobs` always has one; pass your own to log elsewhere.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -163,10 +164,30 @@ class LoggingObserver(BaseObserver):
         return f"LoggingObserver({self.logger.name!r})"
 
     def finished(self, job: Job, outcome: Outcome, duration: timedelta, error: str | None) -> None:
-        """Log a failed attempt (whether it will be retried or not)."""
-        if outcome is Outcome.RETRIED or outcome is Outcome.FAILED:
-            attempt = job.retries if outcome is Outcome.RETRIED else job.retries + 1
-            self.logger.info("job %s (%s) attempt %d failed: %s", job.id, job.topic, attempt, error)
+        """Log a failed attempt (a final one at WARNING, with its traceback) and a run
+        stopped at a cancel request."""
+        if outcome is Outcome.RETRIED:
+            self.logger.info(
+                "job %s (%s) attempt %d failed, will retry: %s",
+                job.id,
+                job.topic,
+                job.retries,
+                error,
+            )
+        elif outcome is Outcome.FAILED:
+            last = job.errors[-1] if job.errors else None
+            self.logger.warning(
+                "job %s (%s) failed for good at attempt %d: %s%s",
+                job.id,
+                job.topic,
+                job.retries + 1,
+                error,
+                f"\n{last.traceback.rstrip()}" if last is not None and last.traceback else "",
+            )
+        elif outcome is Outcome.CANCELLED:
+            self.logger.info(
+                "job %s (%s) cancelled at attempt %d", job.id, job.topic, job.retries + 1
+            )
 
     def refused(self, job: Job, event: str) -> None:
         """Log a result that fencing refused (or a lease lost at renewal)."""

@@ -32,6 +32,9 @@ class FieldKind(enum.Enum):
     INT = "int"
     #: A `JobStatus`.
     STATUS = "status"
+    #: The attempt history: a tuple of `AttemptError`, newest last, kept as JSON
+    #: (`errors_to_json` / `errors_from_json`).
+    ERRORS = "errors"
 
 
 @attrs.frozen(kw_only=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from jobs_core._fields import FieldKind, FieldSpec, job_field, schema_of
+from jobs_core._history import AttemptError
 from jobs_core._payload import unmarshal
 
 if TYPE_CHECKING:
@@ -20,13 +21,14 @@ else:
 
 T = TypeVar("T")
 
-ID, TEXT, JSON, TIME, INT, STATUS = (
+ID, TEXT, JSON, TIME, INT, STATUS, ERRORS = (
     FieldKind.ID,
     FieldKind.TEXT,
     FieldKind.JSON,
     FieldKind.TIME,
     FieldKind.INT,
     FieldKind.STATUS,
+    FieldKind.ERRORS,
 )
 
 #: The earliest and latest instants a job may hold (`run_at`, leases, timestamps).
@@ -104,6 +106,21 @@ class Job:
         mutable=True,
         default=None,
         doc="The last failure's message; null if the job never failed.",
+    )
+    errors: tuple[AttemptError, ...] = job_field(
+        ERRORS,
+        mutable=True,
+        default=(),
+        repr=False,
+        doc="Its failed attempts, newest last (the last 20; a requeue keeps them).",
+    )
+    result: JSONValue = job_field(
+        JSON,
+        nullable=True,
+        mutable=True,
+        default=None,
+        repr=False,
+        doc="What its handler returned (JSON); null if nothing, or not completed.",
     )
     cancel_requested: datetime | None = job_field(
         TIME,

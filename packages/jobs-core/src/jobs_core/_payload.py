@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from jobs_core._errors import InvalidPayload, PayloadTooLarge
+from jobs_core._errors import InvalidPayload, InvalidResult, PayloadTooLarge
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ def serialize(payload: object, max_size: int) -> str:
     non-JSON types, non-string keys, NaN/Infinity, NUL characters and nesting deeper than
     `MAX_DEPTH`; then measures the UTF-8 size against `max_size`.
     """
-    _check_value(payload)
+    _check_value(payload, "payload")
     try:
         text = _encode(payload)
     except ValueError as exc:  # e.g. an int with more digits than int->str allows
@@ -50,8 +50,26 @@ def canonical(payload: object, max_size: int) -> Any:
     return _decode(serialize(payload, max_size))
 
 
-def _check_value(root: object) -> None:
-    stack: list[tuple[object, int, str]] = [(root, 0, "payload")]
+def check_result(value: object, max_size: int) -> Any:
+    """A handler's return value as the store will give it back (tuples become lists), or
+    `InvalidResult` saying why it cannot be stored: the payload's rules, and its size."""
+    try:
+        _check_value(value, "result")
+        text = _encode(value)
+        size = len(text.encode("utf-8"))
+    except InvalidPayload as exc:
+        raise InvalidResult(str(exc)) from exc
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise InvalidResult(f"result is not storable as JSON: {exc}") from exc
+    if size > max_size:
+        raise InvalidResult(
+            f"result is {size} bytes of JSON; the limit is {max_size} bytes (max_payload_size)"
+        )
+    return _decode(text)
+
+
+def _check_value(root: object, name: str) -> None:
+    stack: list[tuple[object, int, str]] = [(root, 0, name)]
     while stack:
         value, depth, path = stack.pop()
         if value is None or isinstance(value, bool | int):
@@ -65,7 +83,7 @@ def _check_value(root: object) -> None:
                 raise InvalidPayload(f"{path} contains a NUL character (\\u0000)")
             continue
         if depth >= MAX_DEPTH:
-            raise InvalidPayload(f"payload nests deeper than {MAX_DEPTH} levels")
+            raise InvalidPayload(f"{name} nests deeper than {MAX_DEPTH} levels")
         if isinstance(value, list | tuple):
             stack.extend((item, depth + 1, f"{path}[{i}]") for i, item in enumerate(value))
         elif isinstance(value, dict):

@@ -12,9 +12,9 @@ the memory store, the contract kit, the API and docs/lifecycle.md read them from
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 
@@ -26,6 +26,7 @@ from jobs_core._errors import (
     IllegalTransition,
     LockLost,
 )
+from jobs_core._history import AttemptError, recorded
 from jobs_core._model import JOB_FIELDS, MUTABLE_FIELDS, Job, JobStatus, JobUpdate, JSONValue
 
 PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED = (
@@ -72,9 +73,10 @@ CLAIM, RENEW, COMPLETE, RETRY, GIVE_UP, RELEASE, SNOOZE, ABORT, REQUEUE, DELETE,
 class FieldRule:
     """How moves may change one mutable field: effect name -> the expression of the new
     value. Expressions see `job` (before the move), `now`, `token` (the new lock token),
-    `lease` (its duration), `backoff`, `error` and `target` (the move's status). The
-    effect `"keep"` (copy the value) is always there; `default` is the effect of a move
-    that does not name the field."""
+    `lease` (its duration), `backoff`, `error`, `trace` (its traceback), `result` (the
+    handler's return value), `target` (the move's status) and `append_attempt` (the attempt
+    history with this attempt appended). The effect `"keep"` (copy the value) is always
+    there; `default` is the effect of a move that does not name the field."""
 
     effects: Mapping[str, str]
     default: str = "keep"
@@ -90,6 +92,8 @@ FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "retries": FieldRule({"count": "job.retries + 1", "reset": "0"}),
     "snoozes": FieldRule({"count": "job.snoozes + 1", "reset": "0"}),
     "last_error": FieldRule({"record": "error", "clear": "None"}),
+    "errors": FieldRule({"record": "append_attempt(job, now, error, trace)"}),
+    "result": FieldRule({"store": "result"}),
     "cancel_requested": FieldRule({"now": "job.cancel_requested or now", "clear": "None"}),
     "updated": FieldRule({"now": "now"}, default="now"),
 }
@@ -126,7 +130,11 @@ def move(target: JobStatus | None, *groups: Mapping[str, str], **effects: str) -
     return Move(target, tuple(merged.items()))
 
 
-#: What a requeue does: due now, a fresh count of retries, no error, no cancel request.
+#: What a failed attempt records: its error, and the attempt in the history.
+_FAILURE: Final = {"last_error": "record", "errors": "record"}
+
+#: What a requeue does: due now, a fresh count of retries, no error, no cancel request
+#: (the attempt history stays).
 _AGAIN: Final = {
     "run_at": "now",
     "retries": "reset",
@@ -143,12 +151,12 @@ TRANSITIONS: Final[Mapping[JobStatus, Mapping[JobEvent, Move]]] = {
     PENDING: {CLAIM: move(PROCESSING, LEASE), DELETE: GONE, CANCEL: move(CANCELLED)},
     PROCESSING: {
         RENEW: move(PROCESSING, LEASE),
-        COMPLETE: move(COMPLETED, UNLOCK),
-        RETRY: move(PENDING, UNLOCK, run_at="backoff", retries="count", last_error="record"),
-        GIVE_UP: move(FAILED, UNLOCK, last_error="record"),
+        COMPLETE: move(COMPLETED, UNLOCK, result="store"),
+        RETRY: move(PENDING, UNLOCK, _FAILURE, run_at="backoff", retries="count"),
+        GIVE_UP: move(FAILED, UNLOCK, _FAILURE),
         RELEASE: move(PENDING, UNLOCK, run_at="now"),
         SNOOZE: move(PENDING, UNLOCK, run_at="backoff", snoozes="count"),
-        ABORT: move(CANCELLED, UNLOCK, last_error="record"),
+        ABORT: move(CANCELLED, UNLOCK, _FAILURE),
         # A request: the lease stays with the worker, which learns of it when it renews.
         CANCEL: move(PROCESSING, cancel_requested="now"),
     },
@@ -245,8 +253,29 @@ _ERRORS: Final[Mapping[JobEvent, type[IllegalTransition]]] = {
     CANCEL: CannotCancel,
 }
 
-#: A compiled move: (job, now, token, lease, backoff, error) -> the job after it.
-Apply = Callable[[Job, datetime, str | None, timedelta | None, Backoff | None, str | None], Job]
+
+class Apply(Protocol):
+    """A compiled move: the job after it, from the job before it and the move's inputs."""
+
+    def __call__(
+        self,
+        job: Job,
+        now: datetime,
+        token: str | None = None,
+        lease: timedelta | None = None,
+        *,
+        backoff: Backoff | None = None,
+        error: str | None = None,
+        trace: str | None = None,
+        result: JSONValue = None,
+    ) -> Job: ...
+
+
+def append_attempt(
+    job: Job, now: datetime, error: str | None, trace: str | None
+) -> tuple[AttemptError, ...]:
+    """The history of `job` with the attempt that just ended appended."""
+    return recorded(job.errors, attempt=job.retries + 1, at=now, error=error, traceback=trace)
 
 
 def _check_rules() -> None:
@@ -276,9 +305,14 @@ def _compile(m: Move) -> Apply:
         expression = f"job.{name}" if effect == "keep" else FIELD_RULES[name].effects[effect]
         values.append(f"{name}={expression}")
     source = (
-        f"def apply(job, now, token, lease, backoff, error):\n    return Job({', '.join(values)})\n"
+        "def apply(job, now, token=None, lease=None, *, backoff=None, error=None, trace=None,"
+        f" result=None):\n    return Job({', '.join(values)})\n"
     )
-    namespace: dict[str, object] = {"Job": Job, "target": m.target}
+    namespace: dict[str, object] = {
+        "Job": Job,
+        "target": m.target,
+        "append_attempt": append_attempt,
+    }
     exec(source, namespace)  # noqa: S102 - source built above from the table's own names
     apply = namespace["apply"]
     assert callable(apply)
@@ -340,7 +374,7 @@ def claim(job: Job, *, now: datetime, lease: timedelta, token: str) -> Job:
     apply = _apply(job, CLAIM)
     if job.run_at > now:
         raise IllegalTransition(job.id, "claim", f"due only at {job.run_at.isoformat()}", "due")
-    return apply(job, now, token, lease, None, None)
+    return apply(job, now, token, lease)
 
 
 def _check_lease(job: Job, token: str, now: datetime, event: str) -> None:
@@ -360,19 +394,29 @@ def renew(job: Job, *, token: str, now: datetime, lease: timedelta, new_token: s
     old lease looked expired cannot overwrite the renewal: its write is guarded by the
     old token, which no longer matches."""
     _check_lease(job, token, now, "renew")
-    return _apply(job, RENEW)(job, now, new_token, lease, None, None)
+    return _apply(job, RENEW)(job, now, new_token, lease)
 
 
-def complete(job: Job, *, token: str, now: datetime) -> Job:
-    """`processing` under `token`, lease still valid -> `completed`."""
+def complete(job: Job, *, token: str, now: datetime, result: JSONValue = None) -> Job:
+    """`processing` under `token`, lease still valid -> `completed`, keeping `result`
+    (the handler's return value, checked by the caller to be storable JSON)."""
     _check_lease(job, token, now, "complete")
-    return _apply(job, COMPLETE)(job, now, None, None, None, None)
+    return _apply(job, COMPLETE)(job, now, result=result)
 
 
-def fail(job: Job, *, token: str, error: str, now: datetime, backoff: Backoff) -> Job:
-    """A failed attempt: back to `pending` after a backoff while retries remain, else `failed`."""
+def fail(
+    job: Job,
+    *,
+    token: str,
+    error: str,
+    now: datetime,
+    backoff: Backoff,
+    traceback: str | None = None,
+) -> Job:
+    """A failed attempt: back to `pending` after a backoff while retries remain, else
+    `failed`; recorded in the attempt history with its `traceback`."""
     _check_lease(job, token, now, "fail")
-    return _failed_attempt(job, error, now, backoff)
+    return _failed_attempt(job, error, now, backoff, traceback)
 
 
 def expire(job: Job, *, now: datetime, backoff: Backoff) -> Job:
@@ -386,12 +430,14 @@ def _clip(error: str) -> str:
     return error if len(error) <= MAX_ERROR_LENGTH else error[:MAX_ERROR_LENGTH] + "…[truncated]"
 
 
-def _failed_attempt(job: Job, error: str, now: datetime, backoff: Backoff) -> Job:
+def _failed_attempt(
+    job: Job, error: str, now: datetime, backoff: Backoff, trace: str | None = None
+) -> Job:
     error = _clip(error)
     if job.cancel_requested is not None:  # asked to stop: never retried
-        return _aborted(job, now, f"cancelled ({error})")
+        return _aborted(job, now, f"cancelled ({error})", trace)
     event = RETRY if job.retries < job.max_retries else GIVE_UP
-    return _apply(job, event)(job, now, None, None, backoff, error)
+    return _apply(job, event)(job, now, backoff=backoff, error=error, trace=trace)
 
 
 #: How often one job may snooze; the next snooze fails it (a handler looping on
@@ -408,26 +454,30 @@ def snooze(job: Job, *, token: str, now: datetime, delay: timedelta) -> Job:
         return _aborted(job, now)
     if job.snoozes >= MAX_SNOOZES:
         error = f"snoozed {MAX_SNOOZES} times; giving up"
-        return _apply(job, GIVE_UP)(job, now, None, None, None, error)
-    return _apply(job, SNOOZE)(job, now, None, None, lambda _: delay, None)
+        return _apply(job, GIVE_UP)(job, now, error=error)
+    return _apply(job, SNOOZE)(job, now, backoff=lambda _: delay)
 
 
-def give_up(job: Job, *, token: str, error: str, now: datetime) -> Job:
+def give_up(
+    job: Job, *, token: str, error: str, now: datetime, traceback: str | None = None
+) -> Job:
     """The handler said the job can never succeed: `failed` now, whatever retries remain
     (`cancelled` if a cancel was requested)."""
     _check_lease(job, token, now, "give up")
     error = _clip(error)
     if job.cancel_requested is not None:
-        return _aborted(job, now, f"cancelled ({error})")
-    return _apply(job, GIVE_UP)(job, now, None, None, None, error)
+        return _aborted(job, now, f"cancelled ({error})", traceback)
+    return _apply(job, GIVE_UP)(job, now, error=error, trace=traceback)
 
 
 #: `last_error` of a job its worker stopped at a cancel request.
 CANCELLED_ERROR = "cancelled"
 
 
-def _aborted(job: Job, now: datetime, error: str = CANCELLED_ERROR) -> Job:
-    return _apply(job, ABORT)(job, now, None, None, None, error)
+def _aborted(
+    job: Job, now: datetime, error: str = CANCELLED_ERROR, trace: str | None = None
+) -> Job:
+    return _apply(job, ABORT)(job, now, error=error, trace=trace)
 
 
 def release(job: Job, *, token: str, now: datetime) -> Job:
@@ -436,7 +486,7 @@ def release(job: Job, *, token: str, now: datetime) -> Job:
     _check_lease(job, token, now, "release")
     if job.cancel_requested is not None:
         return _aborted(job, now)
-    return _apply(job, RELEASE)(job, now, None, None, None, None)
+    return _apply(job, RELEASE)(job, now)
 
 
 def abort(job: Job, *, token: str, now: datetime) -> Job:
@@ -449,13 +499,13 @@ def cancel(job: Job, *, now: datetime) -> Job:
     """A client's cancel: a `pending` job is `cancelled` at once; a `processing` one keeps
     running with `cancel_requested` set (its worker stops it at its next renewal). Any
     other status raises `CannotCancel`."""
-    return _apply(job, CANCEL)(job, now, None, None, None, None)
+    return _apply(job, CANCEL)(job, now)
 
 
 def requeue(job: Job, *, now: datetime) -> Job:
     """`failed` or `cancelled` -> `pending`, due now, with retries, lock, last error and
     cancel request cleared."""
-    return _apply(job, REQUEUE)(job, now, None, None, None, None)
+    return _apply(job, REQUEUE)(job, now)
 
 
 def check_delete(job: Job) -> None:

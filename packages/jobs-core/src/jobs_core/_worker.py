@@ -13,17 +13,23 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import os
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, margin_past, store_backoff
 from jobs_core._deadlines import Deadline, DeadlineTimer
-from jobs_core._errors import LockLost
+from jobs_core._errors import InvalidResult, LockLost
 from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
 from jobs_core._heartbeat import Heartbeat
-from jobs_core._model import Job, JobStatus
+from jobs_core._model import Job, JobStatus, JSONValue
+from jobs_core._payload import check_result
 from jobs_core._results import ResultWriter
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
 from jobs_core._threads import run_in_daemon_thread
@@ -35,6 +41,57 @@ Handler = Callable[[Job], Awaitable[Any] | Any]
 
 #: First wait before listening for store notifications again (then doubling).
 _WATCH_RETRY = timedelta(milliseconds=100)
+
+
+@attrs.frozen
+class Failure:
+    """How an attempt failed: the error recorded as `last_error`, and the traceback kept
+    in the attempt history (None when no exception was raised, as at a timeout)."""
+
+    error: str
+    traceback: str | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        """The failure a handler's exception makes: its type and message, and traceback."""
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return cls(error, handler_traceback(exc))
+
+
+@attrs.frozen
+class Returned:
+    """A handler returned something other than None: its result, not yet checked."""
+
+    value: Any
+
+
+#: Where this package's modules are: the worker's own frames atop a handler's traceback
+#: (the calls that ran it) are left out of the traceback kept.
+_OWN_FILES = str(Path(__file__).parent) + os.sep
+
+
+def handler_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` (and of the exceptions it chains) as the handler saw it:
+    without the frames of the worker that called the handler."""
+    shown = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    pending = [shown]
+    while pending:
+        part = pending.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        frames = list(part.stack)
+        while len(frames) > 1 and frames[0].filename.startswith(_OWN_FILES):
+            frames.pop(0)
+        part.stack = traceback.StackSummary.from_list(frames)
+        pending += [p for p in (part.__cause__, part.__context__) if p is not None]
+    return "".join(shown.format())
+
+
+#: How a run ended, as `_call` tells it: None (returned None), the result, the signal
+#: raised, or the failure.
+Ending = Returned | HandlerSignal | Failure | None
 
 
 def is_async_handler(handler: Handler) -> bool:
@@ -287,7 +344,7 @@ class Worker:
         else:
             outcome = (
                 Outcome.COMPLETED
-                if ending is None
+                if ending is None or type(ending) is Returned
                 else Outcome.SNOOZED
                 if isinstance(ending, Snooze)
                 else Outcome.FAILED
@@ -301,14 +358,15 @@ class Worker:
 
     async def _call(
         self, handler: Handler, job: Job, deadline: Deadline, began: datetime
-    ) -> str | HandlerSignal | None:
-        """Run the handler until it ends or `deadline` cancels it: None when it returned,
-        the `HandlerSignal` it raised, or the error text of its failure."""
+    ) -> Ending:
+        """Run the handler until it ends or `deadline` cancels it: None when it returned
+        None, its `Returned` value, the `HandlerSignal` it raised, or its `Failure`."""
+        value: Any = None
         try:
             if self._is_async(job.topic, handler):
-                await handler(job)
+                value = await handler(job)
             else:
-                await self._in_thread(handler, job, deadline, began)
+                value = await self._in_thread(handler, job, deadline, began)
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise  # stop() cancelled the job
@@ -317,22 +375,22 @@ class Worker:
                 return signal
         except Exception as exc:  # noqa: BLE001 - a handler's error is a failed attempt
             if not deadline.expired:
-                return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                return Failure.of(exc)
         if deadline.expired:  # however the handler ended, its time was up first
             task = asyncio.current_task()
             assert task is not None
             task.uncancel()  # the timeout's cancellation is handled: the job goes on
-            return self._timed_out(job.topic)
-        return None
+            return Failure(self._timed_out(job.topic))
+        return None if value is None else Returned(value)
 
     async def _in_thread(
         self, handler: Handler, job: Job, deadline: Deadline, began: datetime
-    ) -> None:
+    ) -> Any:
         """Run a plain `def` handler on its own thread; at the deadline the thread is
         abandoned (it cannot be cancelled) and its late result fenced."""
         running = run_in_daemon_thread(functools.partial(handler, job))
         try:
-            await asyncio.shield(running)  # a cancel must not cancel `running` itself
+            return await asyncio.shield(running)  # a cancel must not cancel `running` itself
         except asyncio.CancelledError:
             if deadline.expired:
                 running.add_done_callback(lambda done: self._late_result(job, began, done))
@@ -366,23 +424,30 @@ class Worker:
         job: Job,
         began: datetime,
         outcome: Outcome,
-        ending: str | HandlerSignal | None = None,
+        ending: Ending = None,
         *,
         event: str | None = None,
     ) -> None:
         """Hand the run's guarded write to the result writer, which reports `finished`
         once it is written or `refused` if fencing turns it down.
 
-        `outcome` is COMPLETED, RELEASED, CANCELLED, SNOOZED (with the `Snooze`), or
-        FAILED with the error text or the `Retry`/`GiveUp` raised (then RETRIED if it
-        will run again); the job's status after the move settles which one is
-        reported. `event` names a refusal if not the outcome."""
+        `outcome` is COMPLETED (with the `Returned` value, if any), RELEASED, CANCELLED,
+        SNOOZED (with the `Snooze`), or FAILED with the `Failure` or the `Retry`/`GiveUp`
+        raised (then RETRIED if it will run again); the job's status after the move
+        settles which one is reported. A result that cannot be stored fails the attempt.
+        `event` names a refusal if not the outcome."""
         token = job.lock_token
         assert token is not None
         now = self._clock.now()
+        result: JSONValue = None
+        if type(ending) is Returned:
+            try:
+                result = check_result(ending.value, self._config.max_payload_size)
+            except InvalidResult as exc:
+                outcome, ending = Outcome.FAILED, Failure(f"{type(exc).__name__}: {exc}")
         try:
             if outcome is Outcome.COMPLETED:
-                after = transitions.complete(job, token=token, now=now)
+                after = transitions.complete(job, token=token, now=now, result=result)
             elif outcome is Outcome.RELEASED:
                 after = transitions.release(job, token=token, now=now)
                 if after.status is JobStatus.CANCELLED:
@@ -393,15 +458,27 @@ class Worker:
                 after = transitions.snooze(job, token=token, now=now, delay=ending.delay)
                 outcome = _REPORTED.get(after.status, Outcome.SNOOZED)
             elif isinstance(ending, GiveUp):
-                after = transitions.give_up(job, token=token, error=ending.reason, now=now)
+                after = transitions.give_up(
+                    job, token=token, error=ending.reason, now=now, traceback=_cause(ending)
+                )
                 outcome = _REPORTED.get(after.status, outcome)
             else:
-                error, backoff = str(ending), self._config.backoff
+                backoff = self._config.backoff
                 if isinstance(ending, Retry):
-                    error = ending.reason
+                    failure = Failure(ending.reason, _cause(ending))
                     if ending.after is not None:
                         backoff = functools.partial(_fixed, ending.after)
-                after = transitions.fail(job, token=token, error=error, now=now, backoff=backoff)
+                else:
+                    assert isinstance(ending, Failure), ending
+                    failure = ending
+                after = transitions.fail(
+                    job,
+                    token=token,
+                    error=failure.error,
+                    now=now,
+                    backoff=backoff,
+                    traceback=failure.traceback,
+                )
                 outcome = _REPORTED.get(after.status, Outcome.RETRIED)
         except LockLost:  # the lease ran out by our own clock: fenced before the store
             self._observer.refused(job, event or outcome.value)
@@ -414,6 +491,14 @@ class Worker:
 #: The outcome reported for a failed or snoozed run, by the status it ended in (a job
 #: that will run again is absent: RETRIED or SNOOZED).
 _REPORTED = {JobStatus.FAILED: Outcome.FAILED, JobStatus.CANCELLED: Outcome.CANCELLED}
+
+
+def _cause(signal: HandlerSignal) -> str | None:
+    """The traceback of a `Retry` or `GiveUp` raised while handling another exception
+    (it shows that one too); None for one raised on purpose with nothing behind it."""
+    if signal.__cause__ is None and signal.__context__ is None:
+        return None
+    return handler_traceback(signal)
 
 
 def _fixed(delay: timedelta, retry: int) -> timedelta:

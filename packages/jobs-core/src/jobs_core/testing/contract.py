@@ -41,8 +41,9 @@ from hypothesis.stateful import (
 
 from jobs_core import _transitions as transitions
 from jobs_core._errors import InvalidOptions
+from jobs_core._history import MAX_ERRORS
 from jobs_core._ids import new_job_id
-from jobs_core._model import MUTABLE_FIELDS, Job, JobQuery, JobStatus, JobUpdate
+from jobs_core._model import MUTABLE_FIELDS, Job, JobQuery, JobStatus, JobUpdate, JSONValue
 from jobs_core._transitions import FINAL_STATUSES
 from jobs_core.ports import JobStore
 
@@ -254,6 +255,64 @@ class JobStoreContract:
         later = _T0 + timedelta(seconds=1)
         (again,) = await store.claim(topics=["t"], now=later, lease=LEASE, limit=1)
         assert again.retries == 1 and again.lock_token != token
+
+    async def test_attempt_history_is_stored_exactly_and_kept_by_requeue(
+        self, store: JobStore
+    ) -> None:
+        """Each failed attempt's record (number, time, error, traceback) round-trips
+        exactly; a requeue clears `last_error` but keeps the history; the history holds
+        the newest `MAX_ERRORS` attempts."""
+        job = make_job(max_retries=MAX_ERRORS + 1)
+        await store.insert([job])
+        trace = 'Traceback (most recent call last):\n  File "h.py", line 1\nValueError: ✗ "q"'
+        now = _T0
+        for n in range(MAX_ERRORS + 1):
+            (claimed,) = await store.claim(topics=["t"], now=now, lease=LEASE, limit=1)
+            failed = transitions.fail(
+                claimed,
+                token=str(claimed.lock_token),
+                error=f"boom {n} ✗",
+                now=now + _TICK,
+                backoff=_backoff,
+                traceback=None if n % 2 else f"{trace} {n}",
+            )
+            assert list(await store.update([transitions.update(claimed, failed)])) == [True]
+            assert await store.get(job.id) == failed
+            now = failed.run_at
+        stored = await store.get(job.id)
+        assert len(stored.errors) == MAX_ERRORS
+        assert [e.attempt for e in stored.errors] == list(range(2, MAX_ERRORS + 2))
+        assert stored.errors[-1].error == f"boom {MAX_ERRORS} ✗"
+        (claimed,) = await store.claim(topics=["t"], now=now, lease=LEASE, limit=1)
+        final = transitions.give_up(claimed, token=str(claimed.lock_token), error="no", now=now)
+        assert list(await store.update([transitions.update(claimed, final)])) == [True]
+        again = transitions.requeue(final, now=now)
+        assert list(await store.update([transitions.update(final, again)])) == [True]
+        back = await store.get(job.id)
+        assert back == again
+        assert (back.last_error, back.errors) == (None, final.errors)
+
+    async def test_a_result_is_stored_with_the_completion(self, store: JobStore) -> None:
+        """The handler's JSON result is kept exactly by `complete`; a job completed with
+        no result (`None`) has none."""
+        with_result, without = make_job(), make_job()
+        await store.insert([with_result, without])
+        claimed = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=2)
+        result: JSONValue = {"sent": 3, "to": ["é@x.org", None], "ok": True, "nested": [[]]}
+        for job, value in zip(claimed, [result, None], strict=True):
+            done = transitions.complete(job, token=str(job.lock_token), now=_T0, result=value)
+            assert list(await store.update([transitions.update(job, done)])) == [True]
+            assert await store.get(job.id) == done
+            assert (await store.get(job.id)).result == value
+        falsy: list[JSONValue] = [[], "", 0, False]
+        for value in falsy:  # falsy JSON is a result too, not "none"
+            job = make_job()
+            await store.insert([job])
+            (held,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+            done = transitions.complete(held, token=str(held.lock_token), now=_T0, result=value)
+            assert list(await store.update([transitions.update(held, done)])) == [True]
+            stored = (await store.get(job.id)).result
+            assert (stored, type(stored)) == (value, type(value))
 
     async def test_expired_lists_only_leases_that_ran_out(self, store: JobStore) -> None:
         """`locked_until < now` is expired; `locked_until == now` is not."""
@@ -754,25 +813,31 @@ def make_state_machine(
         @rule(
             job_id=job_ids,
             which=st.sampled_from(["current", "current", "stale", "random"]),
+            result=st.none() | _PAYLOADS,
         )
-        def complete(self, job_id: str, which: str) -> None:
+        def complete(self, job_id: str, which: str, result: Any) -> None:
             if job_id not in self.model:
                 return
-            self._report(job_id, which, lambda j, t: transitions.complete(j, token=t, now=self.now))
+            self._report(
+                job_id,
+                which,
+                lambda j, t: transitions.complete(j, token=t, now=self.now, result=result),
+            )
 
         @rule(
             job_id=job_ids,
             which=st.sampled_from(["current", "current", "stale", "random"]),
             error=st.sampled_from(["boom", "ValueError: ✗ <b>", ""]),
+            trace=st.sampled_from([None, "", 'Traceback:\n  File "x"\nValueError: ✗ "q"']),
         )
-        def fail(self, job_id: str, which: str, error: str) -> None:
+        def fail(self, job_id: str, which: str, error: str, trace: str | None) -> None:
             if job_id not in self.model:
                 return
             self._report(
                 job_id,
                 which,
                 lambda j, t: transitions.fail(
-                    j, token=t, error=error, now=self.now, backoff=_backoff
+                    j, token=t, error=error, now=self.now, backoff=_backoff, traceback=trace
                 ),
             )
             if self.model[job_id].status is JobStatus.FAILED:
@@ -1010,6 +1075,8 @@ def make_state_machine(
                 assert (job.status is JobStatus.PROCESSING) == (job.lock_token is not None)
                 assert (job.status is JobStatus.PROCESSING) == (job.locked_until is not None)
                 assert 0 <= job.retries <= job.max_retries
+                assert len(job.errors) <= MAX_ERRORS
+                assert job.result is None or job.status is JobStatus.COMPLETED
 
         @invariant()
         def counts_agree(self) -> None:
