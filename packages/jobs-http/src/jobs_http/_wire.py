@@ -35,6 +35,7 @@ from jobs_core import (
     CLIENT_EVENTS,
     JOB_SCHEMA,
     OPTION_FIELDS,
+    AttemptError,
     EnqueueOptions,
     FieldKind,
     FieldSpec,
@@ -150,6 +151,8 @@ _KINDS: dict[FieldKind, _Kind] = {
     FieldKind.TIME: _Kind(datetime, _utc, parse_rfc3339),
     FieldKind.INT: _Kind(int, None, _strict_int),
     FieldKind.STATUS: _Kind(_STATUS_VALUES, _as_status, _status),
+    # The history goes out as it is: attrs objects, each time already in UTC.
+    FieldKind.ERRORS: _Kind(list[AttemptError], None, _any),
 }
 
 

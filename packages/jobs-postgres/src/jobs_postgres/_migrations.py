@@ -142,12 +142,26 @@ async def _v4(conn: AsyncConnection, schema: Schema) -> None:
     await _run(conn, [f"ALTER TABLE {table} ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0"])
 
 
+async def _v5(conn: AsyncConnection, schema: Schema) -> None:
+    """The columns `errors` (the attempt history, `[]` in every existing row: a constant
+    default, so no row is rewritten) and `result` (nullable: no old job has one)."""
+    table = schema.sql(schema.name)
+    await _run(
+        conn,
+        [
+            f"ALTER TABLE {table} ADD COLUMN errors JSONB NOT NULL DEFAULT '[]'::jsonb",
+            f"ALTER TABLE {table} ADD COLUMN result JSONB",
+        ],
+    )
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
     Migration(2, "per-topic claim index, named version rows", _v2),
     Migration(3, "status cancelled, column cancel_requested", _v3),
     Migration(4, "column snoozes", _v4),
+    Migration(5, "columns errors and result", _v5),
 )
 
 

@@ -23,18 +23,32 @@ from jobs_core import (
     JOB_SCHEMA,
     MUTABLE_FIELDS,
     RENEW_FIELDS,
+    AttemptError,
     FieldKind,
     FieldSpec,
     Job,
     JobStatus,
     JobUpdate,
     UnreadableJob,
+    errors_from_json,
+    errors_to_json,
 )
 
 
 def dumps(value: object) -> str:
     """JSON text of a payload, as the core's canonical form writes it (strict, UTF-8)."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def dump_errors(errors: Sequence[AttemptError]) -> str:
+    """The attempt history as JSON text (`"[]"` for none, without encoding anything)."""
+    return dumps(errors_to_json(errors)) if errors else "[]"
+
+
+def load_errors(value: object) -> tuple[AttemptError, ...]:
+    """The attempt history from its decoded JSON (a job with no failed attempt costs
+    nothing)."""
+    return () if value == [] else errors_from_json(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +76,13 @@ KINDS: Final[Mapping[FieldKind, Kind]] = {
     FieldKind.TIME: Kind(lambda: sa.DateTime(timezone=True), read="_time({v}, {name!r})"),
     FieldKind.INT: Kind(sa.Integer),
     FieldKind.STATUS: Kind(sa.Text, sent="{v}.value", stored="{v}.value", read="_status({v})"),
+    FieldKind.ERRORS: Kind(
+        lambda: pg.JSONB(none_as_null=False),
+        sent="dump_errors({v})",
+        sent_as="TEXT",
+        stored="errors_to_json({v})",
+        read="load_errors({v})",
+    ),
 }
 
 #: Every column (one per `Job` field, same name), in the order rows are returned.
@@ -206,6 +227,9 @@ _STATUS_VALUES: Final = frozenset(s.value for s in JobStatus)
 _compiled: dict[str, Any] = {
     "Job": Job,
     "dumps": dumps,
+    "dump_errors": dump_errors,
+    "load_errors": load_errors,
+    "errors_to_json": errors_to_json,
     "_time": _time,
     "_status": _status,
     "_by_id": _by_id,

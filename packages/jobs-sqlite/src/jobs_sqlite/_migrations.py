@@ -130,6 +130,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         # A constant default: SQLite adds the column without touching a row.
         _run_all("ALTER TABLE jobs ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0"),
     ),
+    Migration(
+        5,
+        "columns errors and result",
+        # Constant defaults again: no row is touched; old jobs have no history, no result.
+        _run_all(
+            "ALTER TABLE jobs ADD COLUMN errors TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE jobs ADD COLUMN result TEXT",
+        ),
+    ),
 )
 
 

@@ -29,12 +29,15 @@ from jobs_core import (
     LATEST_TIME,
     MUTABLE_FIELDS,
     RENEW_FIELDS,
+    AttemptError,
     FieldKind,
     InvalidPayload,
     Job,
     JobStatus,
     JobUpdate,
     UnreadableJob,
+    errors_from_json,
+    errors_to_json,
 )
 
 #: Column order of every `SELECT` of whole jobs (one column per `Job` field, same name;
@@ -133,6 +136,16 @@ def _job_time(text: str) -> datetime:
     return value
 
 
+def dump_errors(errors: Sequence[AttemptError]) -> str:
+    """The attempt history's JSON text (`"[]"` for none, without encoding anything)."""
+    return _JSON.encode(errors_to_json(errors)) if errors else "[]"
+
+
+def load_errors(text: str) -> tuple[AttemptError, ...]:
+    """Read back what `dump_errors` wrote (a job with no failed attempt costs nothing)."""
+    return () if text == "[]" else errors_from_json(_loads(text))
+
+
 def _integer(value: object) -> int:
     if type(value) is not int:
         raise TypeError(f"not an integer: {type(value).__name__}")
@@ -163,6 +176,7 @@ KINDS: Final[Mapping[FieldKind, Kind]] = {
     FieldKind.TIME: Kind(Text, "text({})", "read_time({})", check=_job_time),
     FieldKind.INT: Kind(Integer, guard="type({}) is not int", check=_integer),
     FieldKind.STATUS: Kind(Text, "{}.value", "_STATUSES[{}]", check=_STATUSES.__getitem__),
+    FieldKind.ERRORS: Kind(Text, "dump_errors({})", "load_errors({})", check=load_errors),
 }
 _KIND_OF: Final = {spec.name: KINDS[spec.kind] for spec in JOB_SCHEMA}
 _SPEC_OF: Final = {spec.name: spec for spec in JOB_SCHEMA}
