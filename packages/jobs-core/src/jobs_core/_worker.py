@@ -22,7 +22,7 @@ from jobs_core._config import JobsConfig, margin_past, store_backoff
 from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core._errors import LockLost
 from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
-from jobs_core._heartbeat import Heartbeat
+from jobs_core._heartbeat import Heartbeat, Lease
 from jobs_core._model import Job, JobStatus
 from jobs_core._results import ResultWriter
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
@@ -277,7 +277,7 @@ class Worker:
         )
         try:
             try:
-                ending = await self._call(handler, job, deadline, began)
+                ending = await self._call(handler, job, deadline, began, lease)
             finally:
                 deadline.cancel()
                 self._running.discard(task)
@@ -300,7 +300,7 @@ class Worker:
         self._record(job, began, outcome, ending)
 
     async def _call(
-        self, handler: Handler, job: Job, deadline: Deadline, began: datetime
+        self, handler: Handler, job: Job, deadline: Deadline, began: datetime, lease: Lease
     ) -> str | HandlerSignal | None:
         """Run the handler until it ends or `deadline` cancels it: None when it returned,
         the `HandlerSignal` it raised, or the error text of its failure."""
@@ -308,7 +308,7 @@ class Worker:
             if self._is_async(job.topic, handler):
                 await handler(job)
             else:
-                await self._in_thread(handler, job, deadline, began)
+                await self._in_thread(handler, job, deadline, began, lease)
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise  # stop() cancelled the job
@@ -326,15 +326,16 @@ class Worker:
         return None
 
     async def _in_thread(
-        self, handler: Handler, job: Job, deadline: Deadline, began: datetime
+        self, handler: Handler, job: Job, deadline: Deadline, began: datetime, lease: Lease
     ) -> None:
-        """Run a plain `def` handler on its own thread; at the deadline the thread is
-        abandoned (it cannot be cancelled) and its late result fenced."""
+        """Run a plain `def` handler on its own thread; at the deadline or a cancel
+        request the thread is abandoned (it cannot be cancelled) and its late result
+        fenced, so that observers hear of it (`refused`, "late completion")."""
         running = run_in_daemon_thread(functools.partial(handler, job))
         try:
             await asyncio.shield(running)  # a cancel must not cancel `running` itself
         except asyncio.CancelledError:
-            if deadline.expired:
+            if deadline.expired or lease.cancelled:
                 running.add_done_callback(lambda done: self._late_result(job, began, done))
             raise
 
@@ -356,7 +357,7 @@ class Worker:
     def _late_result(self, job: Job, began: datetime, done: asyncio.Future[Any]) -> None:
         """An abandoned thread finished: try its completion so fencing refuses it, visibly."""
         if done.cancelled() or done.exception() is not None:
-            return  # its failure was already recorded at the timeout
+            return  # a failure changes nothing: the attempt was recorded when abandoned
         loop = self._loop
         if loop is not None and not loop.is_closed():
             self._record(job, began, Outcome.COMPLETED, event=LATE_COMPLETION)
