@@ -201,3 +201,40 @@ async def test_a_job_asked_to_cancel_whose_worker_died_is_rescued_as_cancelled(
         0,
         "cancelled (lock expired)",
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: a result write copies every mutable field from the worker's last"
+    " read, guarded only by status and lock token, which a cancel request leaves alone:"
+    " a failed attempt written after a request made since the last renewal clears it",
+)
+async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """The request is stored, then the handler fails before any renewal: the job ends
+    `cancelled` and never runs again (the clock never moves: no renewal happens)."""
+    jobs = Jobs(store, clock=clock, config=config(backoff=lambda n: timedelta(0)))
+    runs, fail_now = [], asyncio.Event()
+
+    async def fails_once(job: Job) -> None:
+        runs.append(job.id)
+        if len(runs) == 1:
+            await fail_now.wait()
+            raise RuntimeError("broke after the cancel request")
+
+    jobs.register("t", fails_once)
+    job = await jobs.enqueue("t", None)
+    await jobs.start()
+    try:
+        await until(lambda: bool(runs))
+        asked = await jobs.cancel(job.id)
+        fail_now.set()
+        await until(lambda: store._jobs[job.id].status is not JobStatus.PROCESSING)
+        await settle()
+    finally:
+        fail_now.set()
+        await jobs.stop(grace=timedelta(0))
+    assert asked.cancel_requested is not None
+    final = await jobs.get(job.id)
+    assert (final.status, final.last_error, runs) == (JobStatus.CANCELLED, "cancelled", [job.id])
