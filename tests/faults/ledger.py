@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from jobs_core import (
+    FINAL_STATUSES,
     LOCK_EXPIRED,
     MAX_PAGE_SIZE,
     Job,
@@ -416,11 +417,11 @@ def check(
     for e in executions:
         runs[e.job_id].append(e)
 
-    # I1 nothing lost: every enqueued job exists and is terminal.
+    # I1 nothing lost: every enqueued job exists and is terminal (completed, failed, cancelled).
     missing = [i for i in enqueued if i not in by_id]
     if missing:
         bad.append(f"I1: {len(missing)} enqueued jobs are gone, e.g. {missing[:3]}")
-    unfinished = [j.id for j in jobs if j.status not in (JobStatus.COMPLETED, JobStatus.FAILED)]
+    unfinished = [j.id for j in jobs if j.status not in FINAL_STATUSES]
     if require_terminal and unfinished:
         bad.append(f"I1: {len(unfinished)} jobs not terminal, e.g. {unfinished[:3]}")
 
@@ -493,6 +494,7 @@ def check(
         "jobs": len(enqueued),
         "completed": counted[JobStatus.COMPLETED],
         "failed": counted[JobStatus.FAILED],
+        "cancelled": counted[JobStatus.CANCELLED],
         "not_terminal": len(unfinished),
         "lost": len(missing),
         "executions": len(executions),

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import attrs
 
-from jobs_core import Job, Jobs, JobStatus
+from jobs_core import FINAL_STATUSES, Job, Jobs
 from tests.faults.ledger import Execution, Ledger, Outcome, Renewal, lease_ends
 
 T = TypeVar("T")
@@ -147,11 +147,12 @@ async def in_ledger(
 
 
 async def finished(jobs: Jobs, job_id: str, timeout: float) -> Job:
-    """Wait until the job is `completed` or `failed`; the job as stored then."""
+    """Wait until the job is final (`completed`, `failed` or `cancelled`); the job as
+    stored then."""
     deadline = time.monotonic() + timeout
     while True:
         job = await jobs.get(job_id)
-        if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        if job.status in FINAL_STATUSES:
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job.status.value} after {timeout:.0f}s")

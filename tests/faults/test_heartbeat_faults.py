@@ -14,7 +14,6 @@ import contextlib
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ import pytest
 from jobs_core import Jobs, JobStatus, open_store
 from tests.faults.fleet import Fleet, publish
 from tests.faults.ledger import check
-from tests.faults.pg import fresh_database
 from tests.faults.runs import (
     LEASE,
     RERUN_BOUND,
@@ -34,21 +32,7 @@ from tests.faults.runs import (
     renewed_run,
     snapshot,
 )
-
-STORES = [
-    pytest.param("sqlite", marks=pytest.mark.fault_sqlite),
-    pytest.param("postgres", marks=pytest.mark.fault_postgres),
-]
-
-
-@contextlib.contextmanager
-def store_url(backend: str, tmp: Path) -> Iterator[str]:
-    """A new, empty store: a SQLite file (WAL) or a PostgreSQL database."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / 'jobs.db'}"
-    else:
-        with fresh_database() as url:
-            yield url
+from tests.faults.stores import STORES, store_url
 
 
 def _journal_mode(db: Path) -> str:

@@ -27,7 +27,7 @@ from jobs_core._config import JobsConfig, margin_past, store_backoff
 from jobs_core._deadlines import Deadline, DeadlineTimer
 from jobs_core._errors import InvalidResult, LockLost
 from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
-from jobs_core._heartbeat import Heartbeat
+from jobs_core._heartbeat import Heartbeat, Lease
 from jobs_core._model import Job, JobStatus, JSONValue
 from jobs_core._payload import check_result
 from jobs_core._results import ResultWriter
@@ -334,7 +334,7 @@ class Worker:
         )
         try:
             try:
-                ending = await self._call(handler, job, deadline, began)
+                ending = await self._call(handler, job, deadline, began, lease)
             finally:
                 deadline.cancel()
                 self._running.discard(task)
@@ -357,7 +357,7 @@ class Worker:
         self._record(job, began, outcome, ending)
 
     async def _call(
-        self, handler: Handler, job: Job, deadline: Deadline, began: datetime
+        self, handler: Handler, job: Job, deadline: Deadline, began: datetime, lease: Lease
     ) -> Ending:
         """Run the handler until it ends or `deadline` cancels it: None when it returned
         None, its `Returned` value, the `HandlerSignal` it raised, or its `Failure`."""
@@ -366,7 +366,7 @@ class Worker:
             if self._is_async(job.topic, handler):
                 value = await handler(job)
             else:
-                value = await self._in_thread(handler, job, deadline, began)
+                value = await self._in_thread(handler, job, deadline, began, lease)
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise  # stop() cancelled the job
@@ -384,15 +384,16 @@ class Worker:
         return None if value is None else Returned(value)
 
     async def _in_thread(
-        self, handler: Handler, job: Job, deadline: Deadline, began: datetime
+        self, handler: Handler, job: Job, deadline: Deadline, began: datetime, lease: Lease
     ) -> Any:
-        """Run a plain `def` handler on its own thread; at the deadline the thread is
-        abandoned (it cannot be cancelled) and its late result fenced."""
+        """Run a plain `def` handler on its own thread; at the deadline or a cancel
+        request the thread is abandoned (it cannot be cancelled) and its late result
+        fenced, so that observers hear of it (`refused`, "late completion")."""
         running = run_in_daemon_thread(functools.partial(handler, job))
         try:
             return await asyncio.shield(running)  # a cancel must not cancel `running` itself
         except asyncio.CancelledError:
-            if deadline.expired:
+            if deadline.expired or lease.cancelled:
                 running.add_done_callback(lambda done: self._late_result(job, began, done))
             raise
 
@@ -414,7 +415,7 @@ class Worker:
     def _late_result(self, job: Job, began: datetime, done: asyncio.Future[Any]) -> None:
         """An abandoned thread finished: try its completion so fencing refuses it, visibly."""
         if done.cancelled() or done.exception() is not None:
-            return  # its failure was already recorded at the timeout
+            return  # a failure changes nothing: the attempt was recorded when abandoned
         loop = self._loop
         if loop is not None and not loop.is_closed():
             self._record(job, began, Outcome.COMPLETED, event=LATE_COMPLETION)
