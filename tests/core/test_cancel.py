@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from jobs_core import (
+    LOCK_EXPIRED,
     BaseObserver,
     CannotCancel,
     Job,
@@ -204,18 +205,25 @@ async def test_a_job_asked_to_cancel_whose_worker_died_is_rescued_as_cancelled(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a result write copies every mutable field from the worker's last"
-    " read, guarded only by status and lock token, which a cancel request leaves alone:"
-    " a failed attempt written after a request made since the last renewal clears it",
-)
 async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt(
     store: MemoryStore, clock: FakeClock
 ) -> None:
-    """The request is stored, then the handler fails before any renewal: the job ends
-    `cancelled` and never runs again (the clock never moves: no renewal happens)."""
-    jobs = Jobs(store, clock=clock, config=config(backoff=lambda n: timedelta(0)))
+    """The request is stored, then the handler fails before any renewal: the worker's
+    write, decided without the request, is refused (`REQUEST_FIELDS`), so the job is not
+    retried; when its lease runs out the rescue reads the request and ends it
+    `cancelled`. It never runs again."""
+    refused: list[tuple[str, str]] = []
+
+    class Refusals:
+        def refused(self, job: Job, event: str) -> None:
+            refused.append((job.id, event))
+
+    jobs = Jobs(
+        store,
+        clock=clock,
+        config=config(backoff=lambda n: timedelta(0)),
+        observers=[Refusals()],  # type: ignore[list-item]
+    )
     runs, fail_now = [], asyncio.Event()
 
     async def fails_once(job: Job) -> None:
@@ -231,6 +239,9 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
         await until(lambda: bool(runs))
         asked = await jobs.cancel(job.id)
         fail_now.set()
+        await until(lambda: refused == [(job.id, "retried")])
+        assert store._jobs[job.id].status is JobStatus.PROCESSING, "not retried"
+        await tick(clock, int(jobs.config.lease.total_seconds()) + 2)
         await until(lambda: store._jobs[job.id].status is not JobStatus.PROCESSING)
         await settle()
     finally:
@@ -238,4 +249,8 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
         await jobs.stop(grace=timedelta(0))
     assert asked.cancel_requested is not None
     final = await jobs.get(job.id)
-    assert (final.status, final.last_error, runs) == (JobStatus.CANCELLED, "cancelled", [job.id])
+    assert (final.status, final.last_error, runs) == (
+        JobStatus.CANCELLED,
+        f"cancelled ({LOCK_EXPIRED})",
+        [job.id],
+    )

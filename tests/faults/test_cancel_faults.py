@@ -397,18 +397,12 @@ async def test_a_thread_handler_that_ignores_its_cancel_is_abandoned_and_fenced(
 @pytest.mark.fault
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", STORES)
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a worker's result write copies every mutable field from its last"
-    " read, guarded by status and lock token only, which a cancel request does not"
-    " change; so a failed attempt written after a request that came since the last"
-    " renewal clears `cancel_requested` and the job is retried",
-)
 async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt(
     backend: str, tmp_path: Path
 ) -> None:
     """The request is stored while the handler runs, the handler fails before the next
-    renewal: the job must end `cancelled` (never retried), as `Jobs.cancel` promises."""
+    renewal: the worker's write, decided without the request, is refused, and the job
+    ends `cancelled` (never retried) when the rescue finds its lease run out."""
     runs: list[str] = []
     fail_now = asyncio.Event()
 
@@ -419,11 +413,11 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
             raise RuntimeError("broke after the cancel request")
 
     config = attrs.evolve(
-        LEASED, lease_duration=timedelta(seconds=30), backoff=lambda n: timedelta(0)
+        LEASED, lease_duration=timedelta(seconds=3), backoff=lambda n: timedelta(0)
     )
     with store_url(backend, tmp_path) as url:
         client = Jobs(open_store(url))
-        worker = Jobs(open_store(url), config=config)  # renews every 10 s: not in this test
+        worker = Jobs(open_store(url), config=config)  # renews every 1 s
         worker.register("fails", fails_once)
         await worker.start()
         try:

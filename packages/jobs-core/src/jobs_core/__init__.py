@@ -77,9 +77,12 @@ from jobs_core._transitions import (
     LOCK_EXPIRED,
     MAX_SNOOZES,
     RENEW_FIELDS,
+    REQUEST_FIELDS,
     REQUEUEABLE_STATUSES,
     JobEvent,
     claim_order_key,
+    overrides_requests,
+    write_allowed,
 )
 from jobs_core._transitions import actions as allowed_actions
 from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH, check_delete_finished
@@ -99,6 +102,9 @@ __all__ = [
     "GIVEN_UP_STATUS",
     "LEASED_STATUSES",
     "RENEW_FIELDS",
+    "REQUEST_FIELDS",
+    "overrides_requests",
+    "write_allowed",
     "REQUEUEABLE_STATUSES",
     "allowed_actions",
     "claim_order_key",

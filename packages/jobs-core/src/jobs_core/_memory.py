@@ -137,11 +137,7 @@ class MemoryStore:
         applied = []
         for change in updates:
             current = self._jobs.get(change.job.id)
-            ok = (
-                current is not None
-                and current.status == change.expected_status
-                and current.lock_token == change.expected_lock_token
-            )
+            ok = current is not None and transitions.write_allowed(current, change)
             if ok:
                 assert current is not None
                 fields = {name: getattr(change.job, name) for name in MUTABLE_FIELDS}

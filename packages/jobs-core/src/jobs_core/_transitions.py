@@ -197,6 +197,41 @@ REQUEUEABLE_STATUSES: Final = _statuses_with(REQUEUE)
 #: Statuses a job may be cancelled in (at once, or by a request to its worker).
 CANCELLABLE_STATUSES: Final = _statuses_with(CANCEL)
 
+#: Fields a client sets on a leased job behind its worker's back: the cancel request. A
+#: worker decides its job's next move from its own copy, which may predate the request,
+#: so a guarded write from a leased status that does not carry the request is refused
+#: when the row holds one (`write_allowed`): the lease then runs out, and the rescue,
+#: which reads the row afresh, ends the job as the request says. A completion is the
+#: exception: the handler returned first, so it wins. Stores compile the same rule into
+#: their guarded write, fed by `overrides_requests`.
+REQUEST_FIELDS: Final = ("cancel_requested",)
+#: Where a write from a leased status may go whatever requests the row holds.
+_WINS_OVER_REQUESTS: Final = frozenset({COMPLETED})
+
+
+def overrides_requests(change: JobUpdate) -> bool:
+    """Whether `change` may be written over a row holding a request (`REQUEST_FIELDS`):
+    it is not from a leased status, it completes the job, or it carries the request."""
+    return (
+        change.expected_status not in LEASED_STATUSES
+        or change.job.status in _WINS_OVER_REQUESTS
+        or all(getattr(change.job, name) is not None for name in REQUEST_FIELDS)
+    )
+
+
+def write_allowed(stored: Job, change: JobUpdate) -> bool:
+    """The whole guard of `change` against the row as stored: status and lock token as
+    the writer saw them, and no request dropped (`REQUEST_FIELDS`)."""
+    return (
+        stored.status == change.expected_status
+        and stored.lock_token == change.expected_lock_token
+        and (
+            all(getattr(stored, name) is None for name in REQUEST_FIELDS)
+            or overrides_requests(change)
+        )
+    )
+
+
 #: The fields a renewal writes (`JobStore.renew`): those the `renew` move changes, and
 #: `updated`, in `JOB_FIELDS` order. A renewal leaves every other field as stored, so it
 #: cannot undo what someone else wrote to the running job meanwhile.

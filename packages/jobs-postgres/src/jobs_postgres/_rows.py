@@ -32,6 +32,7 @@ from jobs_core import (
     UnreadableJob,
     errors_from_json,
     errors_to_json,
+    overrides_requests,
 )
 
 
@@ -90,7 +91,9 @@ COLUMNS: Final = tuple(spec.name for spec in JOB_SCHEMA)
 #: The arrays a guarded update takes, in parameter order: the input position, the
 #: guard, then the new values of `MUTABLE_FIELDS`.
 _GUARD_ARRAYS: Final = ("ord", "id", "expected_status", "expected_token")
-UPDATE_ARRAYS: Final = (*_GUARD_ARRAYS, *MUTABLE_FIELDS)
+#: Whether the update may drop a request the row holds (`jobs_core.overrides_requests`).
+_OVERRIDES: Final = "overrides"
+UPDATE_ARRAYS: Final = (*_GUARD_ARRAYS, _OVERRIDES, *MUTABLE_FIELDS)
 #: The arrays a lease renewal takes, in parameter order: the input position, the guard
 #: (the renewal's own new token, the guard's other accepted value, is its `lock_token`),
 #: then the new values of `RENEW_FIELDS`.
@@ -157,10 +160,12 @@ def _expr(template: str, value: str, spec: FieldSpec) -> str:
     return f"(None if (_n := {value}) is None else {template.format(v='_n', name=spec.name)})"
 
 
-def _arrays_source(name: str, fields: Sequence[str]) -> str:
-    """The source of `name(indexed)`: parallel arrays of the position, the guard and the
-    new values of `fields` of each `(position, change)`, in id order."""
-    arrays = [f"a{i}" for i in range(len(_GUARD_ARRAYS) + len(fields))]
+def _arrays_source(name: str, fields: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """The source of `name(indexed)`: parallel arrays of the position, the guard, the
+    expressions `extra` and the new values of `fields` of each `(position, change)`, in
+    id order."""
+    head = len(_GUARD_ARRAYS) + len(extra)
+    arrays = [f"a{i}" for i in range(head + len(fields))]
     lines = [
         f"def {name}(indexed):",
         "    ordered = sorted(indexed, key=_by_id)",
@@ -172,8 +177,12 @@ def _arrays_source(name: str, fields: Sequence[str]) -> str:
         "        a2.append(_status(change.expected_status).value)",
         "        a3.append(change.expected_lock_token)",
         *(
+            f"        a{i}.append({value})"
+            for i, value in enumerate(extra, start=len(_GUARD_ARRAYS))
+        ),
+        *(
             f"        a{i}.append({_expr(KINDS[_SPECS[n].kind].sent, f'job.{n}', _SPECS[n])})"
-            for i, n in enumerate(fields, start=len(_GUARD_ARRAYS))
+            for i, n in enumerate(fields, start=head)
         ),
         f"    return [{', '.join(arrays)}]",
     ]
@@ -205,7 +214,7 @@ _SOURCE: Final = "\n".join(
         "        raise unreadable(row, exc) from exc",
         "",
         "",
-        _arrays_source("update_arrays", MUTABLE_FIELDS),
+        _arrays_source("update_arrays", MUTABLE_FIELDS, ["overrides_requests(change)"]),
         _arrays_source("renew_arrays", RENEW_FIELDS),
     ]
 )
@@ -230,6 +239,7 @@ _compiled: dict[str, Any] = {
     "dump_errors": dump_errors,
     "load_errors": load_errors,
     "errors_to_json": errors_to_json,
+    "overrides_requests": overrides_requests,
     "_time": _time,
     "_status": _status,
     "_by_id": _by_id,

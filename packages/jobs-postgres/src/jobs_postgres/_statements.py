@@ -17,7 +17,7 @@ from typing import Final
 
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, RENEW_FIELDS, JobStatus
+from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, RENEW_FIELDS, REQUEST_FIELDS, JobStatus
 from jobs_postgres._rows import COLUMNS, RENEW_ARRAYS, UPDATE_ARRAYS, sent_as
 from jobs_postgres._schema import LEASED, PENDING, Schema, claim_order
 
@@ -58,6 +58,7 @@ def statements(schema: Schema) -> Statements:
         "ord": "INTEGER",
         "expected_status": types["status"],
         "expected_token": types["lock_token"],
+        "overrides": "BOOLEAN",
     }
     columns = ", ".join(COLUMNS)
     returned = ", ".join(f"t.{name}" for name in COLUMNS)
@@ -121,6 +122,9 @@ def statements(schema: Schema) -> Statements:
         " FROM locked JOIN v ON v.id = locked.id"
         " WHERE t.id = locked.id AND t.status = v.expected_status"
         " AND t.lock_token IS NOT DISTINCT FROM v.expected_token"
+        # A write that would drop a request made since its writer read the job is
+        # refused (`jobs_core.REQUEST_FIELDS`; `v.overrides` says it may).
+        f" AND (({' AND '.join(f't.{name} IS NULL' for name in REQUEST_FIELDS)}) OR v.overrides)"
         " RETURNING v.ord, t.topic, t.status)"
         " SELECT ord, topic, status,"
         f" CASE WHEN status = '{PENDING}' THEN pg_notify({channel},"

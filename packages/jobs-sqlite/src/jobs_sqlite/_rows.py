@@ -38,6 +38,7 @@ from jobs_core import (
     UnreadableJob,
     errors_from_json,
     errors_to_json,
+    overrides_requests,  # noqa: F401 - called by the generated `guarded_values`
 )
 
 #: Column order of every `SELECT` of whole jobs (one column per `Job` field, same name;
@@ -281,7 +282,12 @@ SOURCES: Final = {
         "guarded_values",
         "change, text=format_time",
         MUTABLE_FIELDS,
-        ("job.id", "_status_text(change.expected_status)", "change.expected_lock_token"),
+        (
+            "job.id",
+            "_status_text(change.expected_status)",
+            "change.expected_lock_token",
+            "overrides_requests(change)",
+        ),
     ),
     "renew_values": _values_function(
         "renew_values",
@@ -307,7 +313,8 @@ guarded_values: Final[_GuardedValues] = _compile(
     "guarded_values",
     SOURCES["guarded_values"],
     "The new values of `MUTABLE_FIELDS`, in that order, then the guard: id, expected"
-    " status, expected lock token (the parameters of `_statements.GUARDED_UPDATE`).",
+    " status, expected lock token, whether it may drop a request"
+    " (the parameters of `_statements.GUARDED_UPDATE`).",
 )
 renew_values: Final[_GuardedValues] = _compile(
     "renew_values",

@@ -21,6 +21,7 @@ from jobs_core import (
     LEASED_STATUSES,
     MUTABLE_FIELDS,
     RENEW_FIELDS,
+    REQUEST_FIELDS,
     REQUEUEABLE_STATUSES,
     JobStatus,
 )
@@ -40,6 +41,9 @@ INSERT: Final = f"INSERT INTO jobs ({_ALL}) VALUES ({', '.join(['?'] * len(COLUM
 GUARDED_UPDATE: Final = (
     f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in MUTABLE_FIELDS)}"  # noqa: S608
     " WHERE id = ? AND status = ? AND lock_token IS ?"
+    # A write that would drop a request made since its writer read the job is refused
+    # (`jobs_core.REQUEST_FIELDS`); the last parameter is `overrides_requests`.
+    f" AND (({' AND '.join(f'{name} IS NULL' for name in REQUEST_FIELDS)}) OR ?)"
 )
 
 #: A lease renewal of one job, returning the row as stored after it; parameters are

@@ -314,6 +314,31 @@ class JobStoreContract:
             stored = (await store.get(job.id)).result
             assert (stored, type(stored)) == (value, type(value))
 
+    async def test_a_write_blind_to_a_cancel_request_is_refused_unless_it_completes(
+        self, store: JobStore
+    ) -> None:
+        """A worker's retry, give-up, snooze or release decided from a copy read before a
+        client's cancel request is refused (`REQUEST_FIELDS`): it would clear the request
+        and let the job run again. A completion is written: the handler returned first."""
+        job = make_job(max_retries=3)
+        await store.insert([job])
+        (held,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        token = str(held.lock_token)
+        asked = transitions.cancel(held, now=_T0)
+        assert list(await store.update([transitions.update(held, asked)])) == [True]
+        blind = [
+            transitions.fail(held, token=token, error="e", now=_T0, backoff=_backoff),
+            transitions.give_up(held, token=token, error="e", now=_T0),
+            transitions.snooze(held, token=token, now=_T0, delay=LEASE),
+            transitions.release(held, token=token, now=_T0),
+        ]
+        for after in blind:
+            assert list(await store.update([transitions.update(held, after)])) == [False]
+            assert await store.get(job.id) == asked
+        done = transitions.complete(held, token=token, now=_T0, result=1)
+        assert list(await store.update([transitions.update(held, done)])) == [True]
+        assert await store.get(job.id) == done
+
     async def test_expired_lists_only_leases_that_ran_out(self, store: JobStore) -> None:
         """`locked_until < now` is expired; `locked_until == now` is not."""
         jobs = [make_job() for _ in range(3)]
@@ -780,7 +805,7 @@ def make_state_machine(
             event(f"claimed {len(claimed)}")
 
         def _token(self, job: Job, which: str) -> str:
-            if which == "current" and job.lock_token is not None:
+            if which in ("current", "blind") and job.lock_token is not None:
                 return job.lock_token
             if which == "stale" and self.old_tokens:
                 return self.old_tokens[0]
@@ -790,8 +815,11 @@ def make_state_machine(
             job = self.model[job_id]
             token = self._token(job, which)
             held = job.status is JobStatus.PROCESSING and job.lock_token == token
-            # What the worker would write if it believed it held the lease:
+            # What the worker would write if it believed it held the lease ("blind": from
+            # a copy read before a client's cancel request):
             base = attrs.evolve(job, status=JobStatus.PROCESSING, lock_token=token)
+            if which == "blind":
+                base = attrs.evolve(base, cancel_requested=None)
             if base.locked_until is None or base.locked_until < self.now:
                 base = attrs.evolve(base, locked_until=self.now)
             after = outcome(base, token)
@@ -799,6 +827,9 @@ def make_state_machine(
                 job=after, expected_status=JobStatus.PROCESSING, expected_lock_token=token
             )
             (applied,) = self.run(self.store.update([change]))
+            if held and not transitions.write_allowed(job, change):
+                held = False
+                event("write blind to a cancel request refused")
             assert applied is held, f"guarded write applied={applied}, lease held={held}"
             if held:
                 event("report accepted")
@@ -812,7 +843,7 @@ def make_state_machine(
 
         @rule(
             job_id=job_ids,
-            which=st.sampled_from(["current", "current", "stale", "random"]),
+            which=st.sampled_from(["current", "current", "blind", "stale", "random"]),
             result=st.none() | _PAYLOADS,
         )
         def complete(self, job_id: str, which: str, result: Any) -> None:
@@ -826,7 +857,7 @@ def make_state_machine(
 
         @rule(
             job_id=job_ids,
-            which=st.sampled_from(["current", "current", "stale", "random"]),
+            which=st.sampled_from(["current", "current", "blind", "stale", "random"]),
             error=st.sampled_from(["boom", "ValueError: ✗ <b>", ""]),
             trace=st.sampled_from([None, "", 'Traceback:\n  File "x"\nValueError: ✗ "q"']),
         )
@@ -845,7 +876,7 @@ def make_state_machine(
 
         @rule(
             job_id=job_ids,
-            which=st.sampled_from(["current", "current", "stale", "random"]),
+            which=st.sampled_from(["current", "current", "blind", "stale", "random"]),
         )
         def renew(self, job_id: str, which: str) -> None:
             if job_id not in self.model:
@@ -879,7 +910,7 @@ def make_state_machine(
 
         @rule(
             job_id=job_ids,
-            which=st.sampled_from(["current", "current", "stale", "random"]),
+            which=st.sampled_from(["current", "current", "blind", "stale", "random"]),
             seconds=st.sampled_from([0, 1, 90]),
         )
         def snooze(self, job_id: str, which: str, seconds: int) -> None:
@@ -894,7 +925,7 @@ def make_state_machine(
 
         @rule(
             job_id=job_ids,
-            which=st.sampled_from(["current", "current", "stale", "random"]),
+            which=st.sampled_from(["current", "current", "blind", "stale", "random"]),
         )
         def give_up(self, job_id: str, which: str) -> None:
             if job_id not in self.model:
