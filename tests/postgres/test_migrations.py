@@ -551,3 +551,35 @@ async def test_a_step_3_table_is_migrated_to_4_and_every_job_reads_back(
     finally:
         await store.close()
     assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_step_4_table_is_migrated_to_5_and_every_job_reads_back(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 5 adds `errors` (`[]`: no recorded attempt) and `result` (null): every row of
+    every status step 4 allows (a snoozed one among them) reads back as it was."""
+    await _at_step(url, monkeypatch, 2)
+    jobs = v1_jobs()
+    write_v1_rows(db, jobs)
+    await _at_step(url, monkeypatch, 4)
+    snoozed = next(job for job in jobs if job.status is JobStatus.PENDING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    db.execute("UPDATE jobs SET snoozes = 4 WHERE id = %s", (snoozed.id,))
+    db.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (stopped.id,))
+    expected = {job.id: job for job in jobs}
+    expected[snoozed.id] = attrs.evolve(snoozed, snoozes=4)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=4, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert (stored.errors, stored.result) == ((), None)
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+        await check_upgraded(store, list(expected.values()), LATER)
+    finally:
+        await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))

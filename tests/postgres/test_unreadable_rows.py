@@ -3,6 +3,7 @@ are named on read, moved out of the worker's way, and can be deleted."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -180,3 +181,19 @@ async def test_the_ends_of_the_range_round_trip_in_any_time_zone(new_york_everyw
             assert back.run_at.utcoffset() == timedelta(0)
     finally:
         await jobs.aclose()
+
+
+@pytest.mark.parametrize(
+    "history",
+    ["{}", "null", '[{"attempt": "1"}]', '[{"attempt":1,"at":"x","error":"","traceback":null}]'],
+)
+async def test_a_corrupt_attempt_history_is_named_on_read(
+    pg_store: PostgresStore, db: Admin, table: str, history: str
+) -> None:
+    jobs = Jobs(pg_store, clock=FakeClock(T0))
+    bad = await jobs.enqueue("t", None)
+    plant(db, table, bad.id, errors=psycopg.types.json.Jsonb(json.loads(history)))
+    with pytest.raises(UnreadableJob, match=f"stored job '{bad.id}' cannot be read") as got:
+        await jobs.get(bad.id)
+    assert got.value.status == "pending"
+    await jobs.delete(bad.id)

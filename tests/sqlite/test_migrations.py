@@ -614,3 +614,38 @@ async def test_a_step_3_file_is_migrated_to_4_and_every_job_reads_back(
     finally:
         await store.close()
     assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_step_4_file_is_migrated_to_5_and_every_job_reads_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 5 adds `errors` (`[]`: no recorded attempt) and `result` (null): every row of
+    every status step 4 allows (a snoozed one among them) reads back as it was."""
+    jobs = v1_jobs()
+    build_step_2_file(db_path, jobs, monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:4])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == 4
+        engine.dispose()
+    snoozed = next(job for job in jobs if job.status is JobStatus.PENDING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    with _raw(db_path) as raw:
+        raw.execute("UPDATE jobs SET snoozes = 4 WHERE id = ?", (snoozed.id,))
+        raw.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (stopped.id,))
+    expected = {job.id: job for job in jobs}
+    expected[snoozed.id] = attrs.evolve(snoozed, snoozes=4)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=4, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert (stored.errors, stored.result) == ((), None)
+        assert await store.schema_version() == LATEST
+        await check_upgraded(store, list(expected.values()), AFTER)
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))

@@ -141,3 +141,25 @@ async def test_a_renewal_of_an_unreadable_row_loses_the_lease_and_fails_the_job(
         assert list(await store.renew(renewals[1:])) == [None]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        "{}",
+        "not json",
+        '[{"attempt": "1"}]',
+        '[{"attempt":1,"at":"x","error":"","traceback":null}]',
+    ],
+)
+async def test_a_corrupt_attempt_history_is_named_on_read(db_path: Path, history: str) -> None:
+    jobs = Jobs(SQLiteStore(db_path), clock=FakeClock(T0))
+    try:
+        bad = await jobs.enqueue("t", None)
+        plant(db_path, bad.id, errors=history)
+        with pytest.raises(UnreadableJob, match="column errors") as got:
+            await jobs.get(bad.id)
+        assert got.value.job_id == bad.id
+        await jobs.delete(bad.id)
+    finally:
+        await jobs.aclose()

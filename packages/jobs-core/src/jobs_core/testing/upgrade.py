@@ -17,6 +17,7 @@ from typing import Final, NamedTuple
 import attrs
 
 from jobs_core import _transitions as transitions
+from jobs_core._history import AttemptError
 from jobs_core._model import JOB_FIELDS, Job, JobQuery, JobStatus
 from jobs_core.ports import JobStore
 
@@ -127,6 +128,21 @@ def jobs_in_every_status(now: datetime = UPGRADE_NOW, *, layout: Layout = CURREN
             lock_token="b" * 32,
             cancel_requested=at(95),
             updated=at(95),
+        ),
+        job(  # completed with a result
+            11, status=JobStatus.COMPLETED, result={"sent": 2, "to": ["é"]}, updated=at(96)
+        ),
+        job(  # failed twice, its history kept
+            12,
+            status=JobStatus.FAILED,
+            retries=1,
+            max_retries=1,
+            last_error="ValueError: ✗",
+            errors=(
+                AttemptError(attempt=1, at=at(91), error="boom", traceback="Traceback\n  x"),
+                AttemptError(attempt=2, at=at(97), error="ValueError: ✗"),
+            ),
+            updated=at(97),
         ),
     ]
     return [job for job in every if _holds(layout, job)]
