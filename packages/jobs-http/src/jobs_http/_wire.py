@@ -115,7 +115,7 @@ class _Kind:
     to_wire: Callable[[Any], Any] | None
     #: JSON value of a request body -> core value; raises TypeError/ValueError saying why.
     #: None for a kind only the server ever sets (the attempt history): no field of it
-    #: may be in the enqueue body, which `_body_fields` checks at import.
+    #: may be in the enqueue body, which `body_readers` checks at import.
     read: Callable[[Any], Any] | None
 
 
