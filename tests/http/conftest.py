@@ -50,6 +50,8 @@ PAGE_KEYS = {"items", "total", "limit", "offset", "payloads", "truncated"}
 SEED_STATS_KEYS = {"pending", "processing", "completed", "failed", "total", "success_rate"}
 STATS_KEYS = {*SEED_STATS_KEYS, "cancelled"}
 ERROR_KEYS = {"status", "message", "data"}
+#: The keys of each failed attempt in a job's `errors`.
+ATTEMPT_KEYS = {"attempt", "at", "error", "traceback"}
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 Client = AsyncTestClient[Litestar]
@@ -77,6 +79,15 @@ def assert_job(body: Any) -> None:
     assert type(body["max_retries"]) is int
     assert body["last_error"] is None or isinstance(body["last_error"], str)
     assert body["cancel_requested"] is None or RFC3339_UTC.fullmatch(body["cancel_requested"])
+    assert isinstance(body["errors"], list)
+    for entry in body["errors"]:
+        assert set(entry) == ATTEMPT_KEYS
+        assert type(entry["attempt"]) is int
+        assert entry["attempt"] >= 1
+        assert RFC3339_UTC.fullmatch(entry["at"]), entry["at"]
+        assert isinstance(entry["error"], str)
+        assert entry["traceback"] is None or isinstance(entry["traceback"], str)
+    assert body["result"] is None or body["status"] == "completed"
     assert body["actions"] == ACTIONS[body["status"]]
 
 
@@ -96,7 +107,8 @@ def assert_error(response: Any, status: int) -> dict[str, Any]:
 
 
 def make_jobs() -> Jobs:
-    """A `Jobs` over a fresh `MemoryStore` with `ok` and `boom` handlers and fast retries."""
+    """A `Jobs` over a fresh `MemoryStore` with `ok`, `boom` and `echo` handlers and fast
+    retries; `echo` returns `{"echo": payload}` as its result."""
     jobs = Jobs(MemoryStore(), config=JobsConfig(backoff=lambda n: timedelta(0)))
 
     async def ok(job: Job) -> None:
@@ -105,8 +117,12 @@ def make_jobs() -> Jobs:
     async def boom(job: Job) -> None:
         raise Boom(f"boom <b>{job.id}</b>")
 
+    async def echo(job: Job) -> dict[str, Any]:
+        return {"echo": job.payload}
+
     jobs.register("ok", ok)
     jobs.register("boom", boom)
+    jobs.register("echo", echo)
     return jobs
 
 

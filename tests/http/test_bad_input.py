@@ -222,6 +222,8 @@ SERVER_FIELDS = [
     "lock_token",
     "last_error",
     "cancel_requested",
+    "errors",
+    "result",
     "created",
     "updated",
     "actions",
@@ -234,6 +236,25 @@ async def test_server_fields_cannot_be_set(client: Client, field: str) -> None:
     """Unknown fields, including every server-owned one, are refused by name."""
     body = assert_error(await client.post(ENQUEUE, json={"topic": "ok", field: "completed"}), 400)
     assert field in body["message"]
+    assert body["data"] == {field: "unknown field"}
+    await _assert_nothing_stored(client)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("errors", []),
+        ("errors", None),
+        ("errors", [{"attempt": 1, "at": "2025-01-08T12:00:00Z", "error": "x", "traceback": None}]),
+        ("result", None),
+        ("result", {"sent": 1}),
+    ],
+)
+async def test_the_history_and_the_result_cannot_be_set_in_any_shape(
+    client: Client, field: str, value: object
+) -> None:
+    """Not even an empty history or a null result, which look like the defaults."""
+    body = assert_error(await client.post(ENQUEUE, json={"topic": "ok", field: value}), 400)
     assert body["data"] == {field: "unknown field"}
     await _assert_nothing_stored(client)
 

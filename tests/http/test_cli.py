@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from jobs_core import open_store
+from jobs_core import EnqueueOptions, Job, Jobs, JobsConfig, open_store
 from jobs_http.__main__ import AppLoadError, build_jobs, load_app, main
+
+#: A failure message meant to hurt a terminal: a clear-screen sequence and a carriage
+#: return that would overwrite the line.
+HOSTILE = "bad \x1b[2J\rnews"
 
 
 @pytest.fixture
@@ -41,6 +45,7 @@ def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[st
         "RETRIES",
         "RUN_AT",
         "UPDATED",
+        "ERRORS",
         "LAST_ERROR",
     ]
     assert job["id"] in out
@@ -138,6 +143,111 @@ def test_cancel_a_processing_job_asks_its_worker(
     assert code == 0
     assert out.splitlines()[1].split()[2] == "processing"
     assert f"cancel requested: {job['cancel_requested']}" in out
+
+
+def _run_a_job_that_fails_twice_then_returns(db: str, payload: object) -> str:
+    """Enqueue `payload` on `report`, run it: two failures with tracebacks, then it
+    returns `{"sent": payload}`; its id."""
+
+    async def scenario() -> str:
+        jobs = Jobs(open_store(db), config=JobsConfig(backoff=lambda n: timedelta(0)))
+        calls = 0
+
+        async def report(job: Job) -> dict[str, object]:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise RuntimeError(f"{HOSTILE} {calls}")
+            return {"sent": job.payload}
+
+        jobs.register("report", report)
+        try:
+            options = EnqueueOptions(max_retries=2)
+            job = await jobs.enqueue_with_options("report", payload, options)
+            while await jobs.run_once():
+                pass
+            return job.id
+        finally:
+            await jobs.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_get_shows_the_result_and_each_failed_attempt(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attempt number, time and error per line, newest last; tracebacks only when asked;
+    control characters of the handler's text printed as `\\xNN`, not sent to the terminal."""
+    job_id = _run_a_job_that_fails_twice_then_returns(db, ["a", "b"])
+    code, out, _ = run(capsys, "get", job_id, "--db", db, "--json")
+    assert code == 0
+    job = json.loads(out)
+    assert job["status"] == "completed"
+    assert job["result"] == {"sent": ["a", "b"]}
+    assert [entry["attempt"] for entry in job["errors"]] == [1, 2]
+    assert job["errors"][0]["traceback"].startswith("Traceback (most recent call last):")
+    assert job["errors"][0]["error"] == f"RuntimeError: {HOSTILE} 1"  # JSON: as it is
+
+    code, out, _ = run(capsys, "get", job_id, "--db", db)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].split()[6] == "2"  # ERRORS
+    assert 'result: {"sent": ["a", "b"]}' in lines
+    at = [entry["at"] for entry in job["errors"]]
+    history = lines.index("failed attempts (2, newest last):")
+    assert lines[history + 1 : history + 3] == [
+        f"  #1  {at[0]}  RuntimeError: bad \\x1b[2J news 1",  # one line: \r is a space
+        f"  #2  {at[1]}  RuntimeError: bad \\x1b[2J news 2",
+    ]
+    assert lines[history + 3] == f"(tracebacks: jobs get {job_id} --traceback)"
+    assert "Traceback" not in out
+    assert "\x1b" not in out
+    assert "\r" not in out
+
+    code, out, _ = run(capsys, "get", job_id, "--db", db, "--traceback")
+    assert code == 0
+    lines = out.splitlines()
+    history = lines.index("failed attempts (2, newest last):")
+    assert lines[history + 1] == f"  #1  {at[0]}  RuntimeError: bad \\x1b[2J news 1"
+    assert lines[history + 2] == "      Traceback (most recent call last):"
+    second = lines.index(f"  #2  {at[1]}  RuntimeError: bad \\x1b[2J news 2")
+    traceback = lines[history + 2 : second]
+    assert traceback[-1] == "      RuntimeError: bad \\x1b[2J\\x0dnews 1"
+    assert all(line.startswith("      ") for line in traceback)
+    assert any("in report" in line for line in traceback)
+    assert lines[-1] == "      RuntimeError: bad \\x1b[2J\\x0dnews 2"
+    assert "--traceback)" not in out
+    assert "\x1b" not in out
+    assert "\r" not in out
+
+
+def test_list_counts_failed_attempts_without_their_tracebacks(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = _run_a_job_that_fails_twice_then_returns(db, None)
+    run(capsys, "enqueue", "report", "--run-at", "2030-01-01T00:00:00Z", "--db", db)
+    code, out, _ = run(capsys, "list", "--db", db)
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+    assert rows[job_id][6] == "2"
+    assert [row[6] for key, row in rows.items() if key != job_id] == ["0"]
+    assert "Traceback" not in out
+    assert "result" not in out
+    code, out, _ = run(capsys, "list", "--db", db, "--json")
+    items = {item["id"]: item for item in json.loads(out)["items"]}
+    assert items[job_id]["result"] == {"sent": None}
+    assert len(items[job_id]["errors"]) == 2  # --json shows the jobs as the API does
+
+
+def test_only_completed_jobs_print_a_result_line(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, "enqueue", "report", "--db", db, "--json")
+    code, out, _ = run(capsys, "get", json.loads(out)["id"], "--db", db)
+    assert code == 0
+    assert "result:" not in out
+    assert "failed attempts" not in out
+    assert "--traceback" not in out
 
 
 def test_enqueue_with_options(db: str, capsys: pytest.CaptureFixture[str]) -> None:

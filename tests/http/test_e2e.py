@@ -7,6 +7,8 @@ cleanly with no job lost, and a restart keeps the generated token.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import signal
 import stat
 import uuid
@@ -58,6 +60,63 @@ def _statuses(db: str) -> dict[str, JobStatus]:
     return asyncio.run(read())
 
 
+#: The head of each record `jobs serve` logs (`%(asctime)s %(levelname)s %(name)s: `).
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+: ", re.MULTILINE)
+
+
+def _log_records(log: str) -> list[str]:
+    """The log cut into records, each with its continuation lines (a traceback's);
+    anything before the first record's head is a record of its own."""
+    starts = [match.start() for match in _RECORD.finditer(log)]
+    bounds = [0, *starts, len(log)]
+    return [log[a:b] for a, b in itertools.pairwise(bounds) if log[a:b].strip()]
+
+
+def _assert_only_expected_tracebacks(log: str, job_id: str, failures: int) -> None:
+    """The only tracebacks are those of `job_id`'s final failures (the flaky handler's,
+    logged at WARNING by design), `failures` of them; nothing else raised."""
+    with_traceback = [record for record in _log_records(log) if "Traceback" in record]
+    expected = re.compile(
+        rf"^\S+ \S+ WARNING jobs_core\.worker: job {job_id} \(flaky\) failed for good at"
+        r" attempt 2: FlakyError: flaky failure on attempt 2\n"
+        r"Traceback \(most recent call last\):\n(  .*\n)+"
+        r"examples\.app\.FlakyError: flaky failure on attempt 2\n$"
+    )
+    unexpected = [record for record in with_traceback if not expected.match(record)]
+    assert unexpected == [], f"unexpected tracebacks in the log:\n{''.join(unexpected)}"
+    assert len(with_traceback) == failures, log
+
+
+def test_the_traceback_check_refuses_any_other_traceback() -> None:
+    job_id = "01a23ba0-349a-73e0-9873-8b5bbf4dda82"
+    head = "2026-12-03 11:18:06,704 WARNING jobs_core.worker: job"
+    expected = (
+        f"{head} {job_id} (flaky) failed for good at attempt 2:"
+        " FlakyError: flaky failure on attempt 2\n"
+        "Traceback (most recent call last):\n"
+        '  File "examples/app.py", line 46, in flaky\n'
+        "    raise FlakyError(...)\n"
+        "examples.app.FlakyError: flaky failure on attempt 2\n"
+    )
+    other = (
+        "2026-12-03 11:18:07,000 ERROR jobs_http: unexpected error\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "KeyError: 'x'\n"
+    )
+    info = "2026-12-03 11:18:07,100 INFO uvicorn.access: GET /api/jobs 200\n"
+    _assert_only_expected_tracebacks(info + expected + info + expected, job_id, failures=2)
+    with pytest.raises(AssertionError, match="KeyError"):
+        _assert_only_expected_tracebacks(expected + other + expected, job_id, failures=2)
+    with pytest.raises(AssertionError, match="unexpected tracebacks"):  # another job's
+        _assert_only_expected_tracebacks(expected.replace(job_id, "other"), job_id, failures=1)
+    chained = expected + "\nDuring handling of the above exception, another exception"
+    with pytest.raises(AssertionError, match="unexpected tracebacks"):
+        _assert_only_expected_tracebacks(chained, job_id, failures=1)
+    with pytest.raises(AssertionError):  # one failure too few
+        _assert_only_expected_tracebacks(expected, job_id, failures=2)
+
+
 def _scenario(db: str, data_dir: Path, *, restart: bool) -> None:
     server = ServeProcess(db, data_dir)
     try:
@@ -85,10 +144,16 @@ def _scenario(db: str, data_dir: Path, *, restart: bool) -> None:
             failed = wait_status(api, fails["id"], "failed", timeout=60)
             assert failed["retries"] == 1
             assert "flaky failure" in failed["last_error"]
+            assert [entry["attempt"] for entry in failed["errors"]] == [1, 2]
+            assert "FlakyError: flaky failure on attempt 2" in failed["errors"][1]["traceback"]
+            assert failed["result"] is None
+            assert done["result"] is None
+            assert done["errors"] == []
             requeued = api.post(f"/api/jobs/{fails['id']}/requeue").json()
             assert requeued["status"] == "pending"
             assert requeued["retries"] == 0
-            wait_status(api, fails["id"], "failed", timeout=60)  # it fails again: settled
+            again = wait_status(api, fails["id"], "failed", timeout=60)  # fails again: settled
+            assert [entry["attempt"] for entry in again["errors"]] == [1, 2, 1, 2]
 
             stats = api.get("/api/jobs/stats").json()
             listed = api.get("/api/jobs", params={"limit": 500}).json()
@@ -113,7 +178,7 @@ def _scenario(db: str, data_dir: Path, *, restart: bool) -> None:
         server.stop()
     log = server.log.read_text()
     assert token not in log
-    assert "Traceback" not in log
+    _assert_only_expected_tracebacks(log, fails["id"], failures=2)
 
     statuses = _statuses(db)
     assert set(burst) <= set(statuses), "jobs lost at shutdown"

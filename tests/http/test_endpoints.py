@@ -93,6 +93,36 @@ async def test_failed_job_shows_its_last_error(make_job: MakeJob) -> None:
     assert job["max_retries"] == 0
 
 
+async def test_a_job_shows_each_failed_attempt_newest_last(
+    client: Client, make_job: MakeJob, jobs: Jobs
+) -> None:
+    """`errors`: attempt, time, error and the handler's traceback, for every attempt;
+    a requeue keeps them and the next attempts count from 1 again."""
+    job = await make_job("failed", max_retries=1)
+    assert [entry["attempt"] for entry in job["errors"]] == [1, 2]
+    for entry in job["errors"]:
+        assert entry["error"] == job["last_error"]
+        assert entry["traceback"].startswith("Traceback (most recent call last):")
+        assert "Boom: boom <b>" in entry["traceback"]
+    assert job["errors"][0]["at"] <= job["errors"][1]["at"]
+    requeued = (await client.post(f"/api/jobs/{job['id']}/requeue")).json()
+    assert requeued["errors"] == job["errors"]
+    assert requeued["result"] is None
+    await jobs.run_once()
+    again = (await client.get(f"/api/jobs/{job['id']}")).json()
+    assert again["errors"][:2] == job["errors"]
+    assert [entry["attempt"] for entry in again["errors"]] == [1, 2, 1]
+
+
+async def test_a_completed_job_shows_its_result(make_job: MakeJob) -> None:
+    job = await make_job("completed", topic="echo", payload=[1, "two", None])
+    assert_job(job)
+    assert job["result"] == {"echo": [1, "two", None]}
+    assert job["errors"] == []
+    nothing = await make_job("completed")  # a handler that returns None
+    assert nothing["result"] is None
+
+
 async def test_processing_job_shows_locked_until(make_job: MakeJob) -> None:
     job = await make_job("processing")
     assert_job(job)

@@ -20,6 +20,7 @@ from jobs_core import (
     MAX_RETRIES_LIMIT,
     OPTION_FIELDS,
     WIRE_FIELDS,
+    AttemptError,
     FieldKind,
     Job,
     JobStatus,
@@ -27,16 +28,28 @@ from jobs_core import (
 )
 from jobs_http import JobOut
 from jobs_http._api import _BODY_KINDS
-from jobs_http._wire import _KINDS, ENQUEUE_FIELDS, parse_enqueue
+from jobs_http._wire import (
+    _KINDS,
+    ENQUEUE_BODY,
+    ENQUEUE_FIELDS,
+    BodyField,
+    body_readers,
+    parse_enqueue,
+)
 
-from .conftest import ACTIONS, Client, MakeJob
+from .conftest import ACTIONS, ATTEMPT_KEYS, Client, MakeJob
 
 NOW = datetime(2025, 1, 8, 12, 0, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
 SPECS = {spec.name: spec for spec in JOB_SCHEMA}
 
 
-def _job(status: JobStatus, cancel_requested: datetime | None = None) -> Job:
+def _job(
+    status: JobStatus,
+    cancel_requested: datetime | None = None,
+    errors: tuple[AttemptError, ...] = (),
+    result: Any = None,
+) -> Job:
     processing = status is JobStatus.PROCESSING
     return Job(
         id="0190a8c4-1b2c-7d3e-8f40-123456789abc",
@@ -50,6 +63,8 @@ def _job(status: JobStatus, cancel_requested: datetime | None = None) -> Job:
         max_retries=3,
         last_error="boom" if status is JobStatus.FAILED else None,
         cancel_requested=cancel_requested,
+        errors=errors,
+        result=result,
         created=NOW,
         updated=NOW + timedelta(microseconds=5),
     )
@@ -60,31 +75,59 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
 
     Changed on purpose for cancellation: `cancel_requested` (null unless a client asked
     to cancel the running job) joined the wire, and `cancel` the actions of a running job.
-    And for snoozes: `snoozes` (how often the handler snoozed the job) joined it.
+    And for snoozes: `snoozes` (how often the handler snoozed the job) joined it. And
+    for the attempt history and results: `errors` (`[]` until an attempt fails) and
+    `result` (null until the job completes) joined it.
     """
     assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING))) == (
         b'{"actions":["cancel"],"cancel_requested":null,"created":"2025-01-08T12:00:00Z",'
-        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
+        b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"payload":{"to":"a@example.com"},"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     asked = (NOW + timedelta(minutes=1, microseconds=250)).astimezone(PLUS_TWO)
     assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING, asked))) == (
         b'{"actions":["cancel"],"cancel_requested":"2025-01-08T12:01:00.000250Z",'
         b'"created":"2025-01-08T12:00:00Z",'
-        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
+        b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"payload":{"to":"a@example.com"},"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     assert encode_json(JobOut.from_job(_job(JobStatus.FAILED))) == (
         b'{"actions":["requeue","delete"],"cancel_requested":null,'
         b'"created":"2025-01-08T12:00:00Z",'
-        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
+        b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
         b'"locked_until":null,"max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"payload":{"to":"a@example.com"},"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"failed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+    )
+
+
+def test_the_wire_bytes_of_a_history_and_a_result_are_pinned() -> None:
+    """Each failed attempt is `{at, attempt, error, traceback}` with its time in UTC (`Z`)
+    whatever zone it was recorded in; the result is the handler's JSON as it returned it
+    (keys in its order)."""
+    first = (NOW + timedelta(seconds=1)).astimezone(PLUS_TWO)
+    second = NOW + timedelta(seconds=2, microseconds=30)
+    history = (
+        AttemptError(attempt=1, at=first, error="boom", traceback='Traceback:\n  File "h.py"\n'),
+        AttemptError(attempt=2, at=second, error="lock expired", traceback=None),
+    )
+    job = _job(JobStatus.COMPLETED, errors=history, result={"sent": 2, "ids": ["a", "b"]})
+    assert encode_json(JobOut.from_job(job)) == (
+        b'{"actions":[],"cancel_requested":null,"created":"2025-01-08T12:00:00Z",'
+        b'"errors":['
+        b'{"at":"2025-01-08T12:00:01Z","attempt":1,"error":"boom",'
+        b'"traceback":"Traceback:\\n  File \\"h.py\\"\\n"},'
+        b'{"at":"2025-01-08T12:00:02.000030Z","attempt":2,"error":"lock expired",'
+        b'"traceback":null}],'
+        b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
+        b'"locked_until":null,"max_retries":3,'
+        b'"payload":{"to":"a@example.com"},"result":{"sent":2,"ids":["a","b"]},"retries":1,'
+        b'"run_at":"2025-01-08T12:00:00Z",'
+        b'"snoozes":0,"status":"completed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
 
 
@@ -110,9 +153,24 @@ def test_a_status_given_as_text_is_shown_as_the_status() -> None:
 
 
 def test_every_field_kind_has_a_wire_form_and_a_body_schema() -> None:
-    """A new kind must be given both before any field of that kind can be shown or set."""
+    """A new kind must be given both before any field of that kind can be shown or set.
+
+    Every kind has a wire form. Every kind a body can carry (it has a reader) has a body
+    schema; the attempt history is the one kind only the server sets.
+    """
     assert set(_KINDS) == set(FieldKind)
-    assert set(_BODY_KINDS) == set(FieldKind)
+    readable = {kind for kind, wire in _KINDS.items() if wire.read is not None}
+    assert set(_BODY_KINDS) == readable
+    assert set(FieldKind) - readable == {FieldKind.ERRORS}
+    assert {field.spec.kind for field in ENQUEUE_BODY} <= readable
+
+
+def test_a_field_only_the_server_sets_cannot_be_an_enqueue_option() -> None:
+    """Declaring an option of such a kind fails at import, not on a client's request."""
+    history = BodyField(SPECS["errors"], required=False, nullable=True)
+    with pytest.raises(TypeError, match="errors is of kind ERRORS, which only the server sets"):
+        body_readers((*ENQUEUE_BODY, history))
+    assert list(body_readers(ENQUEUE_BODY)) == list(ENQUEUE_FIELDS)
 
 
 def test_the_enqueue_body_is_the_arguments_then_every_option() -> None:
@@ -140,11 +198,31 @@ def test_openapi_job_fields_carry_each_fields_doc(schema: dict[str, Any]) -> Non
             {"type": "string", "format": "date-time"},
             {"type": "null"},
         ]
+    assert properties["errors"]["type"] == "array"
+    assert properties["errors"]["items"] == {"$ref": "#/components/schemas/AttemptErrorOut"}
+    assert "type" not in properties["result"]  # any JSON value, null included
     actions = properties["actions"]
     assert actions["type"] == "array"
     assert actions["items"] == {"type": "string", "enum": list(CLIENT_EVENTS)}
     assert "requeue" in actions["description"]
     assert "cancel" in actions["description"]
+
+
+def test_openapi_documents_each_failed_attempt(schema: dict[str, Any]) -> None:
+    """The four keys of an attempt, all required (a missing traceback is null), described."""
+    attempt = schema["components"]["schemas"]["AttemptErrorOut"]
+    assert attempt["type"] == "object"
+    assert set(attempt["required"]) == set(attempt["properties"]) == ATTEMPT_KEYS
+    properties = attempt["properties"]
+    assert properties["attempt"]["type"] == "integer"
+    assert properties["at"] == {
+        "type": "string",
+        "format": "date-time",
+        "description": "When the attempt ended (UTC).",
+    }
+    assert properties["error"]["type"] == "string"
+    assert properties["traceback"]["oneOf"] == [{"type": "string"}, {"type": "null"}]
+    assert all(properties[name]["description"] for name in ATTEMPT_KEYS)
 
 
 def test_openapi_enqueue_body_is_derived_from_the_options(schema: dict[str, Any]) -> None:

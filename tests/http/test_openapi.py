@@ -108,10 +108,14 @@ def test_list_parameters_are_documented(schema: dict[str, Any]) -> None:
 async def test_real_responses_match_the_schema(
     client: Client, schema: dict[str, Any], make_job: MakeJob
 ) -> None:
-    failed = await make_job("failed")
+    failed = await make_job("failed", max_retries=1)  # two attempts, each with a traceback
     processing = await make_job("processing")
     pending = await make_job("pending")
+    completed = await make_job("completed", topic="echo", payload={"a": [1]})
+    assert len(failed["errors"]) == 2
+    assert completed["result"] == {"echo": {"a": [1]}}
     calls = [
+        ("GET", f"/api/jobs/{completed['id']}"),
         ("GET", "/api/jobs"),
         ("GET", "/api/jobs?payloads=false"),
         ("GET", "/api/jobs/stats"),

@@ -402,7 +402,8 @@ def test_a_token_rejected_later_signs_out(page: Page, server: Server) -> None:
 
 
 def test_phone_width_has_no_sideways_scroll(open_page: Callable[..., Page], server: Server) -> None:
-    """At 375 px the list, the details and the dialog fit the screen width."""
+    """At 375 px the list, the details (an unfolded traceback too) and the dialog fit the
+    screen width."""
     page = open_page(PHONE)
     sign_in(page, server)
     width = "document.documentElement.scrollWidth"
@@ -410,6 +411,9 @@ def test_phone_width_has_no_sideways_scroll(open_page: Callable[..., Page], serv
     failed = server.failed_job("x" * 300)
     page.goto(f"{server.url}/_/?job={failed['id']}")
     expect(page.locator("#detail-body")).to_be_visible()
+    assert page.evaluate(width) <= PHONE["width"]
+    page.locator("details.traceback summary").click()  # long lines scroll in their box
+    expect(page.locator("details.traceback pre")).to_be_visible()
     assert page.evaluate(width) <= PHONE["width"]
     page.locator("#detail-delete").click()
     box = page.locator("#confirm-dialog").bounding_box()

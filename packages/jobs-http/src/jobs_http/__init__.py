@@ -5,11 +5,12 @@
 
 from jobs_http._app import BODY_ENVELOPE, OPENAPI_PATH, create_app, is_public, public_paths
 from jobs_http._auth import Authenticate, bearer_token, token_checker
-from jobs_http._wire import ErrorOut, JobOut, JobPageOut, StatsOut
+from jobs_http._wire import AttemptErrorOut, ErrorOut, JobOut, JobPageOut, StatsOut
 
 __all__ = [
     "BODY_ENVELOPE",
     "OPENAPI_PATH",
+    "AttemptErrorOut",
     "Authenticate",
     "ErrorOut",
     "JobOut",

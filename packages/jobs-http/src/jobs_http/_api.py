@@ -82,7 +82,8 @@ _BODY_RULES: dict[str, dict[str, Any]] = {
     "max_retries": {"minimum": 0, "maximum": MAX_RETRIES_LIMIT},
 }
 
-#: How each kind is written in a request body (JSON Schema type, format, a note).
+#: How each kind is written in a request body (JSON Schema type, format, a note): every
+#: kind a body field may have, those `_wire` can read (not the attempt history).
 _BODY_KINDS: dict[FieldKind, dict[str, Any]] = {
     FieldKind.ID: {"type": OpenAPIType.STRING},
     FieldKind.TEXT: {"type": OpenAPIType.STRING},

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,8 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("stats", parents=[db_parent, out_parent], help="counts per status")
 
-    get = commands.add_parser("get", parents=[db_parent, out_parent], help="show one job")
+    get = commands.add_parser(
+        "get",
+        parents=[db_parent, out_parent],
+        help="show one job, with its result and its failed attempts",
+    )
     get.add_argument("id")
+    get.add_argument(
+        "--traceback",
+        action="store_true",
+        help="print each failed attempt's traceback in full (--json always has them)",
+    )
     requeue = commands.add_parser(
         "requeue", parents=[db_parent, out_parent], help="requeue a failed or cancelled job"
     )
@@ -255,7 +265,8 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
     elif command in {"get", "requeue", "cancel"}:
         act = {"get": jobs.get, "requeue": jobs.requeue, "cancel": jobs.cancel}[command]
         job = await act(args.id)
-        _print_jobs([JobOut.from_job(job)], args.json, out, single=True)
+        tracebacks = getattr(args, "traceback", False)
+        _print_jobs([JobOut.from_job(job)], args.json, out, single=True, tracebacks=tracebacks)
     elif command == "delete":
         await jobs.delete(args.id)
         if args.json:
@@ -318,11 +329,19 @@ def without_password(url: str) -> str:
     return urlunsplit(parts)
 
 
-_COLUMNS = ("id", "topic", "status", "retries", "run_at", "updated", "last_error")
+#: The table's columns; `errors` counts the failed attempts the job's history keeps.
+_COLUMNS = ("id", "topic", "status", "retries", "run_at", "updated", "errors", "last_error")
+#: Most characters of a payload, a result or one attempt's error shown in a table view.
+_MAX_SHOWN = 2000
 
 
 def _print_jobs(
-    items: Sequence[JobOut], as_json: bool, out: TextIO, *, single: bool = False
+    items: Sequence[JobOut],
+    as_json: bool,
+    out: TextIO,
+    *,
+    single: bool = False,
+    tracebacks: bool = False,
 ) -> None:
     if as_json:
         _print_json(items[0] if single else list(items), out)
@@ -335,16 +354,49 @@ def _print_jobs(
             f"{job.retries}/{job.max_retries}",
             _cell(job.run_at),
             _cell(job.updated),
+            str(len(job.errors)),
             _cell(job.last_error),
         )
         for job in items
     ]
     _print_table(_COLUMNS, rows, out)
     if single and items:
-        job = items[0]
-        if job.cancel_requested is not None:  # still running: its worker stops it soon
-            out.write(f"cancel requested: {_cell(job.cancel_requested)}\n")
-        out.write(f"payload: {json.dumps(job.payload, ensure_ascii=False)[:2000]}\n")
+        _print_details(items[0], out, tracebacks=tracebacks)
+
+
+def _print_details(job: JobOut, out: TextIO, *, tracebacks: bool) -> None:
+    """What one job's table row leaves out: payload, result and the attempt history."""
+    if job.cancel_requested is not None:  # still running: its worker stops it soon
+        out.write(f"cancel requested: {_cell(job.cancel_requested)}\n")
+    out.write(f"payload: {_json_text(job.payload)}\n")
+    if job.status is JobStatus.COMPLETED:
+        out.write(f"result: {_json_text(job.result)}\n")
+    if not job.errors:
+        return
+    out.write(f"failed attempts ({len(job.errors)}, newest last):\n")
+    for entry in job.errors:
+        error = _cell(entry.error, width=_MAX_SHOWN)
+        out.write(f"  #{entry.attempt}  {_cell(entry.at)}  {error}\n")
+        if tracebacks and entry.traceback is not None:
+            for line in _printable(entry.traceback).rstrip("\n").split("\n"):
+                out.write(f"      {line}".rstrip() + "\n")
+    if not tracebacks and any(entry.traceback is not None for entry in job.errors):
+        out.write(f"(tracebacks: jobs get {job.id} --traceback)\n")
+
+
+def _json_text(value: Any) -> str:
+    """`value` as one line of JSON (control characters escaped), cut to `_MAX_SHOWN`."""
+    return _printable(json.dumps(value, ensure_ascii=False))[:_MAX_SHOWN]
+
+
+#: C0 and C1 control characters but newline and tab: a handler's error or traceback
+#: could carry terminal escape sequences, which must reach the terminal as text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """`text` with each control character (but newline and tab) written as `\\xNN`."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _cell(value: Any, width: int = 60) -> str:
@@ -352,7 +404,7 @@ def _cell(value: Any, width: int = 60) -> str:
         return "-"
     if hasattr(value, "isoformat"):
         return str(value.isoformat()).replace("+00:00", "Z")
-    text = " ".join(str(value).split())
+    text = _printable(" ".join(str(value).split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

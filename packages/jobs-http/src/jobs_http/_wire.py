@@ -34,6 +34,7 @@ from litestar.serialization import encode_json
 from jobs_core import (
     CLIENT_EVENTS,
     JOB_SCHEMA,
+    MAX_TRACEBACK_LENGTH,
     OPTION_FIELDS,
     AttemptError,
     EnqueueOptions,
@@ -113,7 +114,9 @@ class _Kind:
     #: Core value -> wire value; None when the value goes out as it is.
     to_wire: Callable[[Any], Any] | None
     #: JSON value of a request body -> core value; raises TypeError/ValueError saying why.
-    read: Callable[[Any], Any]
+    #: None for a kind only the server ever sets (the attempt history): no field of it
+    #: may be in the enqueue body, which `body_readers` checks at import.
+    read: Callable[[Any], Any] | None
 
 
 def _strict_int(value: object) -> int:
@@ -139,6 +142,44 @@ def _any(value: Any) -> Any:
     return value
 
 
+@attrs.frozen
+class AttemptErrorOut:
+    """One failed attempt of a job, as the API shows it (`errors`, newest last)."""
+
+    attempt: Annotated[
+        int,
+        KwargDefinition(
+            description="Which attempt: 1 for the first run since the job was enqueued or"
+            " last requeued."
+        ),
+    ]
+    at: Annotated[datetime, KwargDefinition(description="When the attempt ended (UTC).")]
+    error: Annotated[
+        str,
+        KwargDefinition(
+            description="How it ended: the handler's error, or what the worker recorded"
+            " (a timeout, an expired lease, a cancel)."
+        ),
+    ]
+    traceback: Annotated[
+        str | None,
+        KwargDefinition(
+            description=f"The handler's traceback (its last {MAX_TRACEBACK_LENGTH} characters);"
+            " null when no exception was raised."
+        ),
+    ]
+
+
+def _errors_out(errors: tuple[AttemptError, ...]) -> tuple[AttemptErrorOut, ...]:
+    """The attempt history on the wire, each time in UTC (most jobs have none)."""
+    if not errors:
+        return ()
+    return tuple(
+        AttemptErrorOut(error.attempt, _utc(error.at), error.error, error.traceback)
+        for error in errors
+    )
+
+
 _STATUS_VALUES: Any = Literal[tuple(status.value for status in JobStatus)]
 
 #: Every kind's wire type and conversions: the one place a kind's JSON form is decided.
@@ -151,8 +192,7 @@ _KINDS: dict[FieldKind, _Kind] = {
     FieldKind.TIME: _Kind(datetime, _utc, parse_rfc3339),
     FieldKind.INT: _Kind(int, None, _strict_int),
     FieldKind.STATUS: _Kind(_STATUS_VALUES, _as_status, _status),
-    # The history goes out as it is: attrs objects, each time already in UTC.
-    FieldKind.ERRORS: _Kind(list[AttemptError], None, _any),
+    FieldKind.ERRORS: _Kind(list[AttemptErrorOut], _errors_out, None),
 }
 
 
@@ -340,9 +380,25 @@ def _body_fields() -> tuple[BodyField, ...]:
     return arguments + options
 
 
+def body_readers(fields: tuple[BodyField, ...]) -> dict[str, Callable[[Any], Any]]:
+    """Each body field's reader, by name; `TypeError` for a field whose kind only the
+    server sets (a declaration mistake, caught at import)."""
+    readers = {}
+    for field in fields:
+        read = _KINDS[field.spec.kind].read
+        if read is None:
+            raise TypeError(
+                f"{field.name} is of kind {field.spec.kind.name}, which only the server"
+                " sets: it cannot be an enqueue option"
+            )
+        readers[field.name] = read
+    return readers
+
+
 #: The fields of `POST /api/jobs/enqueue`, in order: the arguments, then every option.
 ENQUEUE_BODY: tuple[BodyField, ...] = _body_fields()
 ENQUEUE_FIELDS: tuple[str, ...] = tuple(field.name for field in ENQUEUE_BODY)
+_READERS = body_readers(ENQUEUE_BODY)
 
 
 @attrs.frozen(kw_only=True)
@@ -424,7 +480,7 @@ def parse_enqueue(raw: bytes) -> EnqueueIn:
         if value is None and field.nullable:
             continue
         try:
-            values[field.name] = _KINDS[field.spec.kind].read(value)
+            values[field.name] = _READERS[field.name](value)
         except (TypeError, ValueError) as exc:
             problems[field.name] = str(exc)
     if problems:

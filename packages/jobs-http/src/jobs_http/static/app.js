@@ -1,5 +1,5 @@
 // The admin page: sign in, counts, the job list with filters and paging, one job's
-// details, requeue, cancel and delete. The URL (?topic=&status=&offset=&job=) is the view's
+// details (its result and attempt history too), requeue, cancel and delete. The URL (?topic=&status=&offset=&job=) is the view's
 // state, so any view can be shared or reloaded.
 
 import { ApiError, api } from "./api.js";
@@ -348,12 +348,66 @@ function renderDetail(job) {
   const error = byId("detail-error");
   error.textContent = job.last_error ?? "No error recorded.";
   error.classList.toggle("none", job.last_error === null || job.last_error === undefined);
+  renderResult(job);
+  renderAttempts(Array.isArray(job.errors) ? job.errors : []);
   byId("detail-payload").textContent = JSON.stringify(job.payload, null, 2);
   show(byId("detail-cancel-requested-fact"), Boolean(job.cancel_requested));
   show(byId("detail-requeue"), allows(job, "requeue"));
   show(byId("detail-cancel"), allows(job, "cancel"));
   show(byId("detail-delete"), allows(job, "delete"));
   show(byId("detail-body"), true);
+}
+
+// A completed job's result: its handler's JSON return value, pretty-printed.
+function renderResult(job) {
+  const completed = job.status === "completed";
+  const nothing = job.result === null || job.result === undefined;
+  const result = byId("detail-result");
+  result.textContent = nothing ? "The handler returned nothing." : JSON.stringify(job.result, null, 2);
+  result.classList.toggle("none", nothing);
+  show(byId("detail-result-section"), completed);
+}
+
+// The attempt history as a timeline, oldest first and newest last (the order the server
+// keeps), each with its number, time and error; a traceback is folded in a <details>.
+// Attempts count from 1 again after a requeue, so a number that does not grow marks one.
+function renderAttempts(errors) {
+  byId("detail-attempts-title").textContent = errors.length
+    ? `Failed attempts (${errors.length}, newest last)`
+    : "Failed attempts";
+  show(byId("detail-attempts-none"), !errors.length);
+  const items = [];
+  errors.forEach((entry, index) => {
+    if (index > 0 && entry.attempt <= errors[index - 1].attempt) {
+      items.push(el("li", { class: "timeline-mark" }, "Requeued"));
+    }
+    items.push(attemptItem(entry));
+  });
+  byId("detail-attempts").replaceChildren(...items);
+}
+
+function attemptItem(entry) {
+  const relative = relativeTime(entry.at);
+  return el(
+    "li",
+    { class: "attempt", "data-attempt": entry.attempt },
+    el(
+      "div",
+      { class: "attempt-head" },
+      el("span", { class: "attempt-number" }, `Attempt ${entry.attempt}`),
+      el("time", { datetime: entry.at, title: entry.at, class: "mono" }, formatTime(entry.at)),
+      relative ? el("span", { class: "muted small" }, relative) : null,
+    ),
+    el("pre", { class: "code error-text attempt-error" }, entry.error || "(no message)"),
+    entry.traceback
+      ? el(
+          "details",
+          { class: "traceback" },
+          el("summary", {}, "Traceback"),
+          el("pre", { class: "code" }, entry.traceback),
+        )
+      : el("p", { class: "muted small no-traceback" }, "No traceback: nothing was raised."),
+  );
 }
 
 // -- actions --------------------------------------------------------------------
