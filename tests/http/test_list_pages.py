@@ -22,7 +22,9 @@ from .conftest import AUTH, TOKEN, Client, assert_error, assert_job, make_jobs
 
 #: A payload whose JSON text is exactly `n` bytes: a string of n - 2 letters.
 def _text_of(n: int) -> str:
-    return "x" * (n - 2)
+    """A payload whose job weighs `n` bytes in a page's budget: its JSON text (the
+    string and its quotes) and the new job's empty history (`[]`)."""
+    return "x" * (n - 4)
 
 
 async def _enqueue(client: Client, payload: object) -> str:

@@ -40,6 +40,7 @@ from jobs_core._history import (
 from jobs_core._maintenance import LeaseRescuer, MaintenanceService
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
+    BULKY_FIELDS,
     CLAIM_FIELDS,
     EARLIEST_TIME,
     JOB_FIELDS,
@@ -48,6 +49,7 @@ from jobs_core._model import (
     MUTABLE_FIELDS,
     OPTION_FIELDS,
     TIME_FIELDS,
+    UNREAD_BULKY,
     WIRE_FIELDS,
     EnqueueOptions,
     Job,
@@ -121,6 +123,8 @@ __all__ = [
     "MAX_RETRIES_LIMIT",
     "MAX_TOPIC_LENGTH",
     "CLAIM_FIELDS",
+    "BULKY_FIELDS",
+    "UNREAD_BULKY",
     "EARLIEST_TIME",
     "JOB_FIELDS",
     "JOB_SCHEMA",

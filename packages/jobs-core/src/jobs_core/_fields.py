@@ -48,6 +48,9 @@ class FieldSpec:
       same name, `None` there meaning "the default").
     - `wire`: the API shows it (the lease token, for one, is never shown).
     - `claim`: a claim sets it (stores write these in their claim statement).
+    - `bulky`: it may be large (the payload, the attempt history, the result): a listing
+      without payloads leaves it unread (`unread`), and a page's byte budget counts its
+      stored JSON.
     """
 
     name: str
@@ -57,6 +60,7 @@ class FieldSpec:
     option: bool
     wire: bool
     claim: bool
+    bulky: bool
     doc: str
     #: The value a new job gets when none is given; `attrs.NOTHING` when required.
     default: Any = attrs.field(default=attrs.NOTHING, eq=False)
@@ -65,6 +69,12 @@ class FieldSpec:
     def required(self) -> bool:
         """Whether a `Job` cannot be built without a value for it."""
         return self.default is attrs.NOTHING
+
+    @property
+    def unread(self) -> Any:
+        """What a listing that leaves this bulky field unread puts in its place: its
+        default, or None for a required field."""
+        return None if self.required else self.default
 
 
 def job_field(
@@ -75,6 +85,7 @@ def job_field(
     option: bool = False,
     wire: bool = True,
     claim: bool = False,
+    bulky: bool = False,
     doc: str = "",
     default: Any = attrs.NOTHING,
     repr: bool = True,
@@ -91,6 +102,7 @@ def job_field(
                 "option": option,
                 "wire": wire,
                 "claim": claim,
+                "bulky": bulky,
                 "doc": doc,
             }
         },

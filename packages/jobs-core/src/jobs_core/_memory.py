@@ -11,9 +11,11 @@ import attrs
 
 from jobs_core import _transitions as transitions
 from jobs_core._errors import InvalidOptions, JobNotFound
+from jobs_core._history import errors_to_json
 from jobs_core._ids import new_lock_token
 from jobs_core._model import (
     MUTABLE_FIELDS,
+    UNREAD_BULKY,
     Job,
     JobPage,
     JobQuery,
@@ -31,9 +33,15 @@ _expired_order = operator.attrgetter(*transitions.EXPIRED_ORDER)
 _NO_LIMIT = 2**62
 
 
-def _payload_size(payload: JSONValue) -> int:
-    """Bytes of the payload's compact JSON text, as a store that keeps text would hold."""
-    return len(serialize(payload, _NO_LIMIT).encode("utf-8"))
+def _json_size(value: JSONValue) -> int:
+    """Bytes of a value's compact JSON text, as a store that keeps text would hold."""
+    return len(serialize(value, _NO_LIMIT).encode("utf-8"))
+
+
+def _bulky_size(job: Job) -> int:
+    """Bytes of the job's bulky fields as stored JSON text (a NULL result is none)."""
+    history = _json_size(errors_to_json(job.errors)) if job.errors else 2
+    return _json_size(job.payload) + history + (0 if job.result is None else _json_size(job.result))
 
 
 class MemoryStore:
@@ -88,10 +96,10 @@ class MemoryStore:
         fitting = len(page)
         if query.payloads and query.max_payload_bytes is not None:
             fitting = rows_within_budget(
-                (_payload_size(job.payload) for job in page), query.max_payload_bytes
+                (_bulky_size(job) for job in page), query.max_payload_bytes
             )
         if not query.payloads:
-            page = [attrs.evolve(job, payload=None) for job in page]
+            page = [attrs.evolve(job, **UNREAD_BULKY) for job in page]
         return JobPage(
             items=page[:fitting],
             total=len(matches),

@@ -67,7 +67,9 @@ class Job:
 
     id: str = job_field(ID, doc="Unique id, a lower-case UUID the core issues.")
     topic: str = job_field(TEXT, doc="The handler topic.")
-    payload: JSONValue = job_field(JSON, repr=False, doc="The handler's input, any JSON value.")
+    payload: JSONValue = job_field(
+        JSON, bulky=True, repr=False, doc="The handler's input, any JSON value."
+    )
     status: JobStatus = job_field(STATUS, mutable=True, claim=True, doc="Lifecycle status.")
     run_at: datetime = job_field(
         TIME, mutable=True, option=True, doc="Run no earlier than this (default: now)."
@@ -110,6 +112,7 @@ class Job:
     errors: tuple[AttemptError, ...] = job_field(
         ERRORS,
         mutable=True,
+        bulky=True,
         default=(),
         repr=False,
         doc="Its failed attempts, newest last (the last 20; a requeue keeps them).",
@@ -118,6 +121,7 @@ class Job:
         JSON,
         nullable=True,
         mutable=True,
+        bulky=True,
         default=None,
         repr=False,
         doc="What its handler returned (JSON); null if nothing, or not completed.",
@@ -192,9 +196,10 @@ class EnqueueOptions:
 class JobQuery:
     """Filters and paging of `list()`; `None` filters match everything.
 
-    `payloads=False` leaves the payload column unread (items carry `payload=None`), for
-    listings that show only the other fields. `max_payload_bytes` bounds the payload
-    bytes of one page, measured as the length of each payload's stored JSON text: the
+    `payloads=False` leaves the bulky fields (`BULKY_FIELDS`: the payload, the attempt
+    history, the result) unread: items carry `payload=None`, `errors=()`, `result=None`,
+    for listings that show only the other fields. `max_payload_bytes` bounds the bytes
+    of one page's bulky fields, measured as the length of their stored JSON text: the
     page stops before the row that would take it over the budget, but always holds at
     least one row when one matches, so a job bigger than the budget can still be read.
     """
@@ -282,6 +287,12 @@ CLAIM_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.c
 
 #: The fields a client may set when enqueuing, each an `EnqueueOptions` field.
 OPTION_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.option)
+
+#: The fields that may be large (`FieldSpec.bulky`), left unread by `JobQuery(payloads=False)`.
+BULKY_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.bulky)
+
+#: What a listing without payloads puts in each bulky field (`FieldSpec.unread`).
+UNREAD_BULKY: Mapping[str, Any] = {spec.name: spec.unread for spec in JOB_SCHEMA if spec.bulky}
 
 #: The fields the API shows.
 WIRE_FIELDS: tuple[str, ...] = tuple(spec.name for spec in JOB_SCHEMA if spec.wire)

@@ -231,8 +231,9 @@ class Jobs:
     ) -> JobPage:
         """A page of jobs, newest first, with the total under the same filters.
 
-        `payloads=False` lists without payloads; `max_payload_bytes` bounds the page's
-        payload bytes (see `JobQuery`; the page then says `truncated`).
+        `payloads=False` lists without payloads, attempt histories and results;
+        `max_payload_bytes` bounds the bytes of the page's payloads, histories and results
+        (see `JobQuery`; the page then says `truncated`).
         """
         if topic is not None:
             check_topic(topic)

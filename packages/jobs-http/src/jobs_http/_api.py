@@ -34,8 +34,9 @@ from jobs_http._wire import (
     parse_enqueue,
 )
 
-#: Payload bytes one list page holds by default (the JSON text of its jobs' payloads);
-#: the page stops before the job that would pass it, and says `truncated`.
+#: Bytes one list page holds by default (the JSON text of its jobs' payloads, attempt
+#: histories and results); the page stops before the job that would pass it, and says
+#: `truncated`.
 PAGE_BYTES = 8 * 2**20
 
 #: Largest `offset` accepted (fits every database's 64-bit integers with room to spare).
@@ -194,12 +195,16 @@ async def list_jobs(
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Jobs to skip.")] = 0,
     payloads: Annotated[
         bool,
-        Parameter(description="`false` lists jobs without their payloads (`payload` is null)."),
+        Parameter(
+            description="`false` lists jobs without their payloads, attempt histories and"
+            " results (`payload` and `result` null, `errors` empty)."
+        ),
     ] = True,
 ) -> Response[bytes]:
     """A page of jobs, newest first, with the total under the same filters.
 
-    The page's payloads are bounded in bytes (`PAGE_BYTES` by default): the page stops
+    The page's payloads, histories and results are bounded in bytes (`PAGE_BYTES` by
+    default): the page stops
     before the job that would pass the budget and says `truncated`; it holds at least
     one job. The JSON is encoded on a worker thread, one job at a time, so a big page
     does not hold up the event loop.

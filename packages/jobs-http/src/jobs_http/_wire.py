@@ -278,7 +278,8 @@ class JobPageOut:
     total: int
     limit: int
     offset: int
-    #: False when the jobs were listed without payloads (`?payloads=false`): all null.
+    #: False when the jobs were listed without payloads (`?payloads=false`): every
+    #: `payload` and `result` null, every `errors` empty.
     payloads: bool
     #: True when the page's byte budget ended it before `limit` jobs while more matched;
     #: the next page starts at `offset` + the number of items.

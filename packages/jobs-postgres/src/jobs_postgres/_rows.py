@@ -144,6 +144,17 @@ def job_columns() -> list[sa.Column[Any]]:
     return [_spec_column(spec) for spec in JOB_SCHEMA]
 
 
+def unread_column(name: str) -> sa.ColumnElement[Any]:
+    """A constant holding bulky field `name`'s unread value (`FieldSpec.unread`) as the
+    column stores it, which a listing without payloads selects in place of the column."""
+    spec = _SPECS[name]
+    value = spec.unread
+    if value is None:
+        return sa.null()  # read back as None (the payload's, the result's unread value)
+    stored = errors_to_json(value) if spec.kind is FieldKind.ERRORS else value
+    return sa.cast(sa.literal(dumps(stored)), KINDS[spec.kind].column())
+
+
 def sent_as(name: str) -> str | None:
     """The SQL type the hot path sends field `name` as, when not its column's type."""
     return KINDS[_SPECS[name].kind].sent_as

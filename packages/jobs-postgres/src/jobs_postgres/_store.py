@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from jobs_core import (
+    BULKY_FIELDS,
     EXPIRED_ORDER,
     GIVEN_UP_STATUS,
     JOB_FIELDS,
@@ -51,6 +52,7 @@ from jobs_postgres._rows import (
     renew_arrays,
     to_job,
     to_row,
+    unread_column,
     update_arrays,
 )
 from jobs_postgres._schema import LEASED, Schema
@@ -563,7 +565,7 @@ class PostgresStore:
         columns = (
             [t]
             if query.payloads
-            else [sa.null().label("payload") if c.name == "payload" else c for c in t.c]
+            else [unread_column(c.name).label(c.name) if c.name in BULKY_FIELDS else c for c in t.c]
         )
 
         def newest_first(*selected: Any, rows: int) -> sa.Select[Any]:
@@ -581,7 +583,13 @@ class PostgresStore:
             if budget is not None:
                 # Sizes first (bytes of the JSON text), so rows past the budget are not
                 # read; then exactly the rows that fit, by id, whatever changed since.
-                size = sa.func.octet_length(sa.cast(t.c.payload, sa.Text))
+                size = sum(
+                    (
+                        sa.func.coalesce(sa.func.octet_length(sa.cast(t.c[name], sa.Text)), 0)
+                        for name in BULKY_FIELDS
+                    ),
+                    sa.literal(0),
+                )
                 sized = (await conn.execute(newest_first(t.c.id, size, rows=query.limit))).all()
                 fitting = rows_within_budget((bytes_ for _, bytes_ in sized), budget)
                 truncated = fitting < len(sized)

@@ -147,6 +147,17 @@ def load_errors(text: str) -> tuple[AttemptError, ...]:
     return () if text == "[]" else errors_from_json(_loads(text))
 
 
+def unread_literal(name: str) -> str:
+    """SQL for the stored form of bulky field `name`'s unread value (`FieldSpec.unread`),
+    which a listing without payloads selects in place of the column."""
+    spec = _SPEC_OF[name]
+    value = spec.unread
+    if value is None and spec.nullable:
+        return "NULL"
+    text = {FieldKind.JSON: dump_payload, FieldKind.ERRORS: dump_errors}[spec.kind](value)
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _integer(value: object) -> int:
     if type(value) is not int:
         raise TypeError(f"not an integer: {type(value).__name__}")

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Final
 
 from jobs_core import (
+    BULKY_FIELDS,
     CLAIM_FIELDS,
     CLAIM_ORDER,
     CLAIMABLE_STATUSES,
@@ -25,7 +26,7 @@ from jobs_core import (
     REQUEUEABLE_STATUSES,
     JobStatus,
 )
-from jobs_sqlite._rows import COLUMNS
+from jobs_sqlite._rows import COLUMNS, unread_literal
 
 _ALL: Final = ", ".join(COLUMNS)
 # The lifecycle's sets, each of one status today, compiled into the SQL as literals (so
@@ -66,9 +67,14 @@ EXPIRED: Final = (
 )
 
 
-#: `_ALL` with the JSON text `null` in place of the payload, which is then never read.
-_ALL_BUT_PAYLOAD: Final = ", ".join(
-    "'null' AS payload" if name == "payload" else name for name in COLUMNS
+#: `_ALL` with constants in place of the bulky columns (`BULKY_FIELDS`: the payload, the
+#: history, the result), which are then never read: each as it stores its unread value.
+_ALL_BUT_BULKY: Final = ", ".join(
+    f"{unread_literal(name)} AS {name}" if name in BULKY_FIELDS else name for name in COLUMNS
+)
+#: The bytes of a row's bulky columns' stored JSON text (a NULL counts none).
+_BULKY_BYTES: Final = " + ".join(
+    f"coalesce(length(CAST({name} AS BLOB)), 0)" for name in BULKY_FIELDS
 )
 
 
@@ -83,9 +89,9 @@ def list_page(by_topic: bool, by_status: bool, payloads: bool = True) -> tuple[s
     where = " WHERE " + " AND ".join(f"{name} = ?" for name in conditions) if conditions else ""
     order = " ORDER BY created DESC, id DESC LIMIT ? OFFSET ?"
     total = f"SELECT count(*) FROM jobs{where}"  # noqa: S608
-    columns = _ALL if payloads else _ALL_BUT_PAYLOAD
+    columns = _ALL if payloads else _ALL_BUT_BULKY
     page = f"SELECT {columns} FROM jobs{where}{order}"  # noqa: S608
-    sizes = f"SELECT length(CAST(payload AS BLOB)) FROM jobs{where}{order}"  # noqa: S608
+    sizes = f"SELECT {_BULKY_BYTES} FROM jobs{where}{order}"  # noqa: S608
     return total, page, sizes
 
 

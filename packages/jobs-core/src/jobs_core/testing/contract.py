@@ -43,7 +43,15 @@ from jobs_core import _transitions as transitions
 from jobs_core._errors import InvalidOptions
 from jobs_core._history import MAX_ERRORS
 from jobs_core._ids import new_job_id
-from jobs_core._model import MUTABLE_FIELDS, Job, JobQuery, JobStatus, JobUpdate, JSONValue
+from jobs_core._model import (
+    MUTABLE_FIELDS,
+    UNREAD_BULKY,
+    Job,
+    JobQuery,
+    JobStatus,
+    JobUpdate,
+    JSONValue,
+)
 from jobs_core._transitions import FINAL_STATUSES
 from jobs_core.ports import JobStore
 
@@ -144,24 +152,64 @@ class JobStoreContract:
         assert (list(none.items), none.total) == ([], 0)
 
     async def test_list_without_payloads_keeps_everything_else(self, store: JobStore) -> None:
-        """`payloads=False`: same rows, order and total; every payload is `None`."""
+        """`payloads=False`: same rows, order and total; every bulky field (payload,
+        attempt history, result) is left unread: `None`, `()`, `None`."""
         jobs = [make_job(payload={"n": i}, now=_T0 + timedelta(seconds=i)) for i in range(4)]
         await store.insert(jobs)
+        # The newest job failed once, was requeued, then completed with a result.
+        (held,) = await store.claim(topics=["t"], now=_T0 + _TICK, lease=LEASE, limit=1)
+        failed = transitions.give_up(
+            held, token=str(held.lock_token), error="e", now=_T0, traceback="tb"
+        )
+        again = transitions.requeue(failed, now=_T0)
+        for before, after in ((held, failed), (failed, again)):
+            assert list(await store.update([transitions.update(before, after)])) == [True]
+        (rerun,) = await store.claim(topics=["t"], now=_T0 + _TICK, lease=LEASE, limit=1)
+        done = transitions.complete(rerun, token=str(rerun.lock_token), now=_T0, result=[1])
+        assert list(await store.update([transitions.update(rerun, done)])) == [True]
+        jobs = [done if job.id == done.id else job for job in jobs]
         expected = sorted(jobs, key=lambda j: (j.created, j.id), reverse=True)
+        page = await store.list(JobQuery(limit=4, offset=0, payloads=False))
+        assert (page.total, page.limit, page.offset) == (4, 4, 0)
+        assert (page.payloads, page.truncated) == (False, False)
+        assert list(page.items) == [attrs.evolve(j, **UNREAD_BULKY) for j in expected]
         page = await store.list(JobQuery(limit=3, offset=1, payloads=False))
         assert (page.total, page.limit, page.offset) == (4, 3, 1)
-        assert (page.payloads, page.truncated) == (False, False)
-        assert list(page.items) == [attrs.evolve(j, payload=None) for j in expected[1:4]]
+        assert list(page.items) == [attrs.evolve(j, **UNREAD_BULKY) for j in expected[1:4]]
         whole = await store.list(JobQuery(limit=3, offset=1))
         assert whole.payloads is True
         assert list(whole.items) == expected[1:4]
 
+    async def test_the_byte_budget_counts_the_attempt_history_and_the_result(
+        self, store: JobStore
+    ) -> None:
+        """A job whose history or result is large weighs that much in a page's budget."""
+        small, big = make_job(payload=1), make_job(payload=2)
+        await store.insert([small, big])
+        held = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=2)
+        by_id = {job.id: job for job in held}
+        for job_id, result in ((small.id, None), (big.id, "r" * 3000)):
+            job = by_id[job_id]
+            token = str(job.lock_token)
+            if result is None:
+                after = transitions.give_up(job, token=token, error="e" * 3000, now=_T0)
+            else:
+                after = transitions.complete(job, token=token, now=_T0, result=result)
+            assert list(await store.update([transitions.update(job, after)])) == [True]
+        # Newest first: `big` then `small` (or the other way, by id): each over 2000 bytes.
+        page = await store.list(JobQuery(limit=10, max_payload_bytes=4000))
+        assert (len(page.items), page.truncated) == (1, True)
+        whole = await store.list(JobQuery(limit=10, max_payload_bytes=7000))
+        assert (len(whole.items), whole.truncated) == (2, False)
+
     async def test_list_stops_at_the_payload_byte_budget(self, store: JobStore) -> None:
-        """Rows are taken while their payload JSON fits the budget; the page says truncated."""
-        # A string of n ASCII letters is n + 2 bytes of JSON text in every store.
+        """Rows are taken while their bulky fields' JSON (payload, history, result) fits
+        the budget; the page says truncated."""
+        # A string of n ASCII letters is n + 2 bytes of JSON text in every store, and an
+        # empty history (`[]`) 2 more; no result counts nothing.
         sizes = [1000, 3000, 500, 500, 4000]
         jobs = [
-            make_job(payload="x" * (size - 2), now=_T0 + timedelta(seconds=-i))
+            make_job(payload="x" * (size - 4), now=_T0 + timedelta(seconds=-i))
             for i, size in enumerate(sizes)
         ]
         await store.insert(jobs)  # newest first is the order of `sizes`
@@ -1068,7 +1116,7 @@ def make_state_machine(
             assert page.payloads is payloads
             wanted = matches[offset : offset + limit]
             if not payloads:
-                wanted = [attrs.evolve(j, payload=None) for j in wanted]
+                wanted = [attrs.evolve(j, **UNREAD_BULKY) for j in wanted]
             items = list(page.items)
             if payloads and max_payload_bytes is not None:
                 # How a store measures JSON text may differ (spacing, characters or
