@@ -13,18 +13,14 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import os
-import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import attrs
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, margin_past, store_backoff
 from jobs_core._deadlines import Deadline, DeadlineTimer
+from jobs_core._endings import Ending, Failure, Returned, cause_traceback
 from jobs_core._errors import InvalidResult, LockLost
 from jobs_core._events import LATE_COMPLETION, ObserverGroup, Outcome
 from jobs_core._heartbeat import Heartbeat, Lease
@@ -41,57 +37,6 @@ Handler = Callable[[Job], Awaitable[Any] | Any]
 
 #: First wait before listening for store notifications again (then doubling).
 _WATCH_RETRY = timedelta(milliseconds=100)
-
-
-@attrs.frozen
-class Failure:
-    """How an attempt failed: the error recorded as `last_error`, and the traceback kept
-    in the attempt history (None when no exception was raised, as at a timeout)."""
-
-    error: str
-    traceback: str | None = None
-
-    @classmethod
-    def of(cls, exc: BaseException) -> Failure:
-        """The failure a handler's exception makes: its type and message, and traceback."""
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return cls(error, handler_traceback(exc))
-
-
-@attrs.frozen
-class Returned:
-    """A handler returned something other than None: its result, not yet checked."""
-
-    value: Any
-
-
-#: Where this package's modules are: the worker's own frames atop a handler's traceback
-#: (the calls that ran it) are left out of the traceback kept.
-_OWN_FILES = str(Path(__file__).parent) + os.sep
-
-
-def handler_traceback(exc: BaseException) -> str:
-    """The traceback of `exc` (and of the exceptions it chains) as the handler saw it:
-    without the frames of the worker that called the handler."""
-    shown = traceback.TracebackException.from_exception(exc)
-    seen: set[int] = set()
-    pending = [shown]
-    while pending:
-        part = pending.pop()
-        if id(part) in seen:
-            continue
-        seen.add(id(part))
-        frames = list(part.stack)
-        while len(frames) > 1 and frames[0].filename.startswith(_OWN_FILES):
-            frames.pop(0)
-        part.stack = traceback.StackSummary.from_list(frames)
-        pending += [p for p in (part.__cause__, part.__context__) if p is not None]
-    return "".join(shown.format())
-
-
-#: How a run ended, as `_call` tells it: None (returned None), the result, the signal
-#: raised, or the failure.
-Ending = Returned | HandlerSignal | Failure | None
 
 
 def is_async_handler(handler: Handler) -> bool:
@@ -460,13 +405,17 @@ class Worker:
                 outcome = _REPORTED.get(after.status, Outcome.SNOOZED)
             elif isinstance(ending, GiveUp):
                 after = transitions.give_up(
-                    job, token=token, error=ending.reason, now=now, traceback=_cause(ending)
+                    job,
+                    token=token,
+                    error=ending.reason,
+                    now=now,
+                    traceback=cause_traceback(ending),
                 )
                 outcome = _REPORTED.get(after.status, outcome)
             else:
                 backoff = self._config.backoff
                 if isinstance(ending, Retry):
-                    failure = Failure(ending.reason, _cause(ending))
+                    failure = Failure(ending.reason, cause_traceback(ending))
                     if ending.after is not None:
                         backoff = functools.partial(_fixed, ending.after)
                 else:
@@ -492,14 +441,6 @@ class Worker:
 #: The outcome reported for a failed or snoozed run, by the status it ended in (a job
 #: that will run again is absent: RETRIED or SNOOZED).
 _REPORTED = {JobStatus.FAILED: Outcome.FAILED, JobStatus.CANCELLED: Outcome.CANCELLED}
-
-
-def _cause(signal: HandlerSignal) -> str | None:
-    """The traceback of a `Retry` or `GiveUp` raised while handling another exception
-    (it shows that one too); None for one raised on purpose with nothing behind it."""
-    if signal.__cause__ is None and signal.__context__ is None:
-        return None
-    return handler_traceback(signal)
 
 
 def _fixed(delay: timedelta, retry: int) -> timedelta:
