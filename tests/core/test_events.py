@@ -467,3 +467,32 @@ def test_the_logging_observer_says_when_a_failing_operation_works_again(
         (logging.INFO, "store notifications resumed"),
         (logging.INFO, "store prune works again"),
     ]
+
+
+async def test_a_handlers_text_cannot_forge_log_lines_or_drive_the_terminal(
+    store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Control characters of an error (a newline, an escape sequence) are logged as
+    `\\xNN`: one record stays one line; a traceback keeps its own line breaks."""
+    cfg = config(poll_interval=timedelta(seconds=1))
+    jobs = Jobs(store, clock=clock, config=cfg)
+
+    def forge(job: Job) -> None:
+        raise ValueError("boom\nINFO job 1 completed\x1b[2J")
+
+    jobs.register("t", forge)
+    job = await jobs.enqueue_with_options("t", None, EnqueueOptions(max_retries=1))
+    with caplog.at_level(logging.INFO, logger="jobs_core.worker"):
+        assert await jobs.run_once() == 1
+        clock.advance(timedelta(hours=2))
+        assert await jobs.run_once() == 1
+    retried, final = (r.getMessage() for r in caplog.records)
+    assert retried == (
+        f"job {job.id} (t) attempt 1 failed, will retry:"
+        " ValueError: boom\\x0aINFO job 1 completed\\x1b[2J"
+    )
+    headline, *trace = final.split("\n")
+    assert headline.endswith("ValueError: boom\\x0aINFO job 1 completed\\x1b[2J")
+    assert trace[0] == "Traceback (most recent call last):"
+    assert "\x1b" not in final
+    assert trace[-2:] == ["ValueError: boom", "INFO job 1 completed\\x1b[2J"]

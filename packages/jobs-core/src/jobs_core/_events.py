@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
@@ -142,6 +143,20 @@ _STORE_LINES = {
 }
 
 
+#: Control characters a handler's text may carry into a log line (a newline could forge
+#: a line of its own, an escape sequence rewrite the operator's terminal).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: The same, but newline and tab: a traceback keeps its lines.
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(text: str | None, pattern: re.Pattern[str] = _CONTROL) -> str | None:
+    """`text` with each control character matched by `pattern` written as `\\xNN`."""
+    if text is None or not pattern.search(text):
+        return text
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _store_lines(operation: str) -> tuple[str, str, str]:
     found = _STORE_LINES.get(operation)
     if found is None:
@@ -170,19 +185,20 @@ class LoggingObserver(BaseObserver):
             self.logger.info(
                 "job %s (%s) attempt %d failed, will retry: %s",
                 job.id,
-                job.topic,
+                _escaped(job.topic),
                 job.retries,
-                error,
+                _escaped(error),
             )
         elif outcome is Outcome.FAILED:
             last = job.errors[-1] if job.errors else None
+            trace = _escaped(last.traceback, _CONTROL_BUT_LINES) if last is not None else None
             self.logger.warning(
                 "job %s (%s) failed for good at attempt %d: %s%s",
                 job.id,
-                job.topic,
+                _escaped(job.topic),
                 job.retries + 1,
-                error,
-                f"\n{last.traceback.rstrip()}" if last is not None and last.traceback else "",
+                _escaped(error),
+                f"\n{trace.rstrip()}" if trace else "",
             )
         elif outcome is Outcome.CANCELLED:
             self.logger.info(
