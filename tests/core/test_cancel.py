@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from jobs_core import (
-    LOCK_EXPIRED,
     BaseObserver,
     CannotCancel,
     Job,
@@ -209,20 +209,26 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
     store: MemoryStore, clock: FakeClock
 ) -> None:
     """The request is stored, then the handler fails before any renewal: the worker's
-    write, decided without the request, is refused (`REQUEST_FIELDS`), so the job is not
-    retried; when its lease runs out the rescue reads the request and ends it
-    `cancelled`. It never runs again."""
+    write, decided without the request, is refused (`REQUEST_FIELDS`); the worker reads
+    the row, sees the request and decides again: the job ends `cancelled` at once (the
+    clock never moves), the attempt recorded with its error, never retried."""
     refused: list[tuple[str, str]] = []
+    finished: list[Outcome] = []
 
-    class Refusals:
+    class Events:
         def refused(self, job: Job, event: str) -> None:
             refused.append((job.id, event))
+
+        def finished(
+            self, job: Job, outcome: Outcome, duration: timedelta, error: str | None
+        ) -> None:
+            finished.append(outcome)
 
     jobs = Jobs(
         store,
         clock=clock,
         config=config(backoff=lambda n: timedelta(0)),
-        observers=[Refusals()],  # type: ignore[list-item]
+        observers=[Events()],  # type: ignore[list-item]
     )
     runs, fail_now = [], asyncio.Event()
 
@@ -239,9 +245,6 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
         await until(lambda: bool(runs))
         asked = await jobs.cancel(job.id)
         fail_now.set()
-        await until(lambda: refused == [(job.id, "retried")])
-        assert store._jobs[job.id].status is JobStatus.PROCESSING, "not retried"
-        await tick(clock, int(jobs.config.lease.total_seconds()) + 2)
         await until(lambda: store._jobs[job.id].status is not JobStatus.PROCESSING)
         await settle()
     finally:
@@ -249,8 +252,42 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
         await jobs.stop(grace=timedelta(0))
     assert asked.cancel_requested is not None
     final = await jobs.get(job.id)
-    assert (final.status, final.last_error, runs) == (
-        JobStatus.CANCELLED,
-        f"cancelled ({LOCK_EXPIRED})",
-        [job.id],
-    )
+    error = "cancelled (RuntimeError: broke after the cancel request)"
+    assert (final.status, final.last_error, runs) == (JobStatus.CANCELLED, error, [job.id])
+    assert [(e.attempt, e.error) for e in final.errors] == [(1, error)]
+    assert final.errors[0].traceback is not None
+    assert (refused, finished) == ([], [Outcome.CANCELLED])
+
+
+async def test_a_refusal_for_a_lost_lease_is_not_decided_again(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """A failure refused because another claim holds the job now stays refused: the
+    worker reads the row, finds another's token, and writes nothing."""
+    refused: list[str] = []
+
+    class Events:
+        def refused(self, job: Job, event: str) -> None:
+            refused.append(event)
+
+    jobs = Jobs(store, clock=clock, config=config(), observers=[Events()])  # type: ignore[list-item]
+    fail_now = asyncio.Event()
+
+    async def fails(job: Job) -> None:
+        await fail_now.wait()
+        raise RuntimeError("late")
+
+    jobs.register("t", fails)
+    job = await jobs.enqueue("t", None)
+    await jobs.start()
+    try:
+        await until(lambda: store._jobs[job.id].status is JobStatus.PROCESSING)
+        taken = attrs.evolve(store._jobs[job.id], lock_token="another")
+        store._jobs[job.id] = taken  # as a rescue and a new claim would leave it
+        fail_now.set()
+        await until(lambda: refused == ["retried"])
+        await settle()
+    finally:
+        fail_now.set()
+        await jobs.stop(grace=timedelta(0))
+    assert store._jobs[job.id] == taken

@@ -401,8 +401,8 @@ async def test_a_cancel_request_since_the_last_renewal_survives_a_failed_attempt
     backend: str, tmp_path: Path
 ) -> None:
     """The request is stored while the handler runs, the handler fails before the next
-    renewal: the worker's write, decided without the request, is refused, and the job
-    ends `cancelled` (never retried) when the rescue finds its lease run out."""
+    renewal: the worker's write, decided without the request, is refused; the worker
+    reads the row, sees the request and writes `cancelled` (never retried)."""
     runs: list[str] = []
     fail_now = asyncio.Event()
 

@@ -7,13 +7,15 @@ retried with a capped backoff (the write is idempotent: it is guarded), so a dat
 blip does not leave a finished job `processing` while its worker lives. Nobody awaits a
 single write (that cost a future and a task wake-up per job): each written result is
 reported to the observer as `finished`, each refused one as `refused`, and `on_settled`
-tells the worker that the backlog shrank.
+tells the worker that the backlog shrank. A refused write may come with a second
+thought (`reconsider`): the worker's decision, made again from the row as stored, which
+is how a failure written blind to a cancel request becomes the cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from jobs_core._events import ObserverGroup, Outcome
@@ -27,9 +29,13 @@ _RETRY_START = timedelta(milliseconds=100)
 _RETRY_CAP = timedelta(seconds=5)
 _FAILURES = frozenset({Outcome.RETRIED, Outcome.FAILED})
 
+#: Decides a refused run's outcome again from the stored row and submits that write;
+#: False when there is nothing to decide again (the refusal then stands).
+Reconsider = Callable[[], Awaitable[bool]]
+
 #: A queued result: its write, the job as claimed, the outcome, the event a refusal
-#: names, and the handler's run time.
-_Result = tuple[JobUpdate, Job, Outcome, str, timedelta]
+#: names, the handler's run time, and what to do if the write is refused.
+_Result = tuple[JobUpdate, Job, Outcome, str, timedelta, Reconsider | None]
 
 
 class ResultWriter:
@@ -60,10 +66,18 @@ class ResultWriter:
         return len(self._queue) + self._sending
 
     def submit(
-        self, update: JobUpdate, job: Job, outcome: Outcome, event: str, duration: timedelta
+        self,
+        update: JobUpdate,
+        job: Job,
+        outcome: Outcome,
+        event: str,
+        duration: timedelta,
+        *,
+        reconsider: Reconsider | None = None,
     ) -> None:
-        """Queue `update` (the run of `job`, as claimed) for the next group."""
-        self._queue.append((update, job, outcome, event, duration))
+        """Queue `update` (the run of `job`, as claimed) for the next group; if the store
+        refuses it, `reconsider` (when given) gets a say before the refusal is reported."""
+        self._queue.append((update, job, outcome, event, duration, reconsider))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush(), name="jobs-result-writer"
@@ -97,7 +111,7 @@ class ResultWriter:
                 limit = self._attempts_after_close
                 if limit is not None and failures > limit:
                     self._observer.store_error("write", exc, None)  # given up
-                    for _, job, _, event, _ in group:
+                    for _, job, _, event, _, _ in group:
                         self._observer.refused(job, event)
                     self._on_settled()
                     failures = 0
@@ -112,10 +126,32 @@ class ResultWriter:
                 self._observer.store_recovered("write")
             delay, failures = _RETRY_START, 0
             observer = self._observer
-            for (update, job, outcome, event, duration), ok in zip(group, flags, strict=True):
+            second: list[tuple[Job, str, Reconsider]] = []
+            for (update, job, outcome, event, duration, again), ok in zip(
+                group, flags, strict=True
+            ):
                 if ok:
                     error = update.job.last_error if outcome in _FAILURES else None
                     observer.finished(update.job, outcome, duration, error)
+                elif again is not None:
+                    second.append((job, event, again))
                 else:
                     observer.refused(job, event)
+            if second:
+                await self._reconsider(second)
             self._on_settled()
+
+    async def _reconsider(self, refused: list[tuple[Job, str, Reconsider]]) -> None:
+        """Give each refused write its second thought; report the refusals that stand."""
+        self._sending = len(refused)  # still unsettled while they are decided again
+        try:
+            for job, event, again in refused:
+                try:
+                    handled = await again()
+                except Exception as exc:  # noqa: BLE001 - a failed re-read leaves the refusal
+                    self._observer.store_error("write", exc, None)
+                    handled = False
+                if not handled:
+                    self._observer.refused(job, event)
+        finally:
+            self._sending = 0

@@ -200,8 +200,8 @@ CANCELLABLE_STATUSES: Final = _statuses_with(CANCEL)
 #: Fields a client sets on a leased job behind its worker's back: the cancel request. A
 #: worker decides its job's next move from its own copy, which may predate the request,
 #: so a guarded write from a leased status that does not carry the request is refused
-#: when the row holds one (`write_allowed`): the lease then runs out, and the rescue,
-#: which reads the row afresh, ends the job as the request says. A completion is the
+#: when the row holds one (`write_allowed`); the worker then reads the row and decides
+#: again (and failing that, the rescue does at the lease end). A completion is the
 #: exception: the handler returned first, so it wins. Stores compile the same rule into
 #: their guarded write, fed by `overrides_requests`.
 REQUEST_FIELDS: Final = ("cancel_requested",)

@@ -373,6 +373,7 @@ class Worker:
         ending: Ending = None,
         *,
         event: str | None = None,
+        reconsider: bool = True,
     ) -> None:
         """Hand the run's guarded write to the result writer, which reports `finished`
         once it is written or `refused` if fencing turns it down.
@@ -381,7 +382,9 @@ class Worker:
         SNOOZED (with the `Snooze`), or FAILED with the `Failure` or the `Retry`/`GiveUp`
         raised (then RETRIED if it will run again); the job's status after the move
         settles which one is reported. A result that cannot be stored fails the attempt.
-        `event` names a refusal if not the outcome."""
+        `event` names a refusal if not the outcome. A refused write other than a
+        completion is decided again from the stored row (`_decide_again`) unless
+        `reconsider` is False (it is that second decision)."""
         token = job.lock_token
         assert token is not None
         now = self._clock.now()
@@ -433,9 +436,32 @@ class Worker:
         except LockLost:  # the lease ran out by our own clock: fenced before the store
             self._observer.refused(job, event or outcome.value)
             return
+        again = None
+        if reconsider and after.status is not JobStatus.COMPLETED:
+            again = functools.partial(self._decide_again, job, began, outcome, ending)
         self._writer.submit(
-            transitions.update(job, after), job, outcome, event or outcome.value, now - began
+            transitions.update(job, after),
+            job,
+            outcome,
+            event or outcome.value,
+            now - began,
+            reconsider=again,
         )
+
+    async def _decide_again(
+        self, job: Job, began: datetime, outcome: Outcome, ending: Ending
+    ) -> bool:
+        """The store refused this run's write, decided from the job as claimed: if the row
+        is still ours and holds a request that copy lacked (a client's cancel request,
+        `REQUEST_FIELDS`), decide again from the row, which the new write then carries.
+        False when the row is another's or changed otherwise: the refusal stands."""
+        stored = await self._store.get(job.id)
+        if stored.status is not job.status or stored.lock_token != job.lock_token:
+            return False
+        if all(getattr(stored, name) is None for name in transitions.REQUEST_FIELDS):
+            return False
+        self._record(stored, began, outcome, ending, reconsider=False)
+        return True
 
 
 #: The outcome reported for a failed or snoozed run, by the status it ended in (a job
