@@ -145,7 +145,8 @@ def legacy_rows(path: Path) -> list[tuple[Any, ...]]:
 
 def layout(raw: sqlite3.Connection, table: str) -> dict[str, Any]:
     """What SQLite enforces of `table`: columns (type, NOT NULL, default, key), its
-    indexes (unique, partial, columns), and its CHECK constraints."""
+    indexes (unique, partial, key columns each with its direction: 1 descending), and
+    its CHECK constraints."""
     columns = raw.execute(
         'SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?)', (table,)
     ).fetchall()
@@ -153,7 +154,9 @@ def layout(raw: sqlite3.Connection, table: str) -> dict[str, Any]:
     for name, unique, origin, partial in raw.execute(
         'SELECT name, "unique", origin, partial FROM pragma_index_list(?)', (table,)
     ).fetchall():
-        on = [r[0] for r in raw.execute("SELECT name FROM pragma_index_info(?)", (name,))]
+        on = raw.execute(
+            'SELECT name, "desc" FROM pragma_index_xinfo(?) WHERE key ORDER BY seqno', (name,)
+        ).fetchall()
         indexes[name if origin == "c" else origin] = (unique, partial, on)
     (sql,) = raw.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
@@ -289,7 +292,12 @@ async def test_a_new_file_has_exactly_the_derived_tables(db_path: Path) -> None:
     assert columns_by_name(jobs, defaults=False) == columns_by_name(derived, defaults=False)
     assert columns_by_name(versions) == columns_by_name(derived_layout(version_table))
     statuses = ", ".join(repr(status.value) for status in JobStatus)
-    assert derived_layout(jobs_table)["checks"] == [f"status IN ({statuses})"]
+    assert derived["checks"] == ["priority BETWEEN -100 AND 100", f"status IN ({statuses})"]
+    assert derived["indexes"]["jobs_claim_idx"] == (
+        0,
+        0,
+        [("status", 0), ("priority", 1), ("run_at", 0), ("id", 0)],
+    )
 
 
 def test_step_1_is_the_released_layout(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -471,6 +479,7 @@ async def test_a_step_2_file_is_migrated_to_3_and_every_job_reads_back(
 _KNOWN = ", ".join(repr(status.value) for status in JobStatus)
 KNOWN_STATUSES = f"status IN ({_KNOWN})"
 WITH_ARCHIVED = f"status IN ({_KNOWN}, 'archived')"
+PRIORITY_RANGE = "priority BETWEEN -100 AND 100"
 
 
 def _archived_step(connection: sqlalchemy.Connection) -> None:
@@ -526,10 +535,10 @@ async def test_a_rebuild_step_adds_a_status_and_keeps_every_row_and_index(
     with _raw(v1_file) as raw:
         after = layout(raw, "jobs")
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert before["checks"] == [KNOWN_STATUSES]
+    assert before["checks"] == [PRIORITY_RANGE, KNOWN_STATUSES]
     assert after["columns"] == before["columns"]
     assert after["indexes"] == before["indexes"]
-    assert after["checks"] == [WITH_ARCHIVED]
+    assert after["checks"] == [PRIORITY_RANGE, WITH_ARCHIVED]
     extra = jobs_in_every_status(UPGRADE_NOW + timedelta(days=1))[0]
     _insert_raw(v1_file, _with_id(extra, "archived-1"), "archived")  # the new status is accepted
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):

@@ -48,6 +48,8 @@ class FieldSpec:
       same name, `None` there meaning "the default").
     - `wire`: the API shows it (the lease token, for one, is never shown).
     - `claim`: a claim sets it (stores write these in their claim statement).
+    - `bounds`: `(low, high)`, the inclusive range of an `INT` field, or None; the
+      stores enforce it with a CHECK (validation refuses a value outside it first).
     """
 
     name: str
@@ -60,6 +62,7 @@ class FieldSpec:
     doc: str
     #: The value a new job gets when none is given; `attrs.NOTHING` when required.
     default: Any = attrs.field(default=attrs.NOTHING, eq=False)
+    bounds: tuple[int, int] | None = None
 
     @property
     def required(self) -> bool:
@@ -77,9 +80,12 @@ def job_field(
     claim: bool = False,
     doc: str = "",
     default: Any = attrs.NOTHING,
+    bounds: tuple[int, int] | None = None,
     repr: bool = True,
 ) -> Any:
     """An attrs field of `Job` carrying its `FieldSpec` (the name is filled in later)."""
+    if bounds is not None and (kind is not FieldKind.INT or bounds[0] > bounds[1]):
+        raise TypeError(f"bounds {bounds} need an INT field and low <= high")
     return attrs.field(
         default=default,
         repr=repr,
@@ -92,6 +98,7 @@ def job_field(
                 "wire": wire,
                 "claim": claim,
                 "doc": doc,
+                "bounds": bounds,
             }
         },
     )
