@@ -3,7 +3,9 @@ fixture) is migrated by today's store and every job reads back and keeps working
 new file gets exactly the layout `jobs_table` describes; a newer file, or an older one
 opened without migrating, is refused without a write; several processes migrate one
 file once; step 3 (the status 'cancelled', the column cancel_requested) keeps every
-row of a step-2 file; a table-rebuilding step adds a status and keeps every row."""
+row of a step-2 file, and steps 4 to 6 (snoozes; errors and result; priority and the
+claim index) every row of the file before; a table-rebuilding step adds a status and
+keeps every row."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pytest
 import sqlalchemy
 
 from jobs_core import (
+    AttemptError,
     Job,
     JobStatus,
     MigratableStore,
@@ -29,8 +32,10 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    errors_to_json,
     open_store,
 )
+from jobs_core.testing.contract import LEASE, make_job
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
@@ -658,3 +663,64 @@ async def test_a_step_4_file_is_migrated_to_5_and_every_job_reads_back(
     finally:
         await store.close()
     assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_step_5_file_is_migrated_to_6_and_every_job_reads_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 6 adds `priority` (0 in every old row; a CHECK keeps it in -100..100) and
+    rebuilds the claim index on (status, priority DESC, run_at, id): every row of every
+    status step 5 allows (snoozed, cancelled, with a history and a result among them)
+    reads back as it was, and the claim then takes a higher priority first."""
+    jobs = v1_jobs()
+    build_step_2_file(db_path, jobs, monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:5])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == 5
+        engine.dispose()
+    snoozed = next(job for job in jobs if job.status is JobStatus.PENDING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    done = next(job for job in jobs if job.status is JobStatus.COMPLETED)
+    history = (AttemptError(attempt=1, at=UPGRADE_NOW, error="boom", traceback="Traceback"),)
+    with _raw(db_path) as raw:
+        claim_index = raw.execute("SELECT * FROM pragma_index_info('jobs_claim_idx')").fetchall()
+        assert [name for _, _, name in claim_index] == ["status", "run_at", "id"]
+        raw.execute("UPDATE jobs SET snoozes = 4 WHERE id = ?", (snoozed.id,))
+        raw.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (stopped.id,))
+        raw.execute(
+            "UPDATE jobs SET errors = ?, result = ? WHERE id = ?",
+            (json.dumps(errors_to_json(history)), '{"sent": [1, "é"]}', done.id),
+        )
+    expected = {job.id: job for job in jobs}
+    expected[snoozed.id] = attrs.evolve(snoozed, snoozes=4)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    expected[done.id] = attrs.evolve(done, errors=history, result={"sent": [1, "é"]})
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=5, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.priority == 0
+        assert await store.schema_version() == LATEST
+        await check_upgraded(store, list(expected.values()), AFTER)
+        low = make_job(topic="after", run_at=AFTER - timedelta(hours=1))
+        high = make_job(topic="after", run_at=AFTER, priority=9)
+        await store.insert([low, high])
+        (first,) = await store.claim(topics=["after"], now=AFTER, lease=LEASE, limit=1)
+        assert (first.id, first.priority) == (high.id, 9)
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+    with _raw(db_path) as raw:
+        assert layout(raw, "jobs")["indexes"]["jobs_claim_idx"] == (
+            0,
+            0,
+            [("status", 0), ("priority", 1), ("run_at", 0), ("id", 0)],
+        )
+        for out_of_range in (-101, 101):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                raw.execute("UPDATE jobs SET priority = ? WHERE id = ?", (out_of_range, low.id))
+        raw.execute("UPDATE jobs SET priority = 100 WHERE id = ?", (low.id,))
