@@ -49,7 +49,7 @@ async def test_the_worker_runs_the_highest_priority_due_job_first(
     whatever its priority."""
     jobs = Jobs(store, clock=clock, config=JobsConfig(batch_size=1))
     ran: list[str] = []
-    jobs.register("t", lambda job: ran.append(job.payload))
+    jobs.register("t", lambda job: ran.append(str(job.payload)))
     await jobs.enqueue_at("t", "old", T0 - timedelta(hours=1))
     await jobs.enqueue_with_options("t", "urgent", EnqueueOptions(priority=50))
     await jobs.enqueue_with_options("t", "low", EnqueueOptions(priority=-1))
