@@ -35,11 +35,11 @@ def _claim(table: str) -> str:
     return f"""
     WITH picked AS (
         SELECT c.id FROM unnest($2::text[]) AS w(topic) CROSS JOIN LATERAL (
-            SELECT id, run_at FROM {table}
+            SELECT id, priority, run_at FROM {table}
             WHERE status = 'pending' AND topic = w.topic AND run_at <= $1
-            ORDER BY run_at, id LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED
+            ORDER BY priority DESC, run_at, id LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED
         ) AS c
-        ORDER BY c.run_at, c.id LIMIT $3
+        ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3
     )
     UPDATE {table} AS t SET status = 'processing', locked_until = $4,
         lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1

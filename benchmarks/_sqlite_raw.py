@@ -27,7 +27,7 @@ UPDATE jobs SET status = 'processing', locked_until = ?, lock_token = lower(hex(
     updated = ?
 WHERE id IN (
     SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ? AND topic IN (?)
-    ORDER BY run_at, id LIMIT ?
+    ORDER BY priority DESC, run_at, id LIMIT ?
 ) AND status || '' = 'pending'
 RETURNING {_COLUMNS}
 """

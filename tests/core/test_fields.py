@@ -9,6 +9,8 @@ from jobs_core import (
     CLAIM_FIELDS,
     JOB_FIELDS,
     JOB_SCHEMA,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     MUTABLE_FIELDS,
     OPTION_FIELDS,
     TIME_FIELDS,
@@ -72,3 +74,20 @@ def test_a_field_s_doc_reaches_its_spec() -> None:
         "How many.",
         1,
     )
+
+
+def test_bounds_belong_to_int_fields_with_low_at_most_high() -> None:
+    assert job_field(FieldKind.INT, bounds=(1, 1)) is not None
+    with pytest.raises(TypeError, match="need an INT field"):
+        job_field(FieldKind.TEXT, bounds=(0, 1))
+    with pytest.raises(TypeError, match="low <= high"):
+        job_field(FieldKind.INT, bounds=(2, 1))
+
+
+def test_the_priority_is_the_one_bounded_field() -> None:
+    """Its range is the public constants', and stores enforce it with a CHECK."""
+    bounded = {spec.name: spec.bounds for spec in JOB_SCHEMA if spec.bounds is not None}
+    assert bounded == {"priority": (MIN_PRIORITY, MAX_PRIORITY)}
+    assert (MIN_PRIORITY, MAX_PRIORITY) == (-100, 100)
+    (priority,) = (spec for spec in JOB_SCHEMA if spec.name == "priority")
+    assert (priority.option, priority.mutable, priority.default) == (True, False, 0)

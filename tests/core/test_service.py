@@ -16,8 +16,10 @@ from jobs_core import (
     Job,
     JobNotFound,
     Jobs,
+    JobsConfig,
     JobStats,
     JobStatus,
+    MemoryStore,
 )
 from jobs_core.testing import FakeClock
 from tests.core.conftest import T0
@@ -38,6 +40,28 @@ async def test_enqueue_at_and_with_options(jobs: Jobs) -> None:
     assert (await jobs.enqueue_at("t", 1, later)).run_at == later
     job = await jobs.enqueue_with_options("t", 2, EnqueueOptions(run_at=later, max_retries=5))
     assert (job.run_at, job.max_retries) == (later, 5)
+
+
+async def test_the_worker_runs_the_highest_priority_due_job_first(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """One job per batch: priority first, then the oldest due; a job not yet due waits
+    whatever its priority."""
+    jobs = Jobs(store, clock=clock, config=JobsConfig(batch_size=1))
+    ran: list[str] = []
+    jobs.register("t", lambda job: ran.append(str(job.payload)))
+    await jobs.enqueue_at("t", "old", T0 - timedelta(hours=1))
+    await jobs.enqueue_with_options("t", "urgent", EnqueueOptions(priority=50))
+    await jobs.enqueue_with_options("t", "low", EnqueueOptions(priority=-1))
+    later = EnqueueOptions(priority=100, run_at=T0 + timedelta(seconds=1))
+    await jobs.enqueue_with_options("t", "later", later)
+    await jobs.enqueue_many("t", ["batch-1", "batch-2"], EnqueueOptions(priority=50))
+    while await jobs.run_once():
+        pass
+    assert ran == ["urgent", "batch-1", "batch-2", "old", "low"]
+    clock.advance(timedelta(seconds=1))
+    assert await jobs.run_once() == 1
+    assert ran[-1] == "later"
 
 
 async def test_enqueue_many_is_one_insert(jobs: Jobs) -> None:

@@ -204,7 +204,7 @@ def test_release_hands_the_job_back_without_counting_an_attempt() -> None:
 def test_every_move_copies_the_fields_it_does_not_change() -> None:
     """The compiled moves build each job in one constructor call: every field outside
     `MUTABLE_FIELDS` is copied, and so is every mutable field the move does not name."""
-    job = attrs.evolve(claimed(), retries=1, last_error="before")
+    job = attrs.evolve(claimed(), retries=1, last_error="before", priority=-7)
     for status, row in tr.TRANSITIONS.items():
         for event, move in row.items():
             if move.target is None:
@@ -424,3 +424,45 @@ def test_requeue_of_a_cancelled_job_clears_the_request() -> None:
         None,
         0,
     )
+
+
+def test_the_claim_order_is_priority_descending_then_run_at_then_id() -> None:
+    assert tr.CLAIM_ORDER == ("-priority", "run_at", "id")
+    base = pending()
+    jobs = [
+        attrs.evolve(base, id="b", priority=0, run_at=T0),
+        attrs.evolve(base, id="a", priority=0, run_at=T0),
+        attrs.evolve(base, id="c", priority=0, run_at=T0 - timedelta(seconds=1)),
+        attrs.evolve(base, id="z", priority=5, run_at=T0 + timedelta(hours=1)),
+        attrs.evolve(base, id="y", priority=-100, run_at=T0 - timedelta(days=1)),
+        attrs.evolve(base, id="x", priority=100, run_at=T0),
+    ]
+    ordered = sorted(jobs, key=tr.claim_order_key)
+    assert [job.id for job in ordered] == ["x", "z", "c", "a", "b", "y"]
+    assert tr.claim_order_key(jobs[5]) == (-100, T0, "x")
+
+
+def test_an_order_key_follows_any_order_of_fields() -> None:
+    """Ascending or (INT fields) descending, one field or several."""
+    base = pending()
+    jobs = [attrs.evolve(base, id=i, retries=r) for i, r in (("a", 2), ("b", 1), ("c", 2))]
+    by_retries_down = tr.order_key(("-retries", "id"))
+    assert [job.id for job in sorted(jobs, key=by_retries_down)] == ["a", "c", "b"]
+    assert [job.id for job in sorted(jobs, key=tr.order_key(("retries",)))] == ["b", "a", "c"]
+    assert tr.order_key(["-retries"])(jobs[0]) == (-2,)
+    assert tr.order_key(["id"])(jobs[0]) == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (("-run_at", "id"), "only an INT field can be sorted descending"),
+        (("-id",), "only an INT field can be sorted descending"),
+        (("nope", "id"), "is not an order of Job fields"),
+        (("--priority",), "is not an order of Job fields"),
+        ((), "is not an order of Job fields"),
+    ],
+)
+def test_an_order_key_refuses_what_it_cannot_sort(order: tuple[str, ...], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        tr.order_key(order)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 
 import attrs
 import pytest
 
-from jobs_core import JobStatus, MemoryStore
+from jobs_core import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus, MemoryStore
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
@@ -61,4 +62,28 @@ async def test_a_store_that_lost_a_job_fails() -> None:
     jobs = jobs_in_every_status()
     await store.insert(jobs[1:])
     with pytest.raises(Exception, match="00000000-0000-4000-8000-000000000001"):
+        await check_upgraded(store, jobs, UPGRADE_NOW + timedelta(seconds=1))
+
+
+def test_the_upgrade_jobs_hold_both_ends_of_the_priority_range_and_release_1_none() -> None:
+    priorities = {job.priority for job in jobs_in_every_status()}
+    assert {MIN_PRIORITY, 0, MAX_PRIORITY} <= priorities
+    assert {job.priority for job in jobs_in_every_status(layout=RELEASE_1)} == {0}
+
+
+class _ClaimsByRunAt(MemoryStore):
+    """A store that forgot the priority: it claims in (`run_at`, `id`) order."""
+
+    async def claim(
+        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+    ) -> Sequence[Job]:
+        claimed = await super().claim(topics=topics, now=now, lease=lease, limit=limit)
+        return sorted(claimed, key=lambda job: (job.run_at, job.id))
+
+
+async def test_a_store_that_claims_without_the_priority_fails() -> None:
+    store = _ClaimsByRunAt()
+    jobs = jobs_in_every_status()
+    await store.insert(jobs)
+    with pytest.raises(AssertionError):
         await check_upgraded(store, jobs, UPGRADE_NOW + timedelta(seconds=1))

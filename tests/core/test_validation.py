@@ -133,6 +133,41 @@ async def test_zero_retries_is_allowed(jobs: Jobs) -> None:
     assert job.max_retries == 0
 
 
+@pytest.mark.parametrize(
+    ("priority", "message"),
+    [
+        (-101, "priority must be between -100 and 100, got -101"),
+        (101, "priority must be between -100 and 100, got 101"),
+        (10**4000, r"priority must be between -100 and 100, got 10\*\*18 or more"),
+        (-(10**30), r"got -10\*\*18 or more"),
+        (True, "priority must be an integer, got bool"),
+        (False, "priority must be an integer, got bool"),
+        (1.0, "priority must be an integer, got float"),
+        ("1", "priority must be an integer, got str"),
+    ],
+)
+async def test_bad_priority(jobs: Jobs, priority: object, message: str) -> None:
+    """-100..100 integers only (a bool is not an int here); nothing is stored, also by
+    a batch."""
+    options = EnqueueOptions(priority=priority)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptions, match=message):
+        await jobs.enqueue_with_options("t", {}, options)
+    with pytest.raises(InvalidOptions, match="priority"):
+        await jobs.enqueue_many("t", [1, 2], options)
+    await assert_nothing_stored(jobs)
+
+
+@pytest.mark.parametrize(("given", "stored"), [(None, 0), (-100, -100), (0, 0), (100, 100)])
+async def test_priority_bounds_and_default(jobs: Jobs, given: int | None, stored: int) -> None:
+    """`None` (and no option at all) is the default 0; both ends are allowed."""
+    job = await jobs.enqueue_with_options("t", {}, EnqueueOptions(priority=given))
+    assert job.priority == stored
+    (one, two) = await jobs.enqueue_many("t", [1, 2], EnqueueOptions(priority=given))
+    assert (one.priority, two.priority) == (stored, stored)
+    assert (await jobs.get(job.id)).priority == stored
+    assert (await jobs.enqueue("t", {})).priority == 0
+
+
 async def test_naive_run_at_is_refused(jobs: Jobs) -> None:
     """A datetime without a timezone is ambiguous."""
     with pytest.raises(InvalidOptions, match="timezone-aware"):

@@ -37,6 +37,11 @@ def problems(
             return [f"{path}: {value!r:.80} is not {types}"]
     if "enum" in schema and value not in schema["enum"]:
         found.append(f"{path}: {value!r} not in {schema['enum']}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            found.append(f"{path}: {value!r} is below the minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            found.append(f"{path}: {value!r} is above the maximum {schema['maximum']}")
     if schema.get("format") == "date-time" and isinstance(value, str):
         if not _RFC3339.fullmatch(value):
             found.append(f"{path}: {value!r} is not RFC 3339")

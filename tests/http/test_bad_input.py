@@ -213,6 +213,32 @@ async def test_max_retries_bounds(client: Client, max_retries: int) -> None:
     assert response.json()["max_retries"] == max_retries
 
 
+@pytest.mark.parametrize(
+    "priority", [-101, 101, 10**30, -(10**30), 1.5, 3.0, "3", True, False, [], {}]
+)
+async def test_bad_priority(client: Client, priority: object) -> None:
+    """-100..100 integers only: out of range, a float, a string or a boolean is a 400
+    naming the field, and nothing is stored."""
+    response = await client.post(ENQUEUE, json={"topic": "ok", "priority": priority})
+    body = assert_error(response, 400)
+    assert "priority" in body["message"]
+    if not isinstance(priority, int) or isinstance(priority, bool):  # refused by its kind
+        assert list(body["data"]) == ["priority"]
+    await _assert_nothing_stored(client)
+
+
+@pytest.mark.parametrize(("priority", "stored"), [(-100, -100), (0, 0), (100, 100), (None, 0)])
+async def test_priority_bounds_and_default(
+    client: Client, priority: int | None, stored: int
+) -> None:
+    """Both ends are allowed; null (like leaving it out) means the default 0."""
+    response = await client.post(ENQUEUE, json={"topic": "ok", "priority": priority})
+    assert response.status_code == 200, response.text
+    assert response.json()["priority"] == stored
+    without = await client.post(ENQUEUE, json={"topic": "ok"})
+    assert without.json()["priority"] == 0
+
+
 SERVER_FIELDS = [
     "status",
     "id",

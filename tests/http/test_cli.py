@@ -42,6 +42,7 @@ def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[st
         "ID",
         "TOPIC",
         "STATUS",
+        "PRIORITY",
         "RETRIES",
         "RUN_AT",
         "UPDATED",
@@ -191,7 +192,7 @@ def test_get_shows_the_result_and_each_failed_attempt(
     code, out, _ = run(capsys, "get", job_id, "--db", db)
     assert code == 0
     lines = out.splitlines()
-    assert lines[1].split()[6] == "2"  # ERRORS
+    assert lines[1].split()[7] == "2"  # ERRORS
     assert 'result: {"sent": ["a", "b"]}' in lines
     at = [entry["at"] for entry in job["errors"]]
     history = lines.index("failed attempts (2, newest last):")
@@ -229,8 +230,8 @@ def test_list_counts_failed_attempts_without_their_tracebacks(
     code, out, _ = run(capsys, "list", "--db", db)
     assert code == 0
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
-    assert rows[job_id][6] == "2"
-    assert [row[6] for key, row in rows.items() if key != job_id] == ["0"]
+    assert rows[job_id][7] == "2"
+    assert [row[7] for key, row in rows.items() if key != job_id] == ["0"]
     assert "Traceback" not in out
     assert "result" not in out
     code, out, _ = run(capsys, "list", "--db", db, "--json")
@@ -266,7 +267,54 @@ def test_enqueue_with_options(db: str, capsys: pytest.CaptureFixture[str]) -> No
     job = json.loads(out)
     assert job["run_at"] == "2030-01-01T00:00:00Z"
     assert job["max_retries"] == 7
+    assert job["priority"] == 0
     assert job["payload"] is None
+
+
+def test_enqueue_with_a_priority_and_list_shows_it(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--priority N` (negative too); `jobs list` has a PRIORITY column, and `jobs get`."""
+    later = ["--run-at", "2030-01-01T00:00:00Z", "--db", db]
+    code, out, _ = run(capsys, "enqueue", "report", "--priority", "-100", *later, "--json")
+    assert code == 0
+    low = json.loads(out)
+    assert low["priority"] == -100
+    code, out, _ = run(capsys, "enqueue", "report", "--priority", "42", *later)
+    assert code == 0
+    header, row = out.splitlines()[:2]
+    assert header.split()[3] == "PRIORITY"
+    assert row.split()[3] == "42"
+    high = row.split()[0]
+    code, out, _ = run(capsys, "list", "--db", db)
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+    assert (rows[high][3], rows[low["id"]][3]) == ("42", "-100")
+    code, out, _ = run(capsys, "get", high, "--db", db)
+    assert out.splitlines()[1].split()[3] == "42"
+
+
+@pytest.mark.parametrize(
+    ("priority", "message"),
+    [("101", "priority must be between -100 and 100, got 101"), ("-101", "got -101")],
+)
+def test_a_priority_out_of_range_is_refused(
+    db: str, capsys: pytest.CaptureFixture[str], priority: str, message: str
+) -> None:
+    assert run(capsys, "enqueue", "ok", "--priority", "100", "--db", db)[0] == 0
+    code, _, err = run(capsys, "enqueue", "ok", "--priority", priority, "--db", db)
+    assert code == 1
+    assert message in err
+    _, out, _ = run(capsys, "stats", "--db", db, "--json")
+    assert json.loads(out)["total"] == 1
+
+
+def test_a_priority_that_is_no_integer_is_a_usage_error(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["enqueue", "ok", "--priority", "1.5", "--db", db])
+    assert exited.value.code == 2
+    assert "--priority: invalid int value: '1.5'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ from litestar.serialization import encode_json
 from jobs_core import (
     CLIENT_EVENTS,
     JOB_SCHEMA,
+    MAX_PRIORITY,
     MAX_RETRIES_LIMIT,
+    MIN_PRIORITY,
     OPTION_FIELDS,
     WIRE_FIELDS,
     AttemptError,
@@ -49,6 +51,7 @@ def _job(
     cancel_requested: datetime | None = None,
     errors: tuple[AttemptError, ...] = (),
     result: Any = None,
+    priority: int = 0,
 ) -> Job:
     processing = status is JobStatus.PROCESSING
     return Job(
@@ -61,6 +64,7 @@ def _job(
         lock_token="secret-lease-token" if processing else None,
         retries=1,
         max_retries=3,
+        priority=priority,
         last_error="boom" if status is JobStatus.FAILED else None,
         cancel_requested=cancel_requested,
         errors=errors,
@@ -77,13 +81,14 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
     to cancel the running job) joined the wire, and `cancel` the actions of a running job.
     And for snoozes: `snoozes` (how often the handler snoozed the job) joined it. And
     for the attempt history and results: `errors` (`[]` until an attempt fails) and
-    `result` (null until the job completes) joined it.
+    `result` (null until the job completes) joined it. And for priorities: `priority`
+    (-100..100, 0 unless enqueued with one) joined it.
     """
-    assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING))) == (
+    assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING, priority=-7))) == (
         b'{"actions":["cancel"],"cancel_requested":null,"created":"2025-01-08T12:00:00Z",'
         b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"payload":{"to":"a@example.com"},"priority":-7,"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     asked = (NOW + timedelta(minutes=1, microseconds=250)).astimezone(PLUS_TWO)
@@ -92,7 +97,7 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
         b'"created":"2025-01-08T12:00:00Z",'
         b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"payload":{"to":"a@example.com"},"priority":0,"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
     assert encode_json(JobOut.from_job(_job(JobStatus.FAILED))) == (
@@ -100,7 +105,7 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
         b'"created":"2025-01-08T12:00:00Z",'
         b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
         b'"locked_until":null,"max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
+        b'"payload":{"to":"a@example.com"},"priority":0,"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"failed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
 
@@ -125,7 +130,7 @@ def test_the_wire_bytes_of_a_history_and_a_result_are_pinned() -> None:
         b'"traceback":null}],'
         b'"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":null,"max_retries":3,'
-        b'"payload":{"to":"a@example.com"},"result":{"sent":2,"ids":["a","b"]},"retries":1,'
+        b'"payload":{"to":"a@example.com"},"priority":0,"result":{"sent":2,"ids":["a","b"]},"retries":1,'
         b'"run_at":"2025-01-08T12:00:00Z",'
         b'"snoozes":0,"status":"completed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
     )
@@ -178,7 +183,9 @@ def test_the_enqueue_body_is_the_arguments_then_every_option() -> None:
     body = parse_enqueue(b'{"topic": "t", "run_at": "2030-01-01T02:00:00+02:00"}')
     assert body.options.run_at == datetime(2030, 1, 1, tzinfo=UTC)
     assert body.options.max_retries is None
+    assert body.options.priority is None
     assert body.payload is None
+    assert parse_enqueue(b'{"topic": "t", "priority": -100}').options.priority == -100
 
 
 @pytest.fixture
@@ -201,6 +208,9 @@ def test_openapi_job_fields_carry_each_fields_doc(schema: dict[str, Any]) -> Non
     assert properties["errors"]["type"] == "array"
     assert properties["errors"]["items"] == {"$ref": "#/components/schemas/AttemptErrorOut"}
     assert "type" not in properties["result"]  # any JSON value, null included
+    assert properties["priority"]["type"] == "integer"
+    assert (properties["priority"]["minimum"], properties["priority"]["maximum"]) == (-100, 100)
+    assert "minimum" not in properties["retries"]  # only a field with bounds has a range
     actions = properties["actions"]
     assert actions["type"] == "array"
     assert actions["items"] == {"type": "string", "enum": list(CLIENT_EVENTS)}
@@ -239,6 +249,10 @@ def test_openapi_enqueue_body_is_derived_from_the_options(schema: dict[str, Any]
     assert spec["properties"]["max_retries"]["type"] == ["integer", "null"]
     assert spec["properties"]["max_retries"]["minimum"] == 0  # the field's own rule
     assert spec["properties"]["max_retries"]["maximum"] == MAX_RETRIES_LIMIT
+    priority = spec["properties"]["priority"]
+    assert priority["type"] == ["integer", "null"]
+    assert (priority["minimum"], priority["maximum"]) == (MIN_PRIORITY, MAX_PRIORITY)
+    assert "Larger runs first" in priority["description"]
     assert spec["properties"]["topic"]["type"] == "string"
     assert spec["properties"]["topic"]["maxLength"] == 255
 

@@ -86,12 +86,14 @@ def test_enqueue_body_is_documented(schema: dict[str, Any]) -> None:
     body = schema["paths"]["/api/jobs/enqueue"]["post"]["requestBody"]
     assert body["required"] is True
     spec = body["content"]["application/json"]["schema"]
-    assert set(spec["properties"]) == {"topic", "payload", "run_at", "max_retries"}
+    assert set(spec["properties"]) == {"topic", "payload", "run_at", "max_retries", "priority"}
     assert spec["required"] == ["topic"]
     assert spec["additionalProperties"] is False
     good = {"topic": "send_email", "payload": {"a": 1}, "run_at": "2030-01-01T00:00:00Z"}
     assert problems(good, spec, schema) == []
+    assert problems({**good, "priority": -100}, spec, schema) == []
     assert problems({"topic": "x", "status": "completed"}, spec, schema)
+    assert problems({"topic": "x", "priority": 101}, spec, schema)
 
 
 def test_list_parameters_are_documented(schema: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
-from jobs_core import JobStatus
+from jobs_core import JobStatus, claim_order_key
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from tests.pg_admin import throwaway_database
 
@@ -53,21 +53,31 @@ async def store(plan_db: str) -> AsyncIterator[PostgresStore]:
         await conn.close()
 
 
-async def fill(url: str, status: str, n: int) -> None:
-    """`n` jobs over `TOPICS`, due or with expired leases, in one INSERT; no ANALYZE."""
+async def fill(url: str, status: str, n: int, *, priorities: bool = False) -> None:
+    """`n` jobs over `TOPICS`, due or with expired leases, in one INSERT; no ANALYZE.
+
+    With `priorities`, job g has priority (g % 201) - 100 and every tenth one is due
+    only in an hour: high-priority jobs not yet due sit at the front of the claim
+    index, where each claim walks past them."""
     processing = status == "processing"
+    # the first release's columns (a table of that layout is filled too), then priority
+    priority = (", priority", ", CASE WHEN $5 THEN g % 201 - 100 END") if priorities else ("", "")
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "INSERT INTO jobs SELECT gen_random_uuid(), ($1::text[])[1 + g % 4], '{}'::jsonb,"
-            " $2, now() - interval '1 hour' + g * interval '1 ms',"
+            "INSERT INTO jobs (id, topic, payload, status, run_at, locked_until, lock_token,"
+            f" retries, max_retries, last_error, created, updated{priority[0]})"
+            " SELECT gen_random_uuid(), ($1::text[])[1 + g % 4], '{}'::jsonb,"
+            " $2, now() - interval '1 hour' + g * interval '1 ms'"
+            " + CASE WHEN $5 AND g % 10 = 0 THEN interval '2 hours' ELSE interval '0' END,"
             " CASE WHEN $3 THEN now() - interval '1 hour' + g * interval '1 ms' END,"
-            " CASE WHEN $3 THEN 'token' END, 0, 3, NULL, now(), now()"
+            f" CASE WHEN $3 THEN 'token' END, 0, 3, NULL, now(), now(){priority[1]}"
             " FROM generate_series(1, $4) AS g",
             TOPICS,
             status,
             processing,
             n,
+            priorities,
         )
         analyzed = await conn.fetchval(
             "SELECT last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL"
@@ -134,6 +144,27 @@ async def test_claim_walks_the_pending_index_without_statistics(
     # at most topics x limit candidates are ever sorted, never the 20,000 pending jobs
     assert_ordered_walk(plan, "jobs_pending_topic_idx", most_sorted=len(wanted) * 10)
     assert plan["Actual Rows"] == 10
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("wanted", [TOPICS[:1], TOPICS], ids=["one-topic", "four-topics"])
+async def test_claim_by_priority_walks_the_pending_index_without_sorting_it(
+    store: PostgresStore, plan_db: str, wanted: list[str], generic: bool
+) -> None:
+    """Mixed priorities, the highest ones partly not yet due: the claim still walks
+    `(topic, priority DESC, run_at, id)` in order, sorting only the merge of at most
+    topics x limit candidates, and takes the highest due priorities."""
+    await fill(plan_db, "pending", PENDING, priorities=True)
+    now = datetime.now(UTC)
+    args = (now, wanted, 10, now + timedelta(minutes=5))
+    plan = await explain(plan_db, store._sql.claim, args, generic=generic)
+    assert_ordered_walk(plan, "jobs_pending_topic_idx", most_sorted=len(wanted) * 10)
+    assert plan["Actual Rows"] == 10
+    claimed = await store.claim(topics=wanted, now=now, lease=timedelta(minutes=1), limit=10)
+    # priority 100: every g with g % 201 == 200, more than 10 of them due in any topic
+    assert [job.priority for job in claimed] == [100] * 10
+    assert all(job.run_at <= now for job in claimed)
+    assert claimed == sorted(claimed, key=claim_order_key)
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])

@@ -18,16 +18,20 @@ import attrs
 import psycopg
 import pytest
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobs_core import (
+    AttemptError,
     Job,
     JobStatus,
     MigratableStore,
     SchemaBehind,
     SchemaTooNew,
     SchemaVersion,
+    errors_to_json,
 )
+from jobs_core.testing.contract import LEASE, make_job
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
@@ -583,3 +587,60 @@ async def test_a_step_4_table_is_migrated_to_5_and_every_job_reads_back(
     finally:
         await store.close()
     assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_step_5_table_is_migrated_to_6_and_every_job_reads_back(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 6 adds `priority` (0 in every old row; a CHECK keeps it in -100..100, no row
+    rewritten) and rebuilds the per-topic claim index on (topic, priority DESC, run_at,
+    id): every row of every status step 5 allows (snoozed, cancelled, with a history
+    and a result among them) reads back as it was, and the claim then takes a higher
+    priority first."""
+    await _at_step(url, monkeypatch, 2)
+    jobs = v1_jobs()
+    write_v1_rows(db, jobs)
+    await _at_step(url, monkeypatch, 5)
+    snoozed = next(job for job in jobs if job.status is JobStatus.PENDING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    done = next(job for job in jobs if job.status is JobStatus.COMPLETED)
+    history = (AttemptError(attempt=1, at=UPGRADE_NOW, error="boom", traceback="Traceback"),)
+    before = db.execute("SELECT pg_relation_filenode('jobs')").fetchone()
+    db.execute("UPDATE jobs SET snoozes = 4 WHERE id = %s", (snoozed.id,))
+    db.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (stopped.id,))
+    db.execute(
+        "UPDATE jobs SET errors = %s, result = %s WHERE id = %s",
+        (Jsonb(errors_to_json(history)), Jsonb({"sent": [1, "é"]}), done.id),
+    )
+    expected = {job.id: job for job in jobs}
+    expected[snoozed.id] = attrs.evolve(snoozed, snoozes=4)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    expected[done.id] = attrs.evolve(done, errors=history, result={"sent": [1, "é"]})
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=5, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.priority == 0
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+        await check_upgraded(store, list(expected.values()), LATER)
+        low = make_job(topic="after", run_at=LATER - timedelta(hours=1))
+        high = make_job(topic="after", run_at=LATER, priority=9)
+        await store.insert([low, high])
+        (first,) = await store.claim(topics=["after"], now=LATER, lease=LEASE, limit=1)
+        assert (first.id, first.priority) == (high.id, 9)
+    finally:
+        await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+    assert db.execute("SELECT pg_relation_filenode('jobs')").fetchone() == before
+    row = db.execute("SELECT pg_get_indexdef('jobs_pending_topic_idx'::regclass)").fetchone()
+    assert row is not None
+    (index,) = row
+    assert "(topic, priority DESC, run_at, id) WHERE (status = 'pending'::text)" in index
+    for out_of_range in (-101, 101):
+        with pytest.raises(psycopg.errors.CheckViolation, match="jobs_priority_check"):
+            db.execute("UPDATE jobs SET priority = %s WHERE id = %s", (out_of_range, low.id))
+    db.execute("UPDATE jobs SET priority = -100 WHERE id = %s", (low.id,))

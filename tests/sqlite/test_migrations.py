@@ -3,7 +3,9 @@ fixture) is migrated by today's store and every job reads back and keeps working
 new file gets exactly the layout `jobs_table` describes; a newer file, or an older one
 opened without migrating, is refused without a write; several processes migrate one
 file once; step 3 (the status 'cancelled', the column cancel_requested) keeps every
-row of a step-2 file; a table-rebuilding step adds a status and keeps every row."""
+row of a step-2 file, and steps 4 to 6 (snoozes; errors and result; priority and the
+claim index) every row of the file before; a table-rebuilding step adds a status and
+keeps every row."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pytest
 import sqlalchemy
 
 from jobs_core import (
+    AttemptError,
     Job,
     JobStatus,
     MigratableStore,
@@ -29,8 +32,10 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    errors_to_json,
     open_store,
 )
+from jobs_core.testing.contract import LEASE, make_job
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
@@ -145,7 +150,8 @@ def legacy_rows(path: Path) -> list[tuple[Any, ...]]:
 
 def layout(raw: sqlite3.Connection, table: str) -> dict[str, Any]:
     """What SQLite enforces of `table`: columns (type, NOT NULL, default, key), its
-    indexes (unique, partial, columns), and its CHECK constraints."""
+    indexes (unique, partial, key columns each with its direction: 1 descending), and
+    its CHECK constraints."""
     columns = raw.execute(
         'SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?)', (table,)
     ).fetchall()
@@ -153,7 +159,9 @@ def layout(raw: sqlite3.Connection, table: str) -> dict[str, Any]:
     for name, unique, origin, partial in raw.execute(
         'SELECT name, "unique", origin, partial FROM pragma_index_list(?)', (table,)
     ).fetchall():
-        on = [r[0] for r in raw.execute("SELECT name FROM pragma_index_info(?)", (name,))]
+        on = raw.execute(
+            'SELECT name, "desc" FROM pragma_index_xinfo(?) WHERE key ORDER BY seqno', (name,)
+        ).fetchall()
         indexes[name if origin == "c" else origin] = (unique, partial, on)
     (sql,) = raw.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
@@ -289,7 +297,12 @@ async def test_a_new_file_has_exactly_the_derived_tables(db_path: Path) -> None:
     assert columns_by_name(jobs, defaults=False) == columns_by_name(derived, defaults=False)
     assert columns_by_name(versions) == columns_by_name(derived_layout(version_table))
     statuses = ", ".join(repr(status.value) for status in JobStatus)
-    assert derived_layout(jobs_table)["checks"] == [f"status IN ({statuses})"]
+    assert derived["checks"] == ["priority BETWEEN -100 AND 100", f"status IN ({statuses})"]
+    assert derived["indexes"]["jobs_claim_idx"] == (
+        0,
+        0,
+        [("status", 0), ("priority", 1), ("run_at", 0), ("id", 0)],
+    )
 
 
 def test_step_1_is_the_released_layout(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -471,6 +484,7 @@ async def test_a_step_2_file_is_migrated_to_3_and_every_job_reads_back(
 _KNOWN = ", ".join(repr(status.value) for status in JobStatus)
 KNOWN_STATUSES = f"status IN ({_KNOWN})"
 WITH_ARCHIVED = f"status IN ({_KNOWN}, 'archived')"
+PRIORITY_RANGE = "priority BETWEEN -100 AND 100"
 
 
 def _archived_step(connection: sqlalchemy.Connection) -> None:
@@ -526,10 +540,10 @@ async def test_a_rebuild_step_adds_a_status_and_keeps_every_row_and_index(
     with _raw(v1_file) as raw:
         after = layout(raw, "jobs")
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert before["checks"] == [KNOWN_STATUSES]
+    assert before["checks"] == [PRIORITY_RANGE, KNOWN_STATUSES]
     assert after["columns"] == before["columns"]
     assert after["indexes"] == before["indexes"]
-    assert after["checks"] == [WITH_ARCHIVED]
+    assert after["checks"] == [PRIORITY_RANGE, WITH_ARCHIVED]
     extra = jobs_in_every_status(UPGRADE_NOW + timedelta(days=1))[0]
     _insert_raw(v1_file, _with_id(extra, "archived-1"), "archived")  # the new status is accepted
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
@@ -649,3 +663,64 @@ async def test_a_step_4_file_is_migrated_to_5_and_every_job_reads_back(
     finally:
         await store.close()
     assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_step_5_file_is_migrated_to_6_and_every_job_reads_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 6 adds `priority` (0 in every old row; a CHECK keeps it in -100..100) and
+    rebuilds the claim index on (status, priority DESC, run_at, id): every row of every
+    status step 5 allows (snoozed, cancelled, with a history and a result among them)
+    reads back as it was, and the claim then takes a higher priority first."""
+    jobs = v1_jobs()
+    build_step_2_file(db_path, jobs, monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:5])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == 5
+        engine.dispose()
+    snoozed = next(job for job in jobs if job.status is JobStatus.PENDING)
+    stopped = next(job for job in jobs if job.status is JobStatus.FAILED)
+    done = next(job for job in jobs if job.status is JobStatus.COMPLETED)
+    history = (AttemptError(attempt=1, at=UPGRADE_NOW, error="boom", traceback="Traceback"),)
+    with _raw(db_path) as raw:
+        claim_index = raw.execute("SELECT * FROM pragma_index_info('jobs_claim_idx')").fetchall()
+        assert [name for _, _, name in claim_index] == ["status", "run_at", "id"]
+        raw.execute("UPDATE jobs SET snoozes = 4 WHERE id = ?", (snoozed.id,))
+        raw.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (stopped.id,))
+        raw.execute(
+            "UPDATE jobs SET errors = ?, result = ? WHERE id = ?",
+            (json.dumps(errors_to_json(history)), '{"sent": [1, "é"]}', done.id),
+        )
+    expected = {job.id: job for job in jobs}
+    expected[snoozed.id] = attrs.evolve(snoozed, snoozes=4)
+    expected[stopped.id] = attrs.evolve(stopped, status=JobStatus.CANCELLED)
+    expected[done.id] = attrs.evolve(done, errors=history, result={"sent": [1, "é"]})
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=5, latest=SCHEMA_VERSION)
+        for job in expected.values():
+            stored = await store.get(job.id)
+            assert stored == job
+            assert stored.priority == 0
+        assert await store.schema_version() == LATEST
+        await check_upgraded(store, list(expected.values()), AFTER)
+        low = make_job(topic="after", run_at=AFTER - timedelta(hours=1))
+        high = make_job(topic="after", run_at=AFTER, priority=9)
+        await store.insert([low, high])
+        (first,) = await store.claim(topics=["after"], now=AFTER, lease=LEASE, limit=1)
+        assert (first.id, first.priority) == (high.id, 9)
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+    with _raw(db_path) as raw:
+        assert layout(raw, "jobs")["indexes"]["jobs_claim_idx"] == (
+            0,
+            0,
+            [("status", 0), ("priority", 1), ("run_at", 0), ("id", 0)],
+        )
+        for out_of_range in (-101, 101):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                raw.execute("UPDATE jobs SET priority = ? WHERE id = ?", (out_of_range, low.id))
+        raw.execute("UPDATE jobs SET priority = 100 WHERE id = ?", (low.id,))

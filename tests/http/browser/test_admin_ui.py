@@ -68,9 +68,10 @@ def test_sign_in_shows_the_newest_jobs_and_the_counts(page: Page, server: Server
     cells = rows(page).first.locator("td")
     expect(cells.nth(0).locator("a")).to_have_text(first["topic"])
     expect(cells.nth(1)).to_have_text(first["status"])
-    expect(cells.nth(2)).to_have_text(f"{first['retries']}/{first['max_retries']}")
-    expect(cells.nth(3).locator("time")).to_have_attribute("datetime", first["run_at"])
-    expect(cells.nth(4).locator("time")).to_have_attribute("datetime", first["updated"])
+    expect(cells.nth(2)).to_have_text(str(first["priority"]))
+    expect(cells.nth(3)).to_have_text(f"{first['retries']}/{first['max_retries']}")
+    expect(cells.nth(4).locator("time")).to_have_attribute("datetime", first["run_at"])
+    expect(cells.nth(5).locator("time")).to_have_attribute("datetime", first["updated"])
     expect(page.locator("#page-info")).to_have_text(f"1{DASH}20 of {newest['total']}")
 
     assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") == TOKEN
@@ -331,7 +332,7 @@ def test_requeue_a_failed_job_after_confirming(page: Page, server: Server) -> No
     expect(dialog).to_be_hidden()
     expect(row.locator(".badge")).to_have_text("pending")
     expect(row.locator("td.actions button")).to_have_text(["Cancel", "Delete"])
-    expect(row.locator("td").nth(2)).to_have_text("0/0")
+    expect(row.locator("td").nth(3)).to_have_text("0/0")
     expect(page.locator("#notice")).to_contain_text("Requeued")
     assert page.evaluate("window.__notReloaded") is True
     # The server's worker runs it again (the handler always fails) and fails it again.

@@ -51,6 +51,8 @@ class FieldSpec:
     - `bulky`: it may be large (the payload, the attempt history, the result): a listing
       without payloads leaves it unread (`unread`), and a page's byte budget counts its
       stored JSON.
+    - `bounds`: `(low, high)`, the inclusive range of an `INT` field, or None; the
+      stores enforce it with a CHECK (validation refuses a value outside it first).
     """
 
     name: str
@@ -64,6 +66,7 @@ class FieldSpec:
     doc: str
     #: The value a new job gets when none is given; `attrs.NOTHING` when required.
     default: Any = attrs.field(default=attrs.NOTHING, eq=False)
+    bounds: tuple[int, int] | None = None
 
     @property
     def required(self) -> bool:
@@ -88,9 +91,12 @@ def job_field(
     bulky: bool = False,
     doc: str = "",
     default: Any = attrs.NOTHING,
+    bounds: tuple[int, int] | None = None,
     repr: bool = True,
 ) -> Any:
     """An attrs field of `Job` carrying its `FieldSpec` (the name is filled in later)."""
+    if bounds is not None and (kind is not FieldKind.INT or bounds[0] > bounds[1]):
+        raise TypeError(f"bounds {bounds} need an INT field and low <= high")
     return attrs.field(
         default=default,
         repr=repr,
@@ -104,6 +110,7 @@ def job_field(
                 "claim": claim,
                 "bulky": bulky,
                 "doc": doc,
+                "bounds": bounds,
             }
         },
     )

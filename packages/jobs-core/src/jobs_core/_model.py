@@ -40,6 +40,11 @@ ID, TEXT, JSON, TIME, INT, STATUS, ERRORS = (
 EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
 LATEST_TIME = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
+#: The range of a job's `priority` (larger runs first; the default is 0): Django Tasks'
+#: range and direction, so a Django backend maps priorities as they are.
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
 
 class JobStatus(enum.StrEnum):
     """Where a job is in its lifecycle; `"pending"` and `JobStatus.PENDING` compare equal."""
@@ -98,6 +103,14 @@ class Job:
     )
     max_retries: int = job_field(
         INT, option=True, doc="Retries after the first attempt (default from the config)."
+    )
+    priority: int = job_field(
+        INT,
+        option=True,
+        default=0,
+        bounds=(MIN_PRIORITY, MAX_PRIORITY),
+        doc=f"Larger runs first, from {MIN_PRIORITY} to {MAX_PRIORITY} (default 0); due jobs"
+        " of equal priority run in run_at order.",
     )
     snoozes: int = job_field(
         INT, mutable=True, default=0, doc="Times its handler snoozed it (not counted as attempts)."
@@ -182,14 +195,17 @@ def _iso(value: datetime) -> str:
 
 @attrs.frozen(kw_only=True)
 class EnqueueOptions:
-    """Per-job options; `None` means "use the `JobsConfig` default" (run now, default retries).
+    """Per-job options; `None` means the default (run now, the `JobsConfig` retries,
+    priority 0).
 
     One field per `Job` field declared with `option=True`, of the same name (checked at
-    import).
+    import). `priority` is an integer from `MIN_PRIORITY` to `MAX_PRIORITY`; larger runs
+    first.
     """
 
     run_at: datetime | None = None
     max_retries: int | None = None
+    priority: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -21,7 +21,13 @@ from jobs_core._ids import new_job_id
 from jobs_core._maintenance import LeaseRescuer, MaintenanceService
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
-from jobs_core._validation import check_page, check_status, check_time, check_topic
+from jobs_core._validation import (
+    check_page,
+    check_priority,
+    check_status,
+    check_time,
+    check_topic,
+)
 from jobs_core._worker import Handler, Worker
 from jobs_core.clock import Clock, SystemClock
 from jobs_core.ports import JobStore
@@ -166,6 +172,7 @@ class Jobs:
             if options.max_retries is None
             else check_max_retries(options.max_retries)
         )
+        priority = 0 if options.priority is None else check_priority(options.priority)
         max_size = self.config.max_payload_size
         return [
             transitions.new_job(
@@ -174,6 +181,7 @@ class Jobs:
                 payload=canonical(payload, max_size),
                 run_at=run_at,
                 max_retries=max_retries,
+                priority=priority,
                 now=now,
             )
             for payload in payloads
@@ -190,7 +198,7 @@ class Jobs:
     async def enqueue_with_options(
         self, topic: str, payload: object, options: EnqueueOptions
     ) -> Job:
-        """Queue a job with its own `run_at` and/or `max_retries`."""
+        """Queue a job with its own `run_at`, `max_retries` and/or `priority`."""
         job = self.prepare(topic, payload, options)
         await self.store.insert([job])
         self._wake_if_due([job])

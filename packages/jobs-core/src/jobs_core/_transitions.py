@@ -12,7 +12,8 @@ the memory store, the contract kit, the API and docs/lifecycle.md read them from
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
@@ -26,8 +27,17 @@ from jobs_core._errors import (
     IllegalTransition,
     LockLost,
 )
+from jobs_core._fields import FieldKind
 from jobs_core._history import AttemptError, recorded
-from jobs_core._model import JOB_FIELDS, MUTABLE_FIELDS, Job, JobStatus, JobUpdate, JSONValue
+from jobs_core._model import (
+    JOB_FIELDS,
+    JOB_SCHEMA,
+    MUTABLE_FIELDS,
+    Job,
+    JobStatus,
+    JobUpdate,
+    JSONValue,
+)
 
 PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED = (
     JobStatus.PENDING,
@@ -165,9 +175,11 @@ TRANSITIONS: Final[Mapping[JobStatus, Mapping[JobEvent, Move]]] = {
     CANCELLED: {REQUEUE: move(PENDING, UNLOCK, **_AGAIN), DELETE: GONE},
 }
 
-#: The order a claim takes due jobs in: `Job` field names, each ascending. Stores
-#: compile it into their claim's ORDER BY and index; `claim_order_key` sorts by it.
-CLAIM_ORDER: Final = ("run_at", "id")
+#: The order a claim takes due jobs in: `Job` field names, each ascending, or descending
+#: when written with a leading `-` (an INT field's only, see `order_key`): the highest
+#: priority first, then the earliest due, then by id. Stores compile it into their
+#: claim's ORDER BY and index; `claim_order_key` sorts by it.
+CLAIM_ORDER: Final = ("-priority", "run_at", "id")
 #: The order `expired` returns leases that ran out in, oldest lease end first.
 EXPIRED_ORDER: Final = ("locked_until", "id")
 
@@ -252,9 +264,34 @@ def _target(status: JobStatus, event: JobEvent) -> JobStatus:
 GIVEN_UP_STATUS: Final = _target(PROCESSING, GIVE_UP)
 
 
-def claim_order_key(job: Job) -> tuple[object, ...]:
-    """The sort key of `CLAIM_ORDER` for `job`."""
-    return tuple(getattr(job, name) for name in CLAIM_ORDER)
+def order_key(order: Sequence[str]) -> Callable[[Job], tuple[object, ...]]:
+    """The sort key of an order like `CLAIM_ORDER`: `Job` field names, a leading `-`
+    sorting that field descending. A descending field must be an INT (its value is
+    negated in the key; a time or a string has no negation): `TypeError` otherwise, and
+    for a name that is no `Job` field or an empty order."""
+    kinds = {spec.name: spec.kind for spec in JOB_SCHEMA}
+    names = tuple(written.removeprefix("-") for written in order)
+    negated = tuple(i for i, written in enumerate(order) if written.startswith("-"))
+    if not names or any(name not in kinds for name in names):
+        raise TypeError(f"{tuple(order)} is not an order of Job fields")
+    if any(kinds[names[i]] is not FieldKind.INT for i in negated):
+        raise TypeError(f"{tuple(order)}: only an INT field can be sorted descending")
+    # One C call reads every field; attrgetter of one name gives the value, not a tuple.
+    read = operator.attrgetter(*names) if len(names) > 1 else operator.attrgetter(*names * 2)
+    width = len(names)
+
+    def key(job: Job) -> tuple[object, ...]:
+        values = list(read(job))[:width]
+        for i in negated:
+            values[i] = -values[i]
+        return tuple(values)
+
+    return key
+
+
+#: The sort key of `CLAIM_ORDER` for a job (descending fields negated): sorting by it
+#: is the order a claim takes due jobs in.
+claim_order_key: Final = order_key(CLAIM_ORDER)
 
 
 def claimable(job: Job, now: datetime) -> bool:
@@ -390,6 +427,7 @@ def new_job(
     run_at: datetime,
     max_retries: int,
     now: datetime,
+    priority: int = 0,
 ) -> Job:
     """A fresh `pending` job (inputs already validated by the service)."""
     return Job(
@@ -399,6 +437,7 @@ def new_job(
         status=PENDING,
         run_at=run_at,
         max_retries=max_retries,
+        priority=priority,
         created=now,
         updated=now,
     )

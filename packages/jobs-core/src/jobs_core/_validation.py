@@ -7,7 +7,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 
 from jobs_core._errors import InvalidOptions, InvalidTopic
-from jobs_core._model import JobStatus, time_problem
+from jobs_core._model import MAX_PRIORITY, MIN_PRIORITY, JobStatus, time_problem
 from jobs_core._transitions import FINAL_STATUSES
 
 MAX_TOPIC_LENGTH = 255
@@ -43,6 +43,20 @@ def check_time(value: object, name: str) -> datetime:
     if problem is not None:
         raise InvalidOptions(problem)
     return value.astimezone(UTC)
+
+
+def check_priority(value: object) -> int:
+    """Return `value` if it is an integer (not a bool) from `MIN_PRIORITY` to
+    `MAX_PRIORITY`, else raise `InvalidOptions` naming `priority`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptions(f"priority must be an integer, got {type(value).__name__}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        # A huge int is not printed whole (past 4300 digits str() even refuses it).
+        shown = str(value) if abs(value) < 10**18 else f"{'-' if value < 0 else ''}10**18 or more"
+        raise InvalidOptions(
+            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {shown}"
+        )
+    return value
 
 
 def check_status(value: object) -> JobStatus | None:

@@ -113,7 +113,9 @@ class JobStore(Protocol):
     ) -> Sequence[Job]:
         """Lease up to `limit` due `pending` jobs of `topics`, as one atomic step.
 
-        Picks jobs with `run_at <= now` in (`run_at`, `id`) order and moves each to
+        Picks jobs with `run_at <= now` in `CLAIM_ORDER` (`priority` descending, then
+        `run_at`, then `id`; a job not yet due is never picked, whatever its priority,
+        and holds no due job back) and moves each to
         `processing` with `locked_until = now + lease`, `updated = now` and a fresh,
         unique `lock_token`, exactly as `jobs_core`'s `claim` transition does. No job is
         ever handed to two claims while its lease holds, even across processes.

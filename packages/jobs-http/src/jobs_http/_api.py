@@ -100,9 +100,12 @@ _BODY_KINDS: dict[FieldKind, dict[str, Any]] = {
 
 
 def _body_schema(field: BodyField) -> Schema:
-    """One enqueue body field's schema: type from its kind, text from its doc and rule."""
+    """One enqueue body field's schema: type from its kind, range from its bounds, text
+    from its doc and rule."""
     kind = dict(_BODY_KINDS[field.spec.kind])
     rule = dict(_BODY_RULES.get(field.name, {}))
+    if field.spec.bounds is not None:  # a range the job schema declares (priority)
+        rule = {"minimum": field.spec.bounds[0], "maximum": field.spec.bounds[1], **rule}
     notes = (kind.pop("note", ""), field.spec.doc, rule.pop("note", ""))
     if field.nullable and "type" in kind:
         kind["type"] = [kind["type"], OpenAPIType.NULL]

@@ -22,7 +22,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 from litestar.serialization import encode_json
 
-from jobs_core import EnqueueOptions, Jobs, JobStatus, MigratableStore, SchemaTooNew
+from jobs_core import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    EnqueueOptions,
+    Jobs,
+    JobStatus,
+    MigratableStore,
+    SchemaTooNew,
+)
 from jobs_http._wire import InvalidBody, JobOut, JobPageOut, StatsOut, loads_strict, parse_rfc3339
 
 DATA_DIR = Path("jobs_data")
@@ -136,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("payload", nargs="?", default="null", help="JSON (default null)")
     enqueue.add_argument("--run-at", help="RFC 3339 time with offset, e.g. 2030-01-01T00:00:00Z")
     enqueue.add_argument("--max-retries", type=int)
+    enqueue.add_argument(
+        "--priority",
+        type=int,
+        help=f"{MIN_PRIORITY} to {MAX_PRIORITY}, larger runs first (default 0)",
+    )
 
     listing = commands.add_parser("list", parents=[db_parent, out_parent], help="list jobs")
     listing.add_argument("--topic")
@@ -238,7 +251,9 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
             run_at = parse_rfc3339(args.run_at) if args.run_at is not None else None
         except (TypeError, ValueError) as exc:
             raise InvalidBody(str(exc)) from exc
-        options = EnqueueOptions(run_at=run_at, max_retries=args.max_retries)
+        options = EnqueueOptions(
+            run_at=run_at, max_retries=args.max_retries, priority=args.priority
+        )
         job = await jobs.enqueue_with_options(args.topic, payload, options)
         _print_jobs([JobOut.from_job(job)], args.json, out, single=True)
     elif command == "list":
@@ -330,7 +345,17 @@ def without_password(url: str) -> str:
 
 
 #: The table's columns; `errors` counts the failed attempts the job's history keeps.
-_COLUMNS = ("id", "topic", "status", "retries", "run_at", "updated", "errors", "last_error")
+_COLUMNS = (
+    "id",
+    "topic",
+    "status",
+    "priority",
+    "retries",
+    "run_at",
+    "updated",
+    "errors",
+    "last_error",
+)
 #: Most characters of a payload, a result or one attempt's error shown in a table view.
 _MAX_SHOWN = 2000
 
@@ -351,6 +376,7 @@ def _print_jobs(
             job.id,
             job.topic,
             job.status.value,
+            str(job.priority),
             f"{job.retries}/{job.max_retries}",
             _cell(job.run_at),
             _cell(job.updated),

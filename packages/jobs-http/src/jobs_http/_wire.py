@@ -197,10 +197,12 @@ _KINDS: dict[FieldKind, _Kind] = {
 
 
 def _annotation(spec: FieldSpec) -> Any:
-    """The field's wire type, described by its doc (Litestar puts it in the OpenAPI schema)."""
+    """The field's wire type, described by its doc and bounded by its range (Litestar
+    puts both in the OpenAPI schema)."""
     kind = _KINDS[spec.kind].annotation
     wire = kind | None if spec.nullable and kind is not Any else kind
-    return Annotated[wire, KwargDefinition(description=spec.doc)]
+    low, high = spec.bounds if spec.bounds is not None else (None, None)
+    return Annotated[wire, KwargDefinition(description=spec.doc, ge=low, le=high)]
 
 
 # -- responses ----------------------------------------------------------------------

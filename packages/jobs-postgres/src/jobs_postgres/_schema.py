@@ -50,6 +50,11 @@ def status_check(column: str, statuses: Iterable[str] | None = None) -> str:
     return f"{quote(column)} IN ({', '.join(literal(s) for s in allowed)})"
 
 
+def bounds_check(column: str, low: int, high: int) -> str:
+    """The CHECK expression keeping the integer `column` within `low`..`high`."""
+    return f"{quote(column)} BETWEEN {low} AND {high}"
+
+
 def claim_order(prefix: str = "") -> str:
     """`CLAIM_ORDER` as an SQL ORDER BY list (a leading `-` sorts that field descending)."""
     return ", ".join(
@@ -76,6 +81,13 @@ class Schema:
             sa.CheckConstraint(
                 f"(status = '{LEASED}') = (lock_token IS NOT NULL AND locked_until IS NOT NULL)",
                 name=f"{table}_lock_check",
+            ),
+            *(
+                sa.CheckConstraint(
+                    bounds_check(spec.name, *spec.bounds), name=f"{table}_{spec.name}_check"
+                )
+                for spec in JOB_SCHEMA
+                if spec.bounds is not None
             ),
         )
         c = self.jobs.c

@@ -10,7 +10,6 @@ Writers always begin with `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -18,7 +17,6 @@ from typing import Any, Final
 from sqlalchemy import Connection, delete, insert
 
 from jobs_core import (
-    CLAIM_ORDER,
     GIVEN_UP_STATUS,
     Job,
     JobPage,
@@ -26,6 +24,7 @@ from jobs_core import (
     JobStatus,
     JobUpdate,
     UnreadableJob,
+    claim_order_key,
     rows_within_budget,
 )
 from jobs_sqlite import _statements as sql
@@ -48,8 +47,6 @@ from jobs_sqlite._sessions import Session
 log = logging.getLogger("jobs_sqlite")
 _t = jobs_table.c
 _ALL: Final = [_t[name] for name in COLUMNS]
-#: The sort key of `CLAIM_ORDER` (`jobs_core.claim_order_key`, in C).
-_claim_order: Final = operator.attrgetter(*CLAIM_ORDER)
 
 
 def insert_jobs(connection: Connection, jobs: Sequence[Job]) -> None:
@@ -143,7 +140,7 @@ def claim(
     lease: timedelta,
     limit: int,
 ) -> list[Job]:
-    """Lease up to `limit` due pending jobs in (`run_at`, `id`) order, in one UPDATE.
+    """Lease up to `limit` due pending jobs in `CLAIM_ORDER`, in one UPDATE.
 
     The UPDATE re-checks `status = 'pending'` on each row it changes (compare-and-set),
     and `BEGIN IMMEDIATE` makes the pick and the write one step for every process.
@@ -159,7 +156,7 @@ def claim(
         for row, error in bad:  # in the claim's own transaction: never left `processing`
             session.change(_QUARANTINE_SQL, quarantine_values(row, error, now))
     log_quarantined(bad)
-    jobs.sort(key=_claim_order)
+    jobs.sort(key=claim_order_key)
     return jobs
 
 

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import CheckConstraint, Column, Connection, Index, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ColumnElement,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
 
 from jobs_core import CLAIM_ORDER, JOB_SCHEMA, FieldKind, JobStatus
 from jobs_sqlite._migrations import LEGACY_TABLE, VERSION_TABLE, latest_version, migrate
@@ -32,6 +42,11 @@ def status_check(column: str = _STATUS) -> str:
     return f"{column} IN ({', '.join(repr(status.value) for status in JobStatus)})"
 
 
+def bounds_check(column: str, low: int, high: int) -> str:
+    """The CHECK condition that the integer `column` lies in `low`..`high`."""
+    return f"{column} BETWEEN {low} AND {high}"
+
+
 #: One row per job. JSON payloads in TEXT; times as fixed-width UTC text (see `_rows`).
 jobs_table = Table(
     "jobs",
@@ -46,14 +61,28 @@ jobs_table = Table(
         for spec in JOB_SCHEMA
     ),
     CheckConstraint(status_check(), name="jobs_status_known"),
-    # Serves the claim (status = 'pending' AND run_at <= now ORDER BY CLAIM_ORDER) and
-    # the lease sweep (status = 'processing'), and counting by status.
-    Index("jobs_claim_idx", _STATUS, *CLAIM_ORDER),
+    *(
+        CheckConstraint(bounds_check(spec.name, *spec.bounds), name=f"jobs_{spec.name}_range")
+        for spec in JOB_SCHEMA
+        if spec.bounds is not None
+    ),
     # Serves list(): newest first.
     Index("jobs_created_idx", "created", "id"),
     # Serves list(status=...): newest first within a status, and its total.
     Index("jobs_status_created_idx", _STATUS, "created", "id"),
 )
+
+
+def _ordered(name: str) -> ColumnElement[object]:
+    """A column of `CLAIM_ORDER` as an index key (a leading `-`: descending)."""
+    column = jobs_table.c[name.removeprefix("-")]
+    return column.desc() if name.startswith("-") else column
+
+
+# Serves the claim (status = 'pending' AND run_at <= now ORDER BY CLAIM_ORDER: one walk
+# in index order, no sort) and the lease sweep (status = 'processing'), and counting by
+# status.
+Index("jobs_claim_idx", jobs_table.c[_STATUS], *(_ordered(name) for name in CLAIM_ORDER))
 
 #: One row per applied migration step (the shape every jobs store uses).
 version_table = Table(

@@ -105,7 +105,10 @@ _CLAIM_SETS: Final = {
 if set(_CLAIM_SETS) != set(CLAIM_FIELDS):  # a field a claim sets needs its SQL here
     raise AssertionError(f"the claim sets {CLAIM_FIELDS}, _CLAIM_SETS covers {set(_CLAIM_SETS)}")
 _CLAIM_SET: Final = ", ".join(f"{name} = {_CLAIM_SETS[name]}" for name in CLAIM_FIELDS)
-_CLAIM_ORDER: Final = ", ".join(CLAIM_ORDER)
+#: `CLAIM_ORDER` as SQL (a leading `-` sorts that field descending, as the claim index does).
+_CLAIM_ORDER: Final = ", ".join(
+    f"{name.removeprefix('-')} DESC" if name.startswith("-") else name for name in CLAIM_ORDER
+)
 
 
 @lru_cache(maxsize=64)

@@ -235,7 +235,7 @@ class SQLiteStore:
     async def claim(
         self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
     ) -> Sequence[Job]:
-        """Lease up to `limit` due pending jobs of `topics` in (`run_at`, `id`) order."""
+        """Lease up to `limit` due pending jobs of `topics` in `CLAIM_ORDER`."""
         topics = list(topics)
         if not topics or limit <= 0:
             return []

@@ -44,6 +44,8 @@ from jobs_core._errors import InvalidOptions
 from jobs_core._history import MAX_ERRORS
 from jobs_core._ids import new_job_id
 from jobs_core._model import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     MUTABLE_FIELDS,
     UNREAD_BULKY,
     Job,
@@ -73,6 +75,7 @@ def make_job(
     run_at: datetime = _T0,
     max_retries: int = 3,
     now: datetime = _T0,
+    priority: int = 0,
 ) -> Job:
     """A new pending job as the service would build it (payload defaults to a small dict)."""
     return transitions.new_job(
@@ -81,6 +84,7 @@ def make_job(
         payload={"n": 1} if payload is None else payload,
         run_at=run_at,
         max_retries=max_retries,
+        priority=priority,
         now=now,
     )
 
@@ -240,14 +244,15 @@ class JobStoreContract:
         assert (list(nothing.items), nothing.total, nothing.truncated) == ([], 5, False)
 
     async def test_claim_takes_due_jobs_of_given_topics_in_order(self, store: JobStore) -> None:
-        """Order (`run_at`, `id`); future jobs and other topics are left alone."""
+        """Order (`run_at`, `id`) at one priority; future jobs and other topics are left
+        alone."""
         due = [make_job(run_at=_T0 - timedelta(seconds=s)) for s in (1, 3, 2)]
         future = make_job(run_at=_T0 + timedelta(microseconds=1))
         other = make_job(topic="other", run_at=_T0 - timedelta(hours=1))
         at_now = make_job(run_at=_T0)
         await store.insert([*due, future, other, at_now])
         claimed = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=3)
-        expected = sorted([*due, at_now], key=lambda j: (j.run_at, j.id))[:3]
+        expected = sorted([*due, at_now], key=transitions.claim_order_key)[:3]
         assert [j.id for j in claimed] == [j.id for j in expected]
         tokens = {j.lock_token for j in claimed}
         assert None not in tokens and len(tokens) == 3
@@ -263,6 +268,86 @@ class JobStoreContract:
         rest = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10)
         assert {j.id for j in rest} == {j.id for j in [*due, at_now]} - {j.id for j in claimed}
         assert await store.claim(topics=[], now=_T0, lease=LEASE, limit=10) == []
+
+    async def test_claim_takes_the_highest_priority_first(self, store: JobStore) -> None:
+        """A higher priority is claimed before older, earlier-due lower ones, across the
+        claimed topics; negative priorities come after the default 0."""
+        low = make_job(run_at=_T0 - timedelta(hours=2), priority=-5)
+        old = make_job(run_at=_T0 - timedelta(hours=1))
+        high = make_job(run_at=_T0 - timedelta(seconds=1), now=_T0, priority=10)
+        other = make_job(topic="other", run_at=_T0, priority=100)
+        await store.insert([low, old, high, other])
+        (first,) = await store.claim(topics=["t", "other"], now=_T0, lease=LEASE, limit=1)
+        assert (first.id, first.priority) == (other.id, 100)
+        rest = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10)
+        assert [j.id for j in rest] == [high.id, old.id, low.id]
+        assert [j.priority for j in rest] == [10, 0, -5]
+        assert [(await store.get(j.id)).priority for j in rest] == [10, 0, -5]
+
+    async def test_equal_priorities_are_claimed_by_run_at_then_id(self, store: JobStore) -> None:
+        """Among jobs of one priority, the earliest due first; at one `run_at`, the
+        smallest id first (whatever order they were inserted in)."""
+        at = _T0 - timedelta(minutes=1)
+        ids = sorted(new_job_id() for _ in range(3))
+        same_time = [attrs.evolve(make_job(run_at=at, priority=3), id=i) for i in reversed(ids)]
+        earlier = make_job(run_at=at - timedelta(microseconds=1), priority=3)
+        lower = make_job(run_at=at - timedelta(hours=1), priority=2)
+        await store.insert([lower, *same_time, earlier])
+        one_by_one = [await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)]
+        one_by_one += [await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)]
+        rest = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10)
+        taken = [j.id for batch in one_by_one for j in batch]
+        assert taken == [earlier.id, ids[0]], "each claim picks the next in order"
+        assert [j.id for j in rest] == [*ids[1:], lower.id], "and returns its batch in it"
+
+    async def test_a_high_priority_job_not_yet_due_holds_back_no_due_job(
+        self, store: JobStore
+    ) -> None:
+        """The claim takes due jobs only: a future job of the highest priority neither
+        runs early nor stops lower due ones; once due, it goes first."""
+        future = make_job(run_at=_T0 + timedelta(seconds=1), priority=MAX_PRIORITY)
+        due = [make_job(run_at=_T0 - timedelta(seconds=s), priority=MIN_PRIORITY) for s in (1, 2)]
+        await store.insert([future, *due])
+        claimed = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        assert [j.id for j in claimed] == [due[1].id]
+        later = make_job(run_at=_T0, priority=MIN_PRIORITY)
+        await store.insert([later])
+        at = _T0 + timedelta(seconds=1)
+        (first,) = await store.claim(topics=["t"], now=at, lease=LEASE, limit=1)
+        assert first.id == future.id
+        claimed = await store.claim(topics=["t"], now=at, lease=LEASE, limit=10)
+        assert [j.id for j in claimed] == [due[0].id, later.id]
+
+    async def test_retry_snooze_and_requeue_keep_the_priority(self, store: JobStore) -> None:
+        """A job's priority is its own for life: a retried, snoozed or requeued job is
+        claimed again ahead of lower ones due earlier."""
+        job = make_job(max_retries=1, priority=7)
+        await store.insert([job])
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        retry = transitions.fail(
+            claimed, token=str(claimed.lock_token), error="boom", now=_T0, backoff=_backoff
+        )
+        assert list(await store.update([transitions.update(claimed, retry)])) == [True]
+        at = _T0 + timedelta(seconds=1)  # the retry's backoff
+        waiting = make_job(run_at=_T0 - timedelta(hours=1))
+        await store.insert([waiting])
+        (again,) = await store.claim(topics=["t"], now=at, lease=LEASE, limit=1)
+        assert (again.id, again.priority, again.retries) == (job.id, 7, 1)
+        snoozed = transitions.snooze(again, token=str(again.lock_token), now=at, delay=_TICK)
+        assert list(await store.update([transitions.update(again, snoozed)])) == [True]
+        at += _TICK
+        (again,) = await store.claim(topics=["t"], now=at, lease=LEASE, limit=1)
+        assert (again.id, again.priority, again.snoozes) == (job.id, 7, 1)
+        failed = transitions.fail(
+            again, token=str(again.lock_token), error="boom", now=at, backoff=_backoff
+        )
+        assert failed.status is JobStatus.FAILED
+        assert list(await store.update([transitions.update(again, failed)])) == [True]
+        requeued = transitions.requeue(failed, now=at)
+        assert list(await store.update([transitions.update(failed, requeued)])) == [True]
+        assert (await store.get(job.id)).priority == 7
+        claimed_now = await store.claim(topics=["t"], now=at, lease=LEASE, limit=10)
+        assert [j.id for j in claimed_now] == [job.id, waiting.id]
 
     async def test_claim_never_hands_out_a_job_twice(self, store: JobStore) -> None:
         """Concurrent claims split the due jobs between them."""
@@ -740,6 +825,8 @@ _STEPS = st.sampled_from(
         timedelta(hours=1),
     ]
 )
+#: Mostly the default, a few levels each side, and the ends of the range.
+_PRIORITIES = st.sampled_from([0, 0, 0, 1, 1, -1, 5, MIN_PRIORITY, MAX_PRIORITY])
 _PAYLOADS = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
     lambda inner: (
@@ -802,10 +889,15 @@ def make_state_machine(
             payload=_PAYLOADS,
             offset=_OFFSETS,
             max_retries=st.sampled_from([0, 1, 3]),
-            count=st.integers(1, 3),
+            priorities=st.lists(_PRIORITIES, min_size=1, max_size=3),
         )
         def enqueue(
-            self, topic: str, payload: Any, offset: timedelta, max_retries: int, count: int
+            self,
+            topic: str,
+            payload: Any,
+            offset: timedelta,
+            max_retries: int,
+            priorities: list[int],
         ) -> Any:
             jobs = [
                 make_job(
@@ -814,8 +906,9 @@ def make_state_machine(
                     run_at=self.now + offset,
                     max_retries=max_retries,
                     now=self.now,
+                    priority=priority,
                 )
-                for _ in range(count)
+                for priority in priorities
             ]
             self.run(self.store.insert(jobs))
             self.model.update((job.id, job) for job in jobs)

@@ -18,7 +18,7 @@ import attrs
 
 from jobs_core import _transitions as transitions
 from jobs_core._history import AttemptError
-from jobs_core._model import JOB_FIELDS, Job, JobQuery, JobStatus
+from jobs_core._model import JOB_FIELDS, MAX_PRIORITY, MIN_PRIORITY, Job, JobQuery, JobStatus
 from jobs_core.ports import JobStore
 
 __all__ = [
@@ -144,6 +144,10 @@ def jobs_in_every_status(now: datetime = UPGRADE_NOW, *, layout: Layout = CURREN
             ),
             updated=at(97),
         ),
+        # due, at the ends of the priority range: the claim takes the first one before
+        # every older due job, and the second one after them all
+        job(13, priority=MAX_PRIORITY, updated=at(98)),
+        job(14, priority=MIN_PRIORITY, retries=1, last_error="boom", updated=at(99)),
     ]
     return [job for job in every if _holds(layout, job)]
 
@@ -184,7 +188,7 @@ async def check_upgraded(store: JobStore, jobs: Sequence[Job], now: datetime) ->
     topics = sorted({job.topic for job in jobs})
     due = sorted(
         (job for job in jobs if job.status is JobStatus.PENDING and job.run_at <= now),
-        key=lambda job: (job.run_at, job.id),
+        key=transitions.claim_order_key,
     )
     claimed = await store.claim(topics=topics, now=now, lease=_LEASE, limit=len(jobs))
     assert [job.id for job in claimed] == [job.id for job in due]

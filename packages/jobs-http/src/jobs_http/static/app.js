@@ -267,6 +267,7 @@ function rowFor(job) {
         : null,
     ),
     el("td", { "data-label": "Status" }, badge(job.status)),
+    el("td", { "data-label": "Priority", class: "num priority" }, String(job.priority)),
     el("td", { "data-label": "Retries", class: "num" }, `${job.retries}/${job.max_retries}`),
     timeCell(job.run_at, "Run at"),
     timeCell(job.updated, "Updated"),
@@ -340,6 +341,7 @@ function renderDetail(job) {
   byId("detail-status").replaceWith(Object.assign(badge(job.status), { id: "detail-status" }));
   byId("detail-id").textContent = job.id;
   byId("detail-retries").textContent = `${job.retries} of ${job.max_retries}`;
+  byId("detail-priority").textContent = String(job.priority);
   for (const field of ["run_at", "locked_until", "cancel_requested", "created", "updated"]) {
     const value = job[field];
     const relative = value ? relativeTime(value) : "";
