@@ -105,6 +105,13 @@ class Fleet:
         self.procs[index] = self.spawn(index)
         return kill
 
+    def start_ready(self, timeout: float = 60.0) -> Fleet:
+        """`start`, then wait until every worker is ready; the fleet, for chaining."""
+        self.start()
+        for proc in self.procs:
+            self.wait_ready(proc, timeout)
+        return self
+
     def dead(self) -> list[tuple[int, int | None]]:
         """Workers that exited by themselves (pid, code): there must be none."""
         return [(p.pid, p.returncode) for p in self.procs if p.poll() is not None]

@@ -135,11 +135,7 @@ async def _all_final(jobs: Jobs, timeout: float) -> None:
 
 
 def _fleet(url: str, ledger: Path, tmp: Path, args: list[str]) -> Fleet:
-    fleet = Fleet(db=url, ledger=ledger, logs=tmp / "logs", size=2, args=args)
-    fleet.start()
-    for proc in fleet.procs:
-        fleet.wait_ready(proc, 60.0)
-    return fleet
+    return Fleet(db=url, ledger=ledger, logs=tmp / "logs", size=2, args=args).start_ready()
 
 
 @pytest.mark.fault

@@ -42,11 +42,7 @@ def _journal_mode(db: Path) -> str:
 
 
 def _fleet(url: str, ledger: Path, tmp: Path) -> Fleet:
-    fleet = Fleet(db=url, ledger=ledger, logs=tmp / "logs", size=2, args=WORKER_ARGS)
-    fleet.start()
-    for proc in fleet.procs:
-        fleet.wait_ready(proc, 60.0)
-    return fleet
+    return Fleet(db=url, ledger=ledger, logs=tmp / "logs", size=2, args=WORKER_ARGS).start_ready()
 
 
 @pytest.mark.fault

@@ -21,6 +21,7 @@ from jobs_core import JobStatus, JobUpdate
 from jobs_core import _transitions as transitions
 from jobs_core.testing.contract import LEASE, JobStoreContract, make_job
 from jobs_sqlite import LOOP_ROWS, SQLiteStore
+from jobs_sqlite._store import _CHECKPOINT_AFTER
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -176,13 +177,16 @@ async def test_writes_on_the_loop_leave_wal_checkpoints_to_the_store_thread(
     store = SQLiteStore(db_path)
     seen = _threads_of_statements(store)
     wal = Path(f"{db_path}-wal")
-    inserts = 1500
+    # Eight checkpoint intervals: the WAL then holds about one interval's pages (some
+    # per insert), well under one page per insert in all.
+    inserts = 8 * _CHECKPOINT_AFTER
     try:
         await store.count_by_status()  # connects on the store thread
         del seen[:]
         for _ in range(inserts):
             await store.insert([make_job()])
-        # The last checkpoint, queued by write 1400, has run: write 1401 queued behind it.
+        # The checkpoints queued before the last interval have run (the writes after each
+        # queued behind it).
         wal_pages = wal.stat().st_size / 4096
     finally:
         await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -149,7 +150,9 @@ class JobsConfig:
         return self.lease / 3
 
 
+@functools.lru_cache(maxsize=64)
 def margin_past(timeout: timedelta) -> timedelta:
     """How long a lease outlasts an execution `timeout`, so that no rescuer takes a job
-    whose handler is still within it: 5 %, at least 1 s."""
+    whose handler is still within it: 5 %, at least 1 s. (Cached: the worker asks for
+    every job, and there are only as many timeouts as topics.)"""
     return max(timeout * 0.05, timedelta(seconds=1))
