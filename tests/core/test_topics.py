@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,11 @@ async def test_a_worker_runs_at_most_concurrency_jobs_of_a_topic(clock: FakeCloc
         await jobs.stop()
     assert (await jobs.stats()).completed == 9
     assert most == {"slow": 2, "free": 4}
+
+
+def test_the_readme_topics_snippet_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = Path(__file__).resolve().parents[2] / "packages" / "jobs-core" / "README.md"
+    section = readme.read_text().split("## Topics: pause and limits", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.startswith("resize False 4 {")
