@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core import Job, JobPage, JobQuery, JobStatus, JobUpdate, TopicInfo
 
 
 class NullStore:
@@ -34,7 +34,13 @@ class NullStore:
         return {JobStatus.PENDING: len(self._pending), JobStatus.COMPLETED: self.completed}
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
         claimed: list[Job] = []
         while self._pending and len(claimed) < limit:
@@ -50,6 +56,15 @@ class NullStore:
             )
         await asyncio.sleep(0)  # a real store yields while it waits for the database
         return claimed
+
+    async def set_paused(self, topic: str, paused: bool) -> None:
+        raise NotImplementedError
+
+    async def set_max_running(self, topic: str, max_running: int | None) -> None:
+        raise NotImplementedError
+
+    async def topics(self) -> Sequence[TopicInfo]:
+        raise NotImplementedError
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         return []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -75,9 +75,15 @@ class _ClaimsByRunAt(MemoryStore):
     """A store that forgot the priority: it claims in (`run_at`, `id`) order."""
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
-        claimed = await super().claim(topics=topics, now=now, lease=lease, limit=limit)
+        claimed = await super().claim(topics=topics, now=now, lease=lease, limit=limit, caps=caps)
         return sorted(claimed, key=lambda job: (job.run_at, job.id))
 
 

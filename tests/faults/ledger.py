@@ -37,6 +37,7 @@ from jobs_core import (
     JobStatus,
     JobStore,
     JobUpdate,
+    TopicInfo,
 )
 
 _SCHEMA = """
@@ -289,9 +290,24 @@ class LedgerStore:
         return await self.inner.count_by_status()
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
-        return await self.inner.claim(topics=topics, now=now, lease=lease, limit=limit)
+        return await self.inner.claim(topics=topics, now=now, lease=lease, limit=limit, caps=caps)
+
+    async def set_paused(self, topic: str, paused: bool) -> None:
+        await self.inner.set_paused(topic, paused)
+
+    async def set_max_running(self, topic: str, max_running: int | None) -> None:
+        await self.inner.set_max_running(topic, max_running)
+
+    async def topics(self) -> Sequence[TopicInfo]:
+        return await self.inner.topics()
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         return await self.inner.expired(now=now, limit=limit)

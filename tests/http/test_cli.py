@@ -386,5 +386,46 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "enqueue", "list", "stats", "requeue", "cancel", "delete"):
+    for command in (
+        *("serve", "enqueue", "list", "stats", "requeue", "cancel", "delete"),
+        *("topics", "pause", "resume", "limit"),
+    ):
         assert command in out
+
+
+def test_topics_pause_resume_and_limit(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`jobs topics` lists counts, pause state and limit; `pause`, `resume` and `limit`
+    store them for every worker and print the topic as it now stands."""
+    run(capsys, "enqueue", "mail", "{}", "--db", db)
+    run(capsys, "enqueue", "mail", "{}", "--db", db)
+    code, out, _ = run(capsys, "topics", "--db", db)
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split() == [
+        "TOPIC",
+        "PAUSED",
+        "LIMIT",
+        *(s.upper() for s in ("pending", "processing", "completed", "failed", "cancelled")),
+    ]
+    assert row.split() == ["mail", "none", "2", "0", "0", "0", "0"]
+
+    code, out, _ = run(capsys, "pause", "mail", "--db", db)
+    assert (code, out.splitlines()[1].split()[:3]) == (0, ["mail", "paused", "none"])
+    code, out, _ = run(capsys, "limit", "mail", "3", "--db", db, "--json")
+    (item,) = json.loads(out)["items"]
+    assert (item["paused"], item["max_running"], item["counts"]["pending"]) == (True, 3, 2)
+    code, out, _ = run(capsys, "resume", "mail", "--db", db)
+    assert out.splitlines()[1].split()[:3] == ["mail", "3", "2"]
+    code, out, _ = run(capsys, "limit", "mail", "none", "--db", db, "--json")
+    (item,) = json.loads(out)["items"]
+    assert (item["paused"], item["max_running"]) == (False, None)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["limit", "mail", "-1", "--db", db])
+    assert exit_info.value.code == 2
+    assert "must be 0 or more, or 'none'" in capsys.readouterr().err
+    code, out, _ = run(capsys, "topics", "--db", f"sqlite:///{Path(db[10:]).parent / 'x.db'}")
+    assert code == 1  # read-only: no jobs table, nothing created
+    run(capsys, "limit", "empty", "0", "--db", db)
+    code, out, _ = run(capsys, "topics", "--db", db, "--json")
+    assert [item["topic"] for item in json.loads(out)["items"]] == ["empty", "mail"]

@@ -48,7 +48,7 @@ async def store(plan_db: str) -> AsyncIterator[PostgresStore]:
     await store.close()
     conn = await asyncpg.connect(plan_db)
     try:
-        await conn.execute("DROP TABLE jobs, jobs_schema_version")
+        await conn.execute("DROP TABLE jobs, jobs_schema_version, jobs_topics")
     finally:
         await conn.close()
 
@@ -114,11 +114,25 @@ def nodes(plan: Plan) -> Iterator[Plan]:
         yield from nodes(child)
 
 
+def on_topics_table(node: Plan) -> bool:
+    """Whether a plan node reads the topics table (its primary key or the table)."""
+    return node.get("Relation Name") == "jobs_topics" or node.get("Index Name") == (
+        "jobs_topics_pkey"
+    )
+
+
+def assert_topics_read_once(plan: Plan) -> None:
+    """The claim reads the (here empty) topics table once, not once per job or topic."""
+    reads = [node for node in nodes(plan) if on_topics_table(node) and "Plans" not in node]
+    assert reads, "the claim does not read the topics table"
+    assert all(node["Actual Loops"] == 1 for node in reads), reads
+
+
 def assert_ordered_walk(plan: Plan, index: str, *, most_sorted: int) -> None:
     """`index` finds the jobs with an Index Scan (no BitmapAnd, no Seq Scan, bitmaps
     only over the primary key, to update rows already picked); a Sort sees at most
     `most_sorted` rows."""
-    every = list(nodes(plan))
+    every = [node for node in nodes(plan) if not on_topics_table(node)]
     kinds = {node["Node Type"] for node in every}
     assert not kinds & {"BitmapAnd", "BitmapOr", "Seq Scan"}, kinds
     bitmaps = {n["Index Name"] for n in every if n["Node Type"] == "Bitmap Index Scan"}
@@ -143,7 +157,35 @@ async def test_claim_walks_the_pending_index_without_statistics(
     plan = await explain(plan_db, store._sql.claim, args, generic=generic)
     # at most topics x limit candidates are ever sorted, never the 20,000 pending jobs
     assert_ordered_walk(plan, "jobs_pending_topic_idx", most_sorted=len(wanted) * 10)
+    assert_topics_read_once(plan)
     assert plan["Actual Rows"] == 10
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+async def test_a_limited_claim_walks_each_topic_up_to_its_allowance(
+    store: PostgresStore, plan_db: str, generic: bool
+) -> None:
+    """With a policy row, the claim statement claims nothing and names the held topics;
+    `claim_within` then walks each topic's pending index in order, at most its
+    allowance long, and the store's claim keeps the limit."""
+    await fill(plan_db, "pending", PENDING, priorities=True)
+    await store.set_max_running("alpha", 2)
+    now = datetime.now(UTC)
+    lease_end = now + timedelta(minutes=5)
+    held = await explain(plan_db, store._sql.claim, (now, TOPICS, 10, lease_end), generic=generic)
+    assert held["Actual Rows"] == 1  # the held topics, and no job claimed
+    walks = [n for n in nodes(held) if n.get("Index Name") == "jobs_pending_topic_idx"]
+    assert walks
+    assert all(n["Actual Loops"] == 0 for n in walks), walks  # never executed
+    args = (now, TOPICS, 10, lease_end, [2, 10, 10, 10])
+    plan = await explain(plan_db, store._sql.claim_within, args, generic=generic)
+    assert_ordered_walk(plan, "jobs_pending_topic_idx", most_sorted=2 + 3 * 10)
+    assert plan["Actual Rows"] == 10
+    claimed = await store.claim(topics=TOPICS, now=now, lease=timedelta(minutes=1), limit=40)
+    assert len([job for job in claimed if job.topic == "alpha"]) == 2
+    assert len(claimed) == 40  # the other topics are not held back
+    assert claimed == sorted(claimed, key=claim_order_key)
+    assert await store.claim(topics=["alpha"], now=now, lease=timedelta(minutes=1), limit=5) == []
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
@@ -210,7 +252,7 @@ async def test_a_table_of_the_previous_layout_gets_the_claim_index(plan_db: str)
         indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")
         version = await conn.fetchval("SELECT max(version) FROM jobs_schema_version")
     finally:
-        await conn.execute("DROP TABLE IF EXISTS jobs, jobs_schema_version")
+        await conn.execute("DROP TABLE IF EXISTS jobs, jobs_schema_version, jobs_topics")
         await conn.close()
     names = {row["indexname"] for row in indexes}
     assert "jobs_pending_topic_idx" in names

@@ -64,7 +64,7 @@ class _TruncatingStore(PostgresStore):
     async def close(self) -> None:
         if self._engine is not None:
             async with self.engine.begin() as conn:
-                await conn.execute(sa.text(f"TRUNCATE {self.table.name}"))
+                await conn.execute(sa.text(f"TRUNCATE {self.table.name}, {self.table.name}_topics"))
         await super().close()
 
 

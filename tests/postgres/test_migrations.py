@@ -206,7 +206,7 @@ async def test_a_migrated_table_is_what_the_derived_table_describes(url: str, db
         await store.close()
     migrated = describe(db, "migrated")
     assert columns_by_name(migrated) == columns_by_name(describe(db, "declared"))
-    assert set(migrated) == {"jobs", "jobs_schema_version"}  # v1's SERIAL sequence is gone
+    assert set(migrated) == {"jobs", "jobs_schema_version", "jobs_topics"}  # no v1 SERIAL
     assert [c[0] for c in migrated["jobs_schema_version"]["columns"]] == [
         "version",
         "name",
@@ -644,3 +644,48 @@ async def test_a_step_5_table_is_migrated_to_6_and_every_job_reads_back(
         with pytest.raises(psycopg.errors.CheckViolation, match="jobs_priority_check"):
             db.execute("UPDATE jobs SET priority = %s WHERE id = %s", (out_of_range, low.id))
     db.execute("UPDATE jobs SET priority = -100 WHERE id = %s", (low.id,))
+
+
+async def test_a_step_6_table_is_migrated_to_7_and_gets_an_empty_topics_table(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 7 creates `jobs_topics` (empty: every topic unlimited and claimable) and
+    touches no job row: every row of every status step 6 allows reads back as it was;
+    then a pause and a limit are stored, checked and obeyed by the claim."""
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:6])
+        store = PostgresStore(url)
+        try:
+            assert await store.migrate() == SchemaVersion(current=6, latest=6)
+            await store.insert(jobs)
+        finally:
+            await store.close()
+    assert db.execute("SELECT to_regclass('jobs_topics')").fetchone() == (None,)
+    before = db.execute("SELECT pg_relation_filenode('jobs')").fetchone()
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=6, latest=SCHEMA_VERSION)
+        for job in jobs:
+            assert await store.get(job.id) == job
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+        infos = await store.topics()
+        assert not any(info.paused or info.max_running is not None for info in infos)
+        assert sum(sum(info.counts.values()) for info in infos) == len(jobs)
+        await check_upgraded(store, jobs, LATER)
+        await store.insert([make_job(topic="after", run_at=LATER) for _ in range(3)])
+        await store.set_paused("after", True)
+        assert await store.claim(topics=["after"], now=LATER, lease=LEASE, limit=5) == []
+        await store.set_paused("after", False)
+        await store.set_max_running("after", 2)
+        assert len(await store.claim(topics=["after"], now=LATER, lease=LEASE, limit=5)) == 2
+    finally:
+        await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+    assert db.execute("SELECT pg_relation_filenode('jobs')").fetchone() == before
+    assert db.execute("SELECT * FROM jobs_topics").fetchall() == [("after", False, 2)]
+    with pytest.raises(psycopg.errors.CheckViolation, match="jobs_topics_max_running_check"):
+        db.execute("UPDATE jobs_topics SET max_running = -1")

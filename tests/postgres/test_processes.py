@@ -101,3 +101,77 @@ def test_schema_created_by_eight_processes_at_once(
     assert codes == [0] * 8
     rows = db.execute(f"SELECT version FROM {schema}.jobs_schema_version ORDER BY 1").fetchall()
     assert rows == [(step,) for step in range(1, SCHEMA_VERSION + 1)]
+
+
+def max_overlap(spans: list[tuple[Any, Any]]) -> int:
+    """The most runs in progress at one instant: (started, finished) spans, an end
+    counted before a start at the same instant (a slot freed, then taken)."""
+    events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans], key=lambda e: e)
+    most = running = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+async def test_a_global_limit_of_two_holds_across_three_processes(
+    pg_url: str, table: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """`max_running=2`, three worker processes of 5 slots each: the execution ledger
+    (each run's start and end, written by the handler) never has 3 runs at once, and
+    every job still completes exactly once."""
+    store = PostgresStore(pg_url, table=table)
+    maker = Jobs(store)
+    await store.set_max_running("t", 2)
+    await store.insert([maker.prepare("t", {"sleep": 0.05}) for _ in range(40)])
+    await store.close()
+    options = worker_options(
+        pg_url, table, poll_interval=0.05, pool=5, batch=5, ledger_at_start=True
+    )
+    with workers(3, options, log=tmp_path / "workers.log"):
+        wait_for(
+            db,
+            f"SELECT count(*) FROM {table} WHERE status = 'completed'",
+            40,
+            timeout=120,
+            every=0.1,
+        )
+    report = check_ledger(db, table, options["ledger"])
+    assert report == {"jobs": 40, "runs": 40, "finished_twice": 0}
+    spans = db.execute(f"SELECT started, finished FROM {options['ledger']}").fetchall()
+    assert max_overlap(spans) == 2, "the limit was exceeded, or never reached"
+
+
+async def test_a_pause_in_one_process_stops_claims_in_another(
+    pg_url: str, table: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Paused here, a worker in another process claims none of the topic's jobs (its
+    claim of a job of another topic, queued after them, shows it has claimed since), and
+    runs them all once resumed."""
+    options = worker_options(pg_url, table, poll_interval=0.2, topics=["t", "sentinel"])
+    store = PostgresStore(pg_url, table=table)
+    maker = Jobs(store)
+    try:
+        with workers(1, options, log=tmp_path / "workers.log"):
+            await store.set_paused("t", True)
+            await store.insert([maker.prepare("t", {}) for _ in range(5)])
+            await store.insert([maker.prepare("sentinel", {})])
+            wait_for(
+                db,
+                f"SELECT count(*) FROM {table} WHERE topic = 'sentinel' AND status = 'completed'",
+                1,
+                timeout=60,
+            )
+            held = db.execute(
+                f"SELECT status, count(*) FROM {table} WHERE topic = 't' GROUP BY status"
+            ).fetchall()
+            assert held == [("pending", 5)]
+            await store.set_paused("t", False)
+            wait_for(
+                db,
+                f"SELECT count(*) FROM {table} WHERE topic = 't' AND status = 'completed'",
+                5,
+                timeout=60,
+            )
+    finally:
+        await store.close()

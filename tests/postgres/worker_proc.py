@@ -4,7 +4,8 @@ Runs `Jobs(open_store(url))` with one handler that records every attempt in a le
 table outside the jobs table: `(job_id, lock_token, pid, started, locked_until, finished)`,
 written before the handler returns (or, with `ledger_at_start`, when it starts and
 completed with `finished` when it returns). The payload steers it: `sleep`
-(seconds) and `hang_first` (sleep an hour on the first attempt, to be killed).
+(seconds) and `hang_first` (sleep an hour on the first attempt, to be killed). It
+handles `topics` (a list), or the one `topic` (default "t").
 Prints `ready` once the worker runs; SIGTERM stops it gracefully (exit code 0).
 
 With `"mode": "init"` it only creates the schema and exits (concurrent-install test).
@@ -91,7 +92,8 @@ async def main(options: dict[str, Any]) -> int:
         backoff=lambda _n: timedelta(seconds=options.get("retry_delay", 0.1)),
     )
     jobs = Jobs(store, config=config)
-    jobs.register(options.get("topic", "t"), handler)
+    for topic in options.get("topics", [options.get("topic", "t")]):
+        jobs.register(topic, handler)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await jobs.start()

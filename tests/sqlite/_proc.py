@@ -6,7 +6,8 @@
 
 The worker's handler appends `job_id lock_token pid topic started locked_until` to
 LEDGER (its own file, opened with O_APPEND) before it returns, so a run is recorded
-even if the process dies next.
+even if the process dies next; with `--spans FILE`, also `job_id pid started ended`
+(wall-clock times of the handler's own run) to FILE.
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ async def work(args: argparse.Namespace) -> None:
         line = f"{job.id} {job.lock_token} {pid} {job.topic} {time.time():.6f} {lease:.6f}\n"
         os.write(ledger, line.encode())
 
+    spans = (
+        os.open(args.spans, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if args.spans else None
+    )
+
     async def record(job: Job) -> None:
         note(job)
+        began = time.time()
         if high > 0:
             await asyncio.sleep(random.uniform(low, high) / 1000)
+        if spans is not None:  # the run's start and end, written before it returns
+            os.write(spans, f"{job.id} {pid} {began:.6f} {time.time():.6f}\n".encode())
 
     async def hang(job: Job) -> None:
         note(job)
@@ -91,6 +99,8 @@ async def work(args: argparse.Namespace) -> None:
     await jobs.stop(grace=timedelta(seconds=5))
     await jobs.aclose()
     os.close(ledger)
+    if spans is not None:
+        os.close(spans)
 
 
 def main() -> None:
@@ -116,6 +126,7 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=16)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--sleep-ms", type=float, nargs=2, default=(0.0, 0.0))
+    p.add_argument("--spans", default=None, help="append each run's start and end here")
     args = parser.parse_args()
     if args.command == "schema":
         barrier(args.go)

@@ -17,7 +17,8 @@ import pytest
 from jobs_core import claim_order_key
 from jobs_sqlite import SQLiteStore
 from jobs_sqlite._rows import format_time
-from jobs_sqlite._statements import claim
+from jobs_sqlite._statements import claim, claim_within
+from jobs_sqlite._statements import policies as sql_policies
 
 TOPICS = ["alpha", "beta", "gamma"]
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -88,3 +89,58 @@ def first_due(n: int, topics: list[str], limit: int) -> list[str]:
         if g % 4 == 0 and g % 10 != 0 and TOPICS[g % 3] in topics
     ]
     return [job_id for _, job_id in sorted(due)[:limit]]
+
+
+def plan_within(path: Path, allowances: dict[str, int]) -> list[str]:
+    """EXPLAIN QUERY PLAN of the claim with per-topic allowances (`claim_within`)."""
+    stamp = format_time(NOW)
+    branches = [value for topic, n in allowances.items() for value in (stamp, topic, n)]
+    with sqlite3.connect(path) as raw:
+        rows = raw.execute(
+            "EXPLAIN QUERY PLAN " + claim_within(len(allowances)), (stamp, stamp, *branches, 10)
+        )
+        return [row[-1] for row in rows]
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
+async def test_a_limited_claim_walks_the_index_once_per_topic(
+    db_path: Path, analyzed: bool
+) -> None:
+    """With policies (a global limit, a worker's caps) each topic is its own ordered walk
+    of `jobs_claim_idx`, at most its allowance long; only the merge of those few rows
+    sorts. The topics table is read by its primary key."""
+    store = SQLiteStore(db_path)
+    try:
+        await store.count_by_status()
+        fill(db_path, 20_000)
+        if analyzed:
+            with sqlite3.connect(db_path) as raw:
+                raw.execute("ANALYZE")
+        plan = plan_within(db_path, {"alpha": 2, "beta": 10})
+        text = "\n".join(plan)
+        walks = [
+            step
+            for step in plan
+            if "USING INDEX jobs_claim_idx (status=? AND" in step
+            or step == "SEARCH jobs USING INDEX jobs_claim_idx (status=?)"
+        ]
+        assert len(walks) == 2, text
+        assert not any(step.startswith("SCAN jobs") for step in plan), text
+        with sqlite3.connect(db_path) as raw:
+            policies = [
+                row[-1]
+                for row in raw.execute("EXPLAIN QUERY PLAN " + sql_policies(2), ("alpha", "beta"))
+            ]
+        assert any("sqlite_autoindex_jobs_topics_1" in step for step in policies), policies
+        await store.set_max_running("alpha", 2)
+        claimed = await store.claim(
+            topics=["alpha", "beta"], now=NOW, lease=timedelta(minutes=1), limit=10
+        )
+    finally:
+        await store.close()
+    alpha = [job.id for job in claimed if job.topic == "alpha"]
+    beta = [job.id for job in claimed if job.topic == "beta"]
+    assert len(claimed) == 10
+    assert alpha == first_due(20_000, ["alpha"], 2)[: len(alpha)]
+    assert beta == first_due(20_000, ["beta"], 10)[: len(beta)]
+    assert claimed == sorted(claimed, key=claim_order_key)

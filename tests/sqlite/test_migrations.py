@@ -53,6 +53,7 @@ from jobs_sqlite import (
     version_table,
 )
 from jobs_sqlite._rows import COLUMNS, format_time, insert_values
+from jobs_sqlite._schema import topics_table
 from jobs_sqlite._statements import INSERT
 from tests.sqlite import _harness as h
 
@@ -724,3 +725,57 @@ async def test_a_step_5_file_is_migrated_to_6_and_every_job_reads_back(
             with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
                 raw.execute("UPDATE jobs SET priority = ? WHERE id = ?", (out_of_range, low.id))
         raw.execute("UPDATE jobs SET priority = 100 WHERE id = ?", (low.id,))
+
+
+async def test_a_step_6_file_is_migrated_to_7_and_gets_an_empty_topics_table(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 7 adds `jobs_topics` (no row: every topic unlimited and claimable) and
+    touches no job: every row of every status step 6 allows reads back as it was; then
+    a pause and a limit are stored, checked and obeyed by the claim."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:6])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == 6
+        engine.dispose()
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    with _raw(db_path) as raw:
+        assert (
+            raw.execute("SELECT name FROM sqlite_master WHERE name = 'jobs_topics'").fetchall()
+            == []
+        )
+        for job in jobs:
+            raw.execute(INSERT, list(insert_values(job)))
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=6, latest=SCHEMA_VERSION)
+        for job in jobs:
+            assert await store.get(job.id) == job
+        assert await store.schema_version() == LATEST
+        by_topic = {info.topic: info for info in await store.topics()}
+        assert not any(info.paused or info.max_running is not None for info in by_topic.values())
+        assert sum(sum(info.counts.values()) for info in by_topic.values()) == len(jobs)
+        await check_upgraded(store, jobs, AFTER)
+        await store.insert([make_job(topic="after", run_at=AFTER) for _ in range(3)])
+        await store.set_paused("after", True)
+        assert await store.claim(topics=["after"], now=AFTER, lease=LEASE, limit=5) == []
+        await store.set_paused("after", False)
+        await store.set_max_running("after", 2)
+        claimed = await store.claim(topics=["after"], now=AFTER, lease=LEASE, limit=5)
+        assert len(claimed) == 2
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+    with _raw(db_path) as raw:
+        assert columns_by_name(layout(raw, "jobs_topics")) == columns_by_name(
+            derived_layout(topics_table)
+        )
+        assert raw.execute("SELECT * FROM jobs_topics").fetchall() == [("after", 0, 2)]
+        for bad in (
+            "INSERT INTO jobs_topics VALUES ('x', 2, NULL)",
+            "INSERT INTO jobs_topics VALUES ('x', 0, -1)",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                raw.execute(bad)

@@ -101,3 +101,92 @@ async def test_four_processes_drain_5000_jobs_exactly_once(tmp_path: Path) -> No
     assert h.statuses(db) == Counter({"completed": 5000})
     for log in logs:
         assert h.bad_log_lines(log) == [], log
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most runs in progress at one instant (an end before a start at a tie)."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most = running = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+async def test_a_global_limit_of_two_holds_across_three_processes(tmp_path: Path) -> None:
+    """`max_running=2`, three workers of 8 slots each on one file: the execution ledger
+    (each handler's start and end) never has 3 runs at once; every job runs once."""
+    db = tmp_path / "jobs.db"
+    store = SQLiteStore(db)
+    jobs = Jobs(store)
+    await jobs.set_limit("work", max_running=2)
+    queued = await jobs.enqueue_many("work", [{"n": n} for n in range(40)])
+    await jobs.aclose()
+    spans = tmp_path / "runs.spans"
+    workers = [
+        h.spawn(
+            "work",
+            db,
+            tmp_path / f"{i}.ledger",
+            *("--pool", "8", "--batch", "8", "--poll", "0.05"),
+            *("--sleep-ms", "20", "60", "--spans", str(spans)),
+        )
+        for i in range(3)
+    ]
+    try:
+        for proc in workers:
+            h.wait_line(proc, "started")
+        await asyncio.to_thread(
+            h.until,
+            lambda: h.statuses(db)["completed"] == 40,
+            timeout=120,
+            what="40 completed jobs",
+            every=0.1,
+        )
+    finally:
+        logs = [h.stop(proc) for proc in workers]
+    runs = h.ledger(tmp_path)
+    assert sorted(run.job_id for run in runs) == sorted(job.id for job in queued)
+    lines = [line.split() for line in spans.read_text().splitlines()]
+    assert len(lines) == 40
+    assert _max_overlap([(float(s), float(e)) for _, _, s, e in lines]) == 2
+    for log in logs:
+        assert h.bad_log_lines(log) == [], log
+
+
+async def test_a_pause_in_one_process_stops_claims_in_another(tmp_path: Path) -> None:
+    """Paused here, a worker in another process claims none of the topic's jobs: its
+    claim of a job of another topic, queued after them, shows it has claimed since;
+    resumed, it runs them all."""
+    db = tmp_path / "jobs.db"
+    jobs = Jobs(SQLiteStore(db))
+    await jobs.enqueue("other", {})  # the file and its schema, before the worker opens it
+    worker = h.spawn(
+        "work", db, tmp_path / "w.ledger", "--topics", "work", "other", "--poll", "0.05"
+    )
+    try:
+        h.wait_line(worker, "started")
+        await asyncio.to_thread(
+            h.until, lambda: h.statuses(db) == Counter({"completed": 1}), timeout=60, what="1"
+        )
+        await jobs.pause("work")
+        await jobs.enqueue_many("work", [{"n": n} for n in range(5)])
+        await jobs.enqueue("other", {})
+        await asyncio.to_thread(
+            h.until,
+            lambda: h.statuses(db)["completed"] == 2,
+            timeout=60,
+            what="the job queued after the paused ones",
+        )
+        assert h.statuses(db) == Counter({"completed": 2, "pending": 5})
+        await jobs.resume("work")
+        await asyncio.to_thread(
+            h.until,
+            lambda: h.statuses(db) == Counter({"completed": 7}),
+            timeout=60,
+            what="the resumed jobs",
+        )
+    finally:
+        log = h.stop(worker)
+        await jobs.aclose()
+    assert h.bad_log_lines(log) == [], log

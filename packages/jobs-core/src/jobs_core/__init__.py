@@ -68,6 +68,7 @@ from jobs_core._payload import serialize as serialize_payload
 from jobs_core._registry import available_schemes, open_store
 from jobs_core._service import Jobs
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
+from jobs_core._topics import TopicInfo, TopicPolicy, check_max_running, claim_allowances
 from jobs_core._transitions import (
     CANCELLABLE_STATUSES,
     CLAIM_ORDER,
@@ -187,6 +188,10 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "TopicAlreadyRegistered",
+    "TopicInfo",
+    "TopicPolicy",
+    "check_max_running",
+    "claim_allowances",
     "UnknownStoreScheme",
     "UnreadableJob",
     "available_schemes",

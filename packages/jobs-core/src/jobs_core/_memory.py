@@ -25,6 +25,13 @@ from jobs_core._model import (
     rows_within_budget,
 )
 from jobs_core._payload import serialize
+from jobs_core._topics import (
+    TopicInfo,
+    TopicPolicy,
+    check_max_running,
+    claim_allowances,
+    pick_within_allowances,
+)
 from jobs_core._validation import check_delete_finished
 
 _expired_order = operator.attrgetter(*transitions.EXPIRED_ORDER)
@@ -54,6 +61,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._watchers: set[Callable[[], None]] = set()
+        self._policies: dict[str, TopicPolicy] = {}
 
     @classmethod
     def from_url(cls, url: str, *, create_schema: bool = True) -> MemoryStore:
@@ -117,23 +125,75 @@ class MemoryStore:
         return counts
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
-        """Lease the first `limit` claimable due jobs of `topics` in `CLAIM_ORDER`."""
-        wanted = set(topics)
+        """Lease the first `limit` claimable due jobs of `topics` in `CLAIM_ORDER`, each
+        topic within its allowance (paused, `max_running`, `caps`)."""
+        limit = max(limit, 0)
+        running: dict[str, int] = {}
+        for job in self._jobs.values():
+            if job.status is JobStatus.PROCESSING:
+                running[job.topic] = running.get(job.topic, 0) + 1
+        allowances = claim_allowances(
+            topics, limit=limit, policies=self._policies, running=running, caps=caps
+        )
         due = sorted(
             (
                 job
                 for job in self._jobs.values()
-                if transitions.claimable(job, now) and job.topic in wanted
+                if transitions.claimable(job, now) and job.topic in allowances
             ),
             key=transitions.claim_order_key,
-        )[: max(limit, 0)]
+        )
+        picked = pick_within_allowances(due, limit=limit, allowances=allowances)
         claimed = [
-            transitions.claim(job, now=now, lease=lease, token=new_lock_token()) for job in due
+            transitions.claim(job, now=now, lease=lease, token=new_lock_token()) for job in picked
         ]
         self._jobs.update((job.id, job) for job in claimed)
         return claimed
+
+    async def set_paused(self, topic: str, paused: bool) -> None:
+        """Store the topic's pause flag (a default policy is dropped)."""
+        policy = self._policies.get(topic, TopicPolicy(topic=topic))
+        self._set_policy(attrs.evolve(policy, paused=bool(paused)))
+
+    async def set_max_running(self, topic: str, max_running: int | None) -> None:
+        """Store the topic's global limit (a default policy is dropped)."""
+        policy = self._policies.get(topic, TopicPolicy(topic=topic))
+        self._set_policy(attrs.evolve(policy, max_running=check_max_running(max_running)))
+
+    def _set_policy(self, policy: TopicPolicy) -> None:
+        if policy.is_default:
+            self._policies.pop(policy.topic, None)
+        else:
+            self._policies[policy.topic] = policy
+        self._notify()  # a resumed topic's jobs may be claimable now
+
+    async def topics(self) -> Sequence[TopicInfo]:
+        """Counts per topic and status, with each topic's policy, by topic name."""
+        counts: dict[str, dict[JobStatus, int]] = {
+            topic: dict.fromkeys(JobStatus, 0) for topic in self._policies
+        }
+        for job in self._jobs.values():
+            counts.setdefault(job.topic, dict.fromkeys(JobStatus, 0))[job.status] += 1
+        infos = []
+        for topic in sorted(counts):
+            policy = self._policies.get(topic, TopicPolicy(topic=topic))
+            infos.append(
+                TopicInfo(
+                    topic=topic,
+                    counts=counts[topic],
+                    paused=policy.paused,
+                    max_running=policy.max_running,
+                )
+            )
+        return infos
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Leased jobs whose lease ran out, in `EXPIRED_ORDER` (oldest lease end first)."""

@@ -21,6 +21,7 @@ from jobs_core._ids import new_job_id
 from jobs_core._maintenance import LeaseRescuer, MaintenanceService
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
+from jobs_core._topics import TopicInfo, check_concurrency, check_max_running
 from jobs_core._validation import (
     check_page,
     check_priority,
@@ -66,6 +67,7 @@ class Jobs:
         #: Per-topic settings given at registration, beside the config's defaults.
         self._timeouts: dict[str, timedelta] = {}
         self._max_retries: dict[str, int] = {}
+        self._concurrency: dict[str, int] = {}
         self._observers = ObserverGroup(_with_logging(observers))
         self._worker = Worker(
             self.store,
@@ -74,6 +76,7 @@ class Jobs:
             self._handlers,
             self._observers,
             timeouts=self._timeouts,
+            concurrency=self._concurrency,
         )
         self._rescuer = LeaseRescuer(
             self.store,
@@ -107,6 +110,7 @@ class Jobs:
         *,
         timeout: timedelta | None = None,
         max_retries: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """Run `handler(job)` for jobs of `topic`; `async def` or plain `def` (run in a thread).
 
@@ -114,7 +118,10 @@ class Jobs:
         with backoff until the job's `max_retries` is used up. `timeout` replaces
         `JobsConfig.lock_duration` as this topic's execution timeout (its lease is
         renewed meanwhile); `max_retries` replaces `JobsConfig.max_retries` for jobs of
-        this topic enqueued through this instance without one of their own.
+        this topic enqueued through this instance without one of their own;
+        `concurrency` (a positive int) caps how many of this topic's jobs this worker runs
+        at once (its claims take at most that many less those running; the worker pool
+        still bounds the total). For a limit across every process, see `set_limit`.
         """
         check_topic(topic)
         if topic in self._handlers:
@@ -125,19 +132,30 @@ class Jobs:
             check_duration(timeout, "timeout")
         if max_retries is not None:
             check_max_retries(max_retries)
+        if concurrency is not None:
+            check_concurrency(concurrency)
         self._handlers[topic] = handler
         if timeout is not None:
             self._timeouts[topic] = timeout
         if max_retries is not None:
             self._max_retries[topic] = max_retries
+        if concurrency is not None:
+            self._concurrency[topic] = concurrency
 
     def handler(
-        self, topic: str, *, timeout: timedelta | None = None, max_retries: int | None = None
+        self,
+        topic: str,
+        *,
+        timeout: timedelta | None = None,
+        max_retries: int | None = None,
+        concurrency: int | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of `register`: `@jobs.handler("send_email", timeout=...)`."""
 
         def decorate(fn: H) -> H:
-            self.register(topic, fn, timeout=timeout, max_retries=max_retries)
+            self.register(
+                topic, fn, timeout=timeout, max_retries=max_retries, concurrency=concurrency
+            )
             return fn
 
         return decorate
@@ -267,6 +285,35 @@ class Jobs:
     async def stats(self) -> JobStats:
         """Counts per status, total and success rate."""
         return JobStats.from_counts(await self.store.count_by_status())
+
+    async def list_topics(self) -> Sequence[TopicInfo]:
+        """Every topic with jobs or a stored policy, by name: its jobs counted per status,
+        whether it is paused, and its global `max_running` limit."""
+        return list(await self.store.topics())
+
+    # -- topics -------------------------------------------------------------------
+
+    async def pause(self, topic: str) -> None:
+        """Stop every worker of every process claiming `topic` (stored; from their next
+        poll). Running jobs finish; enqueueing still works; `resume` undoes it."""
+        await self.store.set_paused(check_topic(topic), True)
+
+    async def resume(self, topic: str) -> None:
+        """Let workers claim `topic` again (a topic that was not paused stays as it is)."""
+        await self.store.set_paused(check_topic(topic), False)
+        if topic in self._handlers:
+            self._worker.wake()
+
+    async def set_limit(self, topic: str, *, max_running: int | None) -> None:
+        """At most `max_running` jobs of `topic` in `processing` at once across every
+        worker and process (stored; enforced by the claim itself). None removes the
+        limit; 0 holds the topic like a pause. Lowering it stops no running job: claims
+        wait until fewer run. A processing job whose lease expired counts until it is
+        rescued (its handler may still be running)."""
+        check_topic(topic)
+        await self.store.set_max_running(topic, check_max_running(max_running))
+        if topic in self._handlers:
+            self._worker.wake()
 
     # -- manage -------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class Worker:
         observer: ObserverGroup,
         *,
         timeouts: Mapping[str, timedelta] | None = None,
+        concurrency: Mapping[str, int] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -65,6 +66,10 @@ class Worker:
         self._handlers = handlers
         #: Execution timeouts by topic, where a topic's registration set its own.
         self._timeouts: Mapping[str, timedelta] = timeouts if timeouts is not None else {}
+        #: Per-worker limits by topic (`register(..., concurrency=N)`).
+        self._concurrency: Mapping[str, int] = concurrency if concurrency is not None else {}
+        #: The topic of each running job's task (for `concurrency`).
+        self._task_topics: dict[asyncio.Task[None], str] = {}
         self._observer = observer
         self._heartbeat = Heartbeat(store, clock, config, observer)
         self._beating: asyncio.Task[None] | None = None
@@ -243,13 +248,33 @@ class Worker:
                 self._observer.store_error("watch", exc, delay)
                 await self._clock.sleep(delay)
 
+    def _caps(self) -> dict[str, int]:
+        """Per topic with a `concurrency` limit: how many more of it may run here now."""
+        if not self._concurrency:
+            return {}
+        running: dict[str, int] = {}
+        for task in self._running:
+            topic = self._task_topics.get(task)
+            if topic is not None:
+                running[topic] = running.get(topic, 0) + 1
+        return {
+            topic: n - running.get(topic, 0)
+            for topic, n in self._concurrency.items()
+            if topic in self._handlers
+        }
+
     async def _claim(self, limit: int) -> Sequence[Job]:
-        topics = list(self._handlers)
+        caps = self._caps()
+        topics = [topic for topic in self._handlers if caps.get(topic, 1) > 0]
         if not topics or limit <= 0:
             return ()
-        claimed = await self._store.claim(
-            topics=topics, now=self._clock.now(), lease=self._config.lease, limit=limit
-        )
+        now, lease = self._clock.now(), self._config.lease
+        if caps:
+            claimed = await self._store.claim(
+                topics=topics, now=now, lease=lease, limit=limit, caps=caps
+            )
+        else:
+            claimed = await self._store.claim(topics=topics, now=now, lease=lease, limit=limit)
         if claimed:
             self._observer.claimed(claimed)
         return claimed
@@ -259,6 +284,9 @@ class Worker:
     def _spawn(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._running.add(task)
+        if self._concurrency:
+            self._task_topics[task] = job.topic
+            task.add_done_callback(lambda done: self._task_topics.pop(done, None))
         return task
 
     async def _execute(self, job: Job) -> None:

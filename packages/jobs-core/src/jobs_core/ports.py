@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core._topics import TopicInfo
 from jobs_core.clock import Clock
 
 __all__ = ["Clock", "JobStore", "MigratableStore", "NumberedStep", "SchemaVersion", "check_steps"]
@@ -109,18 +110,45 @@ class JobStore(Protocol):
         ...
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
         """Lease up to `limit` due `pending` jobs of `topics`, as one atomic step.
 
         Picks jobs with `run_at <= now` in `CLAIM_ORDER` (`priority` descending, then
         `run_at`, then `id`; a job not yet due is never picked, whatever its priority,
-        and holds no due job back) and moves each to
+        and holds no due job back), skipping the jobs of a topic once it has no
+        allowance left (`jobs_core._topics.claim_allowances`): a paused topic has none,
+        a limited one its `max_running` less its `processing` rows (counted in the
+        claim's own statement or transaction, serialised per limited topic, so claims of
+        all processes together never exceed it), a topic in `caps` at most its cap for
+        this claim (a worker's own `concurrency=`). It moves each picked job to
         `processing` with `locked_until = now + lease`, `updated = now` and a fresh,
         unique `lock_token`, exactly as `jobs_core`'s `claim` transition does. No job is
         ever handed to two claims while its lease holds, even across processes.
         Returns the claimed jobs in that order.
         """
+        ...
+
+    async def set_paused(self, topic: str, paused: bool) -> None:
+        """Pause (`True`) or resume a topic: stored, so claims of every process skip a
+        paused topic's jobs from their next statement. Idempotent."""
+        ...
+
+    async def set_max_running(self, topic: str, max_running: int | None) -> None:
+        """Set the topic's global limit of `processing` jobs (None: no limit; 0: none
+        run, like a pause). Already running jobs are never stopped; the limit holds
+        claims back until fewer run. Idempotent."""
+        ...
+
+    async def topics(self) -> Sequence[TopicInfo]:
+        """Every topic with a job or a policy, by name: its jobs counted per status
+        (every status present), whether it is paused and its `max_running`."""
         ...
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:

@@ -7,11 +7,12 @@ errors are turned into responses by `_exceptions`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
-from litestar import MediaType, Request, Response, delete, get, post
+from litestar import MediaType, Request, Response, delete, get, post, put
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
@@ -20,7 +21,15 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import FromPath, Parameter
 from litestar.router import Router
 
-from jobs_core import MAX_PAGE_SIZE, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH, FieldKind, Jobs, JobStatus
+from jobs_core import (
+    MAX_PAGE_SIZE,
+    MAX_RETRIES_LIMIT,
+    MAX_TOPIC_LENGTH,
+    FieldKind,
+    Jobs,
+    JobStatus,
+    TopicInfo,
+)
 from jobs_http._auth import Authenticate, superuser_guard
 from jobs_http._query import single_valued_query
 from jobs_http._wire import (
@@ -30,8 +39,11 @@ from jobs_http._wire import (
     JobOut,
     JobPageOut,
     StatsOut,
+    TopicOut,
+    TopicsOut,
     encode_page,
     parse_enqueue,
+    parse_limit,
 )
 
 #: Bytes one list page holds by default (the JSON text of its jobs' payloads, attempt
@@ -272,6 +284,120 @@ async def cancel(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
 async def delete_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> None:
     """Delete a `pending`, `failed` or `cancelled` job."""
     await jobs.delete(job_id)
+
+
+# -- /api/topics ------------------------------------------------------------------
+
+
+def _topic_out(infos: Sequence[TopicInfo], topic: str) -> TopicOut:
+    """The wire view of `topic` among `infos` (a topic without jobs or policy: zeros)."""
+    for info in infos:
+        if info.topic == topic:
+            return TopicOut.from_info(info)
+    return TopicOut.from_info(TopicInfo(topic=topic, counts=dict.fromkeys(JobStatus, 0)))
+
+
+@get("/", summary="List topics", responses=_COMMON)
+async def list_topics(jobs: NamedDependency[Jobs]) -> TopicsOut:
+    """Every topic with jobs or a stored policy, by name: its jobs counted per status,
+    whether it is paused, and its global limit (`max_running`)."""
+    return TopicsOut(items=[TopicOut.from_info(info) for info in await jobs.list_topics()])
+
+
+@post(
+    "/{topic:str}/pause",
+    status_code=200,
+    summary="Pause a topic",
+    responses={**_COMMON, **_BAD_PARAMS},
+)
+async def pause_topic(jobs: NamedDependency[Jobs], topic: FromPath[str]) -> TopicOut:
+    """Stop every worker claiming the topic's jobs (from their next poll); running jobs
+    finish, enqueueing still works. Idempotent."""
+    await jobs.pause(topic)
+    return _topic_out(await jobs.list_topics(), topic)
+
+
+@post(
+    "/{topic:str}/resume",
+    status_code=200,
+    summary="Resume a topic",
+    responses={**_COMMON, **_BAD_PARAMS},
+)
+async def resume_topic(jobs: NamedDependency[Jobs], topic: FromPath[str]) -> TopicOut:
+    """Let workers claim the topic's jobs again. Idempotent."""
+    await jobs.resume(topic)
+    return _topic_out(await jobs.list_topics(), topic)
+
+
+@dataclass
+class _LimitOperation(Operation):
+    """Documents the limit body, which the handler reads and validates itself."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="The topic's global limit. Fields not listed here are refused.",
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["max_running"],
+                        additional_properties=False,
+                        properties={
+                            "max_running": Schema(
+                                one_of=[
+                                    Schema(type=OpenAPIType.INTEGER, minimum=0),
+                                    Schema(type=OpenAPIType.NULL),
+                                ],
+                                description="At most this many of the topic's jobs"
+                                " processing at once across every worker; null: no limit;"
+                                " 0 holds the topic like a pause.",
+                            )
+                        },
+                    )
+                )
+            },
+        )
+
+
+@put(
+    "/{topic:str}/limit",
+    status_code=200,
+    summary="Set or lift a topic's global concurrency limit",
+    operation_class=_LimitOperation,
+    responses={
+        **_COMMON,
+        **_BAD_PARAMS,
+        400: _error("Body is not valid JSON, has unknown fields, or max_running is invalid."),
+        415: _error("Content-Type is not application/json."),
+    },
+)
+async def limit_topic(
+    request: Request[Any, Any, Any], jobs: NamedDependency[Jobs], topic: FromPath[str]
+) -> TopicOut:
+    """Store the topic's `max_running` (enforced by every worker's claim; running jobs
+    are never stopped, claims wait until fewer run)."""
+    _check_json(request)
+    max_running = parse_limit(await request.body())
+    await jobs.set_limit(topic, max_running=max_running)
+    return _topic_out(await jobs.list_topics(), topic)
+
+
+def topics_router(jobs: Jobs, authenticate: Authenticate) -> Router:
+    """`/api/topics`, guarded by `authenticate` like `/api/jobs`, never cached."""
+
+    def provide_jobs() -> Jobs:
+        return jobs
+
+    return Router(
+        path="/api/topics",
+        route_handlers=[list_topics, pause_topic, resume_topic, limit_topic],
+        guards=[superuser_guard(authenticate), single_valued_query],
+        dependencies={"jobs": Provide(provide_jobs, sync_to_thread=False)},
+        cache_control=CacheControlHeader(no_store=True),
+        tags=["topics"],
+        security=[{"superuser": []}],
+    )
 
 
 def api_router(jobs: Jobs, authenticate: Authenticate, *, page_bytes: int = PAGE_BYTES) -> Router:

@@ -15,7 +15,7 @@ from litestar.response import Redirect
 from litestar.router import Router
 
 from jobs_core import Jobs
-from jobs_http._api import PAGE_BYTES, api_router
+from jobs_http._api import PAGE_BYTES, api_router, topics_router
 from jobs_http._asgi import JobsApp
 from jobs_http._auth import Authenticate, token_checker
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
@@ -83,6 +83,7 @@ def create_app(
     app = JobsApp(
         route_handlers=[
             api_router(jobs, check, page_bytes=page_bytes),
+            topics_router(jobs, check),
             _root,
             *(ui_routes() if ui else []),
         ],

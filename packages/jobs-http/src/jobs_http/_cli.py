@@ -30,8 +30,18 @@ from jobs_core import (
     JobStatus,
     MigratableStore,
     SchemaTooNew,
+    TopicInfo,
 )
-from jobs_http._wire import InvalidBody, JobOut, JobPageOut, StatsOut, loads_strict, parse_rfc3339
+from jobs_http._wire import (
+    InvalidBody,
+    JobOut,
+    JobPageOut,
+    StatsOut,
+    TopicOut,
+    TopicsOut,
+    loads_strict,
+    parse_rfc3339,
+)
 
 DATA_DIR = Path("jobs_data")
 DB_ENV_VAR = "JOBS_DB_URL"
@@ -40,7 +50,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
 #: Commands that only read: they open the store without creating its file or table,
 #: so a mistyped `--db` fails ("no jobs table at ...") instead of showing an empty queue.
-READ_ONLY_COMMANDS = frozenset({"stats", "list", "get"})
+READ_ONLY_COMMANDS = frozenset({"stats", "list", "get", "topics"})
 
 #: Exit codes of `jobs migrate` (2 is argparse's: a bad command line).
 MIGRATE_OK = 0
@@ -186,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("id")
 
+    commands.add_parser(
+        "topics",
+        parents=[db_parent, out_parent],
+        help="each topic's counts per status, whether it is paused, and its limit",
+    )
+    pause = commands.add_parser(
+        "pause",
+        parents=[db_parent, out_parent],
+        help="stop every worker claiming a topic's jobs (running ones finish)",
+    )
+    pause.add_argument("topic")
+    resume = commands.add_parser(
+        "resume", parents=[db_parent, out_parent], help="let workers claim a topic again"
+    )
+    resume.add_argument("topic")
+    limit = commands.add_parser(
+        "limit",
+        parents=[db_parent, out_parent],
+        help="at most N of a topic's jobs running at once across every worker (none: no limit)",
+    )
+    limit.add_argument("topic")
+    limit.add_argument("max_running", type=_limit, metavar="N|none")
+
     migrate = commands.add_parser(
         "migrate",
         parents=[db_parent],
@@ -241,9 +274,39 @@ def _positive_int(text: str) -> int:
 # -- admin commands -----------------------------------------------------------------
 
 
+def _limit(text: str) -> int | None:
+    """A `jobs limit` count: a non-negative integer, or `none` (no limit)."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or 'none': {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, or 'none': {text!r}")
+    return value
+
+
+def _print_topics(topics: Sequence[TopicOut], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        _print_json(TopicsOut(items=list(topics)), out)
+        return
+    statuses = [status.value for status in JobStatus]
+    rows = [
+        (
+            topic.topic,
+            "paused" if topic.paused else "",
+            "none" if topic.max_running is None else str(topic.max_running),
+            *(str(topic.counts[status]) for status in statuses),
+        )
+        for topic in topics
+    ]
+    _print_table(("topic", "paused", "limit", *statuses), rows, out, empty="no topics")
+
+
 async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
-    """Run one of enqueue/list/stats/get/requeue/cancel/delete against `jobs`' store and
-    print it."""
+    """Run one of enqueue/list/stats/get/requeue/cancel/delete/topics/pause/resume/limit
+    against `jobs`' store and print it."""
     command: str = args.command
     if command == "enqueue":
         try:
@@ -288,6 +351,19 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
             out.write(json.dumps({"deleted": args.id}) + "\n")
         else:
             out.write(f"deleted {args.id}\n")
+    elif command == "topics":
+        _print_topics([TopicOut.from_info(i) for i in await jobs.list_topics()], args.json, out)
+    elif command in {"pause", "resume", "limit"}:
+        if command == "pause":
+            await jobs.pause(args.topic)
+        elif command == "resume":
+            await jobs.resume(args.topic)
+        else:
+            await jobs.set_limit(args.topic, max_running=args.max_running)
+        infos = await jobs.list_topics()
+        found = [TopicOut.from_info(i) for i in infos if i.topic == args.topic]
+        empty = TopicInfo(topic=args.topic, counts=dict.fromkeys(JobStatus, 0))
+        _print_topics(found or [TopicOut.from_info(empty)], args.json, out)
     else:  # pragma: no cover - argparse only accepts the commands above
         raise ValueError(f"unknown command {command!r}")
 
@@ -434,14 +510,16 @@ def _cell(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+def _print_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO, empty: str = "no jobs"
+) -> None:
     widths = [max([len(header[i]), *(len(row[i]) for row in rows)]) for i in range(len(header))]
     line = "  ".join(name.upper().ljust(widths[i]) for i, name in enumerate(header))
     out.write(line.rstrip() + "\n")
     for row in rows:
         out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
     if not rows:
-        out.write("(no jobs)\n")
+        out.write(f"({empty})\n")
 
 
 def _print_json(value: Any, out: TextIO) -> None:

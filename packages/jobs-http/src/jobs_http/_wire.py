@@ -45,6 +45,7 @@ from jobs_core import (
     JobPage,
     JobStats,
     JobStatus,
+    TopicInfo,
     allowed_actions,
 )
 
@@ -343,6 +344,56 @@ class StatsOut:
             total=stats.total,
             success_rate=stats.success_rate,
         )
+
+
+@attrs.frozen(kw_only=True)
+class TopicOut:
+    """One topic: its jobs counted per status, whether it is paused, and its global
+    limit (`max_running`: null is none; 0 holds the topic)."""
+
+    topic: str
+    counts: dict[str, int]
+    running: int
+    paused: bool
+    max_running: int | None
+
+    @classmethod
+    def from_info(cls, info: TopicInfo) -> TopicOut:
+        """The wire view of core `TopicInfo`."""
+        return cls(
+            topic=info.topic,
+            counts={status.value: info.counts.get(status, 0) for status in JobStatus},
+            running=info.running,
+            paused=info.paused,
+            max_running=info.max_running,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class TopicsOut:
+    """Every topic with jobs or a stored policy, by name."""
+
+    items: list[TopicOut]
+
+
+def parse_limit(raw: bytes) -> int | None:
+    """The `{"max_running": N | null}` body of a limit request, or `InvalidBody`."""
+    body = loads_strict(raw)
+    if not isinstance(body, dict):
+        raise InvalidBody(f"body must be a JSON object, got {_json_type(body)}")
+    unknown = sorted(set(body) - {"max_running"})[:_MAX_NAMED]
+    if unknown:
+        raise InvalidBody(
+            f"unknown field(s): {', '.join(name[:64] for name in unknown)}; allowed: max_running",
+            {name[:64]: "unknown field" for name in unknown},
+        )
+    if "max_running" not in body:
+        raise InvalidBody("invalid body: max_running: is required", {"max_running": "is required"})
+    value = body["max_running"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        problem = "must be a non-negative integer or null (no limit)"
+        raise InvalidBody(f"invalid body: max_running: {problem}", {"max_running": problem})
+    return value
 
 
 @attrs.frozen(kw_only=True)

@@ -178,6 +178,23 @@ async def _v6(conn: AsyncConnection, schema: Schema) -> None:
     )
 
 
+async def _v7(conn: AsyncConnection, schema: Schema) -> None:
+    """The table `<table>_topics` of per-topic policies (`paused`, `max_running`): a
+    new, empty table, so no job row is touched and every topic stays unlimited and
+    claimable. The claim locks a limited topic's row to serialise its count."""
+    t = schema.name + "_topics"
+    await _run(
+        conn,
+        [
+            f"CREATE TABLE {schema.sql(t)} ("
+            "topic TEXT NOT NULL PRIMARY KEY,"
+            " paused BOOLEAN NOT NULL DEFAULT false,"
+            f" max_running INTEGER CONSTRAINT {quote(t + '_max_running_check')}"
+            " CHECK (max_running >= 0))"
+        ],
+    )
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
@@ -186,6 +203,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "column snoozes", _v4),
     Migration(5, "columns errors and result", _v5),
     Migration(6, "column priority, claim index by priority", _v6),
+    Migration(7, "topics table (paused, max_running)", _v7),
 )
 
 

@@ -109,6 +109,16 @@ class Schema:
         # list(): newest first, optionally of one topic.
         sa.Index(f"{table}_created_idx", c.created, c.id)
         sa.Index(f"{table}_topic_created_idx", c.topic, c.created, c.id)
+        #: Per-topic policies (`jobs_core.TopicPolicy`): a row only while a topic is
+        #: paused or limited. A limited claim locks its topics' rows (`FOR UPDATE`).
+        self.topics = sa.Table(
+            f"{table}_topics",
+            self.metadata,
+            sa.Column("topic", sa.Text, primary_key=True),
+            sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+            sa.Column("max_running", sa.Integer, nullable=True),
+            sa.CheckConstraint("max_running >= 0", name=f"{table}_topics_max_running_check"),
+        )
         #: One row per applied migration step (the same shape in every store).
         self.versions = sa.Table(
             f"{table}_schema_version",

@@ -38,8 +38,15 @@ class Statements:
     #: Cheaper than `insert` with one-element arrays, and enqueueing one job is the
     #: common case.
     insert_one: str
-    #: $1 now, $2 topics, $3 limit, $4 lease end. Returns the leased rows.
+    #: $1 now, $2 topics, $3 limit, $4 lease end. Returns the leased rows and
+    #: `held_topics` (the topics with a policy row: then nothing was claimed).
     claim: str
+    #: As `claim`, and $5 each topic's allowance. Returns the leased rows.
+    claim_within: str
+    #: $1 topics: their policy rows, locked, in topic order.
+    lock_topics: str
+    #: $1 topics: (topic, n) of their processing rows.
+    running: str
     #: `UPDATE_ARRAYS` as $1 ... $m, $m+1 channel. Returns (ord, topic, status) of
     #: every row whose compare-and-set held.
     update: str
@@ -95,15 +102,53 @@ def statements(schema: Schema) -> Statements:
     # - `id = ANY(ARRAY(...))` keeps the UPDATE on the primary key; a join with
     #   `picked` could plan a hash join over the whole table for larger batches.
     walked = ", ".join(dict.fromkeys(["id", *(name.removeprefix("-") for name in CLAIM_ORDER)]))
+    # - The topics table is read in the same statement: if any claimed topic has a
+    #   policy row (paused or limited), this claims nothing (a one-time filter) and
+    #   returns those topics in `held_topics`, and the store claims again with
+    #   `claim_within` in a transaction that locks those rows. With no policy rows (the
+    #   common case) it is the claim it always was, plus one primary-key probe.
+    # - The answer is at least one row (`held` LEFT JOIN the claimed rows): a row whose
+    #   `id` is NULL claimed nothing.
+    topics = schema.sql(schema.topics.name)
+    set_claimed = (
+        f" UPDATE {table} AS t SET status = '{LEASED}', locked_until = $4,"  # noqa: S608
+        " lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1"
+        f" WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {returned}"
+    )
     claim = (
-        "WITH picked AS (SELECT c.id FROM unnest($2::text[]) AS w(topic)"  # noqa: S608
+        f"WITH held AS (SELECT array_agg(topic) AS held_topics FROM {topics}"  # noqa: S608
+        " WHERE topic = ANY($2::text[])),"
+        " picked AS (SELECT c.id FROM unnest($2::text[]) AS w(topic)"
         f" CROSS JOIN LATERAL (SELECT {walked} FROM {table}"
         f" WHERE status = '{PENDING}' AND topic = w.topic AND run_at <= $1"
         f" ORDER BY {claim_order()} LIMIT (SELECT $3::bigint) FOR UPDATE SKIP LOCKED) AS c"
+        " WHERE (SELECT held_topics FROM held) IS NULL"
+        f" ORDER BY {claim_order('c.')} LIMIT $3),"
+        f" claimed AS ({set_claimed.strip()})"
+        " SELECT claimed.*, held.held_topics FROM held LEFT JOIN claimed ON true"
+    )
+    # The claim within per-topic allowances ($5, one per topic of $2), run by the store
+    # after locking the limited topics' policy rows and counting their running jobs in
+    # the same transaction: each topic's walk stops at its allowance.
+    claim_within = (
+        "WITH picked AS (SELECT c.id FROM unnest($2::text[], $5::bigint[]) AS w(topic, n)"  # noqa: S608
+        f" CROSS JOIN LATERAL (SELECT {walked} FROM {table}"
+        f" WHERE status = '{PENDING}' AND topic = w.topic AND run_at <= $1"
+        f" ORDER BY {claim_order()} LIMIT w.n FOR UPDATE SKIP LOCKED) AS c"
         f" ORDER BY {claim_order('c.')} LIMIT $3)"
-        f" UPDATE {table} AS t SET status = '{LEASED}', locked_until = $4,"
-        " lock_token = replace(gen_random_uuid()::text, '-', ''), updated = $1"
-        f" WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {returned}"
+        f"{set_claimed}"
+    )
+    # Inside the limited claim's transaction, before `claim_within`: lock the claimed
+    # topics' policy rows (in topic order: two claims never deadlock), then count the
+    # limited ones' `processing` rows (a fresh snapshot: after the lock, so every claim
+    # that held it before has committed and is counted).
+    lock_topics = (
+        f"SELECT topic, paused, max_running FROM {topics}"  # noqa: S608
+        " WHERE topic = ANY($1::text[]) ORDER BY topic FOR UPDATE"
+    )
+    running = (
+        f"SELECT topic, count(*) AS n FROM {table} WHERE status = '{LEASED}'"  # noqa: S608
+        " AND topic = ANY($1::text[]) GROUP BY topic"
     )
     sent |= {name: types[name] for name in UPDATE_ARRAYS if name not in sent}
     arrays = ", ".join(f"${i}::{sent[name]}[]" for i, name in enumerate(UPDATE_ARRAYS, start=1))
@@ -148,7 +193,16 @@ def statements(schema: Schema) -> Statements:
         " AND t.lock_token IN (v.expected_token, v.lock_token)"
         f" RETURNING v.ord, {returned}"
     )
-    return Statements(insert=insert, insert_one=insert_one, claim=claim, update=update, renew=renew)
+    return Statements(
+        insert=insert,
+        insert_one=insert_one,
+        claim=claim,
+        claim_within=claim_within,
+        lock_topics=lock_topics,
+        running=running,
+        update=update,
+        renew=renew,
+    )
 
 
 def delete_finished(schema: Schema, statuses: tuple[JobStatus, ...]) -> str:

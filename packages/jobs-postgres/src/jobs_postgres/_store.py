@@ -34,8 +34,12 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    TopicInfo,
+    TopicPolicy,
     UnreadableJob,
     check_delete_finished,
+    check_max_running,
+    claim_allowances,
     claim_order_key,
     rows_within_budget,
 )
@@ -370,19 +374,64 @@ class PostgresStore:
         )
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
-        """Lease up to `limit` due jobs in one statement; others' locked rows are skipped."""
+        """Lease up to `limit` due jobs; others' locked rows are skipped.
+
+        Without policy rows for the topics and without `caps`, one statement (which also
+        reads the topics table). Otherwise one transaction: lock the topics' policy rows
+        `FOR UPDATE` in topic order (claims of a limited topic queue here, in every
+        process), count the limited topics' `processing` rows in a fresh snapshot, and
+        claim within each topic's allowance (`claim_allowances`).
+        """
         wanted = sorted(set(topics))
         if not wanted or limit <= 0:
             return []
         pool = await self._hot_pool()
+        sql = self._sql
+
+        async def within(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            async with conn.transaction():
+                held = await conn.fetch(sql.lock_topics, wanted)
+                rules = {
+                    r["topic"]: TopicPolicy(
+                        topic=r["topic"], paused=r["paused"], max_running=r["max_running"]
+                    )
+                    for r in held
+                }
+                limited = [
+                    t for t, p in rules.items() if p.max_running is not None and not p.paused
+                ]
+                running = (
+                    {r["topic"]: int(r["n"]) for r in await conn.fetch(sql.running, limited)}
+                    if limited
+                    else {}
+                )
+                allowed = claim_allowances(
+                    wanted, limit=limit, policies=rules, running=running, caps=caps
+                )
+                if not allowed:
+                    return []
+                leased: list[asyncpg.Record] = await conn.fetch(
+                    sql.claim_within, now, list(allowed), limit, now + lease, list(allowed.values())
+                )
+                return leased
 
         async def claim(conn: asyncpg.Connection, repeat: bool) -> list[asyncpg.Record]:
+            if caps:
+                return await within(conn)
             leased: list[asyncpg.Record] = await conn.fetch(
-                self._sql.claim, now, wanted, limit, now + lease
+                sql.claim, now, wanted, limit, now + lease
             )
-            return leased
+            if leased and leased[0]["held_topics"] is not None:
+                return await within(conn)
+            return [row for row in leased if row["id"] is not None]
 
         with translated("claiming jobs"):
             rows = await pool.run(claim, RETRY_POLICY["claim"])
@@ -391,6 +440,65 @@ class PostgresStore:
             await self._quarantine(bad, now)
         jobs.sort(key=claim_order_key)
         return jobs
+
+    async def set_paused(self, topic: str, paused: bool) -> None:
+        """Pause or resume `topic` for every process on the table (one upsert)."""
+        await self._set_policy(topic, "paused", bool(paused))
+
+    async def set_max_running(self, topic: str, max_running: int | None) -> None:
+        """Set or lift `topic`'s global limit (one upsert)."""
+        await self._set_policy(topic, "max_running", check_max_running(max_running))
+
+    async def _set_policy(self, topic: str, column: str, value: object) -> None:
+        """Upsert one setting, then drop the row if it is back at the defaults; one
+        transaction. A resumed or raised topic wakes listeners."""
+        engine = await self._ensure_ready()
+        topics = self._schema.topics
+        upsert = pg.insert(topics).values({"topic": topic, column: value})
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[topics.c.topic], set_={column: upsert.excluded[column]}
+        )
+        drop = sa.delete(topics).where(
+            topics.c.topic == topic, topics.c.paused.is_(False), topics.c.max_running.is_(None)
+        )
+        with translated("setting a topic's policy"):
+            async with engine.begin() as conn:
+                await conn.execute(upsert)
+                await conn.execute(drop)
+                await self._notify(conn, {topic})
+
+    async def topics(self) -> Sequence[TopicInfo]:
+        """Counts per topic and status, and each topic's policy, from one snapshot."""
+        t, p = self._schema.jobs, self._schema.topics
+
+        async def read(conn: AsyncConnection) -> tuple[Sequence[Any], Sequence[Any]]:
+            async with conn.begin():
+                await conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+                counted = await conn.execute(
+                    sa.select(t.c.topic, t.c.status, sa.func.count()).group_by(
+                        t.c.topic, t.c.status
+                    )
+                )
+                rows = counted.all()
+                held = (await conn.execute(sa.select(p.c.topic, p.c.paused, p.c.max_running))).all()
+            return rows, held
+
+        rows, held = await self._read("listing topics", read)
+        counts: dict[str, dict[JobStatus, int]] = {
+            topic: dict.fromkeys(JobStatus, 0) for topic, _, _ in held
+        }
+        for topic, status, n in rows:
+            counts.setdefault(topic, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = int(n)
+        rules = {topic: (bool(paused), max_running) for topic, paused, max_running in held}
+        return [
+            TopicInfo(
+                topic=topic,
+                counts=counts[topic],
+                paused=rules.get(topic, (False, None))[0],
+                max_running=rules.get(topic, (False, None))[1],
+            )
+            for topic in sorted(counts)
+        ]
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
         """Compare-and-set every update in one transaction; rows locked in id order."""

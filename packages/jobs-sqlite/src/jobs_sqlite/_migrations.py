@@ -154,6 +154,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_claim_idx ON jobs (status, priority DESC, run_at, id)",
         ),
     ),
+    Migration(
+        7,
+        "topics table: jobs_topics (topic, paused, max_running)",
+        # A new table: no job row is touched. A topic without a row is unlimited and
+        # claimable; the store keeps a row only while a setting differs from that.
+        _run_all(
+            "CREATE TABLE jobs_topics ("
+            "topic TEXT NOT NULL PRIMARY KEY,"
+            " paused INTEGER NOT NULL DEFAULT 0"
+            " CONSTRAINT jobs_topics_paused_flag CHECK (paused IN (0, 1)),"
+            " max_running INTEGER"
+            " CONSTRAINT jobs_topics_max_running_range CHECK (max_running >= 0))"
+        ),
+    ),
 )
 
 

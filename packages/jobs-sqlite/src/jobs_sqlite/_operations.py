@@ -23,7 +23,10 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    TopicInfo,
+    TopicPolicy,
     UnreadableJob,
+    claim_allowances,
     claim_order_key,
     rows_within_budget,
 )
@@ -139,25 +142,83 @@ def claim(
     now: datetime,
     lease: timedelta,
     limit: int,
+    caps: Mapping[str, int] | None = None,
 ) -> list[Job]:
-    """Lease up to `limit` due pending jobs in `CLAIM_ORDER`, in one UPDATE.
+    """Lease up to `limit` due pending jobs in `CLAIM_ORDER`, in one UPDATE, each topic
+    within its allowance.
 
-    The UPDATE re-checks `status = 'pending'` on each row it changes (compare-and-set),
-    and `BEGIN IMMEDIATE` makes the pick and the write one step for every process.
+    The same write transaction first reads the claimed topics' policies (none in the
+    common case: then the plain `claim` runs) and, for limited topics, counts their
+    processing rows: `BEGIN IMMEDIATE` serialises every process's claims, so no two
+    claims see the same count. The UPDATE re-checks `status = 'pending'` on each row
+    it changes (compare-and-set).
     """
     wanted = list(dict.fromkeys(topics))
     if not wanted or limit <= 0:
         return []
     stamp = format_time(now)
-    params = [format_time(now + lease), stamp, stamp, *wanted, limit]
+    head = [format_time(now + lease), stamp]
     with session.write():
-        rows = session.fetch(sql.claim(len(wanted)), params)
+        held = session.fetch(sql.policies(len(wanted)), wanted)
+        if not held and not caps:
+            rows = session.fetch(sql.claim(len(wanted)), [*head, stamp, *wanted, limit])
+        else:
+            rules = {
+                topic: TopicPolicy(topic=topic, paused=bool(paused), max_running=max_running)
+                for topic, paused, max_running in held
+            }
+            limited = [t for t, p in rules.items() if p.max_running is not None and not p.paused]
+            running = (
+                {topic: int(n) for topic, n in session.fetch(sql.running(len(limited)), limited)}
+                if limited
+                else {}
+            )
+            allowed = claim_allowances(
+                wanted, limit=limit, policies=rules, running=running, caps=caps
+            )
+            if not allowed:
+                return []
+            branches = [value for topic, n in allowed.items() for value in (stamp, topic, n)]
+            rows = session.fetch(sql.claim_within(len(allowed)), [*head, *branches, limit])
         jobs, bad = decode_each(rows, path, texts)
         for row, error in bad:  # in the claim's own transaction: never left `processing`
             session.change(_QUARANTINE_SQL, quarantine_values(row, error, now))
     log_quarantined(bad)
     jobs.sort(key=claim_order_key)
     return jobs
+
+
+def set_policy(session: Session, topic: str, paused: bool | None, max_running: int | None) -> None:
+    """Store one setting of `topic` (`paused` if not None, else `max_running`); a row
+    back at the defaults is dropped. One write transaction."""
+    with session.write():
+        if paused is not None:
+            session.change(sql.SET_PAUSED, (topic, int(paused)))
+        else:
+            session.change(sql.SET_MAX_RUNNING, (topic, max_running))
+        session.change(sql.DROP_DEFAULT_POLICY, (topic,))
+
+
+def topics(session: Session) -> list[TopicInfo]:
+    """Every topic with jobs or a policy, by name, from one snapshot."""
+    with session.read():
+        counted = session.fetch(sql.TOPIC_COUNTS, ())
+        held = session.fetch(sql.ALL_POLICIES, ())
+    counts: dict[str, dict[JobStatus, int]] = {}
+    for topic, _, _ in held:
+        counts[topic] = dict.fromkeys(JobStatus, 0)
+    for topic, status, n in counted:
+        counts.setdefault(topic, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = int(n)
+    rules = {topic: (bool(paused), max_running) for topic, paused, max_running in held}
+    return [
+        TopicInfo(
+            topic=topic,
+            counts=counts[topic],
+            paused=rules.get(topic, (False, None))[0],
+            max_running=rules.get(topic, (False, None))[1],
+        )
+        for topic in sorted(counts)
+    ]
 
 
 #: Move a leased row that cannot be read to `failed`, guarded by its status and lease

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 
 from jobs_core import CLAIM_ORDER, JOB_SCHEMA, FieldKind, JobStatus
@@ -83,6 +84,18 @@ def _ordered(name: str) -> ColumnElement[object]:
 # in index order, no sort) and the lease sweep (status = 'processing'), and counting by
 # status.
 Index("jobs_claim_idx", jobs_table.c[_STATUS], *(_ordered(name) for name in CLAIM_ORDER))
+
+#: Per-topic policies (`jobs_core.TopicPolicy`): a row only for a topic that is paused
+#: or limited; the claim reads it in its own write transaction.
+topics_table = Table(
+    "jobs_topics",
+    metadata,
+    Column("topic", Text, primary_key=True),
+    Column("paused", Integer, nullable=False, server_default=text("0")),
+    Column("max_running", Integer, nullable=True),
+    CheckConstraint("paused IN (0, 1)", name="jobs_topics_paused_flag"),
+    CheckConstraint("max_running >= 0", name="jobs_topics_max_running_range"),
+)
 
 #: One row per applied migration step (the shape every jobs store uses).
 version_table = Table(

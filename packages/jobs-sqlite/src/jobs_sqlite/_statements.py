@@ -132,6 +132,66 @@ def claim(topic_count: int) -> str:
     )
 
 
+@lru_cache(maxsize=64)
+def policies(topic_count: int) -> str:
+    """`(topic, paused, max_running)` of those of `topic_count` topics with a policy row."""
+    topics = ", ".join(["?"] * topic_count)
+    return f"SELECT topic, paused, max_running FROM jobs_topics WHERE topic IN ({topics})"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def running(topic_count: int) -> str:
+    """`(topic, count)` of processing jobs of `topic_count` topics (expired leases not yet
+    rescued included), for the limited ones."""
+    topics = ", ".join(["?"] * topic_count)
+    return (
+        f"SELECT topic, count(*) FROM jobs WHERE status = '{_LEASED}'"  # noqa: S608
+        f" AND topic IN ({topics}) GROUP BY topic"
+    )
+
+
+_WALKED: Final = ", ".join(dict.fromkeys(["id", *(name.removeprefix("-") for name in CLAIM_ORDER)]))
+
+
+@lru_cache(maxsize=64)
+def claim_within(topic_count: int) -> str:
+    """`claim` for topics each with an allowance: per topic the first of its due
+    pending jobs (at most its allowance, one ordered walk of the claim index each), then
+    the first of those in `CLAIM_ORDER`, at most the claim's limit.
+
+    Parameters: locked_until and now (as `claim`), then per topic now, the topic and
+    its allowance, then the limit.
+    """
+    branch = (
+        f"SELECT * FROM (SELECT {_WALKED} FROM jobs WHERE status = '{_CLAIMABLE}'"  # noqa: S608
+        f" AND run_at <= ? AND topic = ? ORDER BY {_CLAIM_ORDER} LIMIT ?)"
+    )
+    merged = " UNION ALL ".join([branch] * topic_count)
+    return (
+        f"UPDATE jobs SET {_CLAIM_SET}"  # noqa: S608
+        f" WHERE id IN (SELECT id FROM ({merged}) ORDER BY {_CLAIM_ORDER} LIMIT ?)"
+        f" AND status || '' = '{_CLAIMABLE}'"
+        f" RETURNING {_ALL}"
+    )
+
+
+#: Per topic and status, how many jobs; and every policy row.
+TOPIC_COUNTS: Final = "SELECT topic, status, count(*) FROM jobs GROUP BY topic, status"
+ALL_POLICIES: Final = "SELECT topic, paused, max_running FROM jobs_topics"
+#: Upserts of one setting, then the drop of a row back at the defaults.
+SET_PAUSED: Final = (
+    "INSERT INTO jobs_topics (topic, paused) VALUES (?, ?)"
+    " ON CONFLICT (topic) DO UPDATE SET paused = excluded.paused"
+)
+SET_MAX_RUNNING: Final = (
+    "INSERT INTO jobs_topics (topic, max_running) VALUES (?, ?)"
+    " ON CONFLICT (topic) DO UPDATE SET max_running = excluded.max_running"
+)
+DROP_DEFAULT_POLICY: Final = (
+    "DELETE FROM jobs_topics WHERE topic = ? AND paused = 0 AND max_running IS NULL"
+)
+
+
 @lru_cache(maxsize=8)
 def delete_finished(statuses: tuple[JobStatus, ...]) -> str:
     """Delete the oldest (`updated`, `id`) jobs of the final `statuses` updated before a

@@ -46,7 +46,9 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    TopicInfo,
     check_delete_finished,
+    check_max_running,
 )
 from jobs_sqlite import _operations as ops
 from jobs_sqlite._engine import (
@@ -237,9 +239,16 @@ class SQLiteStore:
         return dict(await asyncio.shield(future))
 
     async def claim(
-        self, *, topics: Collection[str], now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        topics: Collection[str],
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        caps: Mapping[str, int] | None = None,
     ) -> Sequence[Job]:
-        """Lease up to `limit` due pending jobs of `topics` in `CLAIM_ORDER`."""
+        """Lease up to `limit` due pending jobs of `topics` in `CLAIM_ORDER`, each topic
+        within its allowance (paused, `max_running`, `caps`)."""
         topics = list(topics)
         if not topics or limit <= 0:
             return []
@@ -247,9 +256,31 @@ class SQLiteStore:
             "claiming jobs",
             limit,
             lambda s: ops.claim(
-                s, self._path, self._texts, topics=topics, now=now, lease=lease, limit=limit
+                s,
+                self._path,
+                self._texts,
+                topics=topics,
+                now=now,
+                lease=lease,
+                limit=limit,
+                caps=caps,
             ),
         )
+
+    async def set_paused(self, topic: str, paused: bool) -> None:
+        """Pause or resume `topic` for every process using the file."""
+        await self._call_hot("pausing a topic", 1, ops.set_policy, topic, bool(paused), None)
+        self._notify()
+
+    async def set_max_running(self, topic: str, max_running: int | None) -> None:
+        """Set or lift `topic`'s global limit for every process using the file."""
+        limit = check_max_running(max_running)
+        await self._call_hot("limiting a topic", 1, ops.set_policy, topic, None, limit)
+        self._notify()
+
+    async def topics(self) -> Sequence[TopicInfo]:
+        """Counts per topic and status, and each topic's policy."""
+        return await self._call_read("listing topics", ops.topics)
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Processing jobs whose lease ran out, oldest lease first."""

@@ -54,6 +54,7 @@ from jobs_core._model import (
     JobUpdate,
     JSONValue,
 )
+from jobs_core._topics import TopicPolicy, claim_allowances, pick_within_allowances
 from jobs_core._transitions import FINAL_STATUSES
 from jobs_core.ports import JobStore
 
@@ -801,6 +802,97 @@ class JobStoreContract:
         assert counts.get(JobStatus.COMPLETED, 0) == 3
         assert counts.get(JobStatus.FAILED, 0) == 0
 
+    # -- topic policies: paused topics, global and per-claim limits ---------------
+
+    async def test_a_paused_topic_is_never_claimed_until_resumed(self, store: JobStore) -> None:
+        """Pausing is stored: claims skip the topic's jobs (others' are claimed), an
+        insert still works, and resuming makes them claimable again, in order."""
+        held = [make_job(topic="t", priority=p) for p in (0, 5)]
+        other = make_job(topic="other")
+        await store.set_paused("t", True)
+        await store.set_paused("t", True)  # idempotent
+        await store.insert([*held, other])
+        claimed = await store.claim(topics=["t", "other"], now=_T0, lease=LEASE, limit=10)
+        assert [j.id for j in claimed] == [other.id]
+        assert await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10) == []
+        (info,) = [i for i in await store.topics() if i.topic == "t"]
+        assert (info.paused, info.max_running, info.counts[JobStatus.PENDING]) == (True, None, 2)
+        await store.set_paused("t", False)
+        again = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10)
+        assert [j.id for j in again] == [held[1].id, held[0].id]
+
+    async def test_a_global_limit_is_never_exceeded_by_claims(self, store: JobStore) -> None:
+        """`max_running` counts the topic's `processing` rows, an expired lease not yet
+        rescued too; a finished, retried or cancelled job frees its slot; other topics
+        are not held back; 0 holds the topic; None lifts the limit."""
+        jobs = [make_job(run_at=_T0 - timedelta(seconds=i)) for i in range(6)]
+        free = make_job(topic="other")
+        await store.insert([*jobs, free])
+        await store.set_max_running("t", 2)
+        first = await store.claim(topics=["t", "other"], now=_T0, lease=LEASE, limit=10)
+        assert sorted(j.id for j in first) == sorted([jobs[5].id, jobs[4].id, free.id])
+        assert await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=10) == []
+        late = _T0 + LEASE + timedelta(seconds=1)  # both leases ran out, nobody rescued them
+        assert await store.claim(topics=["t"], now=late, lease=LEASE, limit=10) == []
+        a, b = (j for j in first if j.topic == "t")
+        retried = transitions.fail(
+            a, token=str(a.lock_token), error="x", now=_T0, backoff=lambda _: timedelta(0)
+        )
+        assert retried.status is JobStatus.PENDING
+        done = transitions.complete(b, token=str(b.lock_token), now=_T0)
+        changes = [transitions.update(a, retried), transitions.update(b, done)]
+        assert list(await store.update(changes)) == [True, True]
+        second = await store.claim(topics=["t"], now=late, lease=LEASE, limit=10)
+        assert len(second) == 2
+        # a cancel request on a running job leaves it running: it still holds its slot
+        cancel = transitions.cancel(second[0], now=late)
+        assert list(await store.update([transitions.update(second[0], cancel)])) == [True]
+        assert await store.claim(topics=["t"], now=late, lease=LEASE, limit=10) == []
+        await store.set_max_running("t", 0)
+        (info,) = [i for i in await store.topics() if i.topic == "t"]
+        assert (info.paused, info.max_running, info.running) == (False, 0, 2)
+        await store.set_max_running("t", None)
+        rest = await store.claim(topics=["t"], now=late, lease=LEASE, limit=10)
+        assert len(rest) == 3  # six, less the completed one and the two running
+        (info,) = [i for i in await store.topics() if i.topic == "t"]
+        assert (info.max_running, info.running) == (None, 2 + len(rest))
+
+    async def test_caps_bound_a_claim_per_topic_in_claim_order(self, store: JobStore) -> None:
+        """A claim takes at most its cap of a capped topic and goes on in `CLAIM_ORDER`
+        with the others; a cap of 0 takes none; a global limit and a cap: the smaller."""
+        capped = [
+            make_job(topic="a", priority=9, run_at=_T0 - timedelta(seconds=i)) for i in range(4)
+        ]
+        plain = [make_job(topic="b", run_at=_T0 - timedelta(seconds=i)) for i in range(3)]
+        await store.insert([*capped, *plain])
+        claimed = await store.claim(topics=["a", "b"], now=_T0, lease=LEASE, limit=4, caps={"a": 2})
+        assert [j.id for j in claimed] == [capped[3].id, capped[2].id, plain[2].id, plain[1].id]
+        assert await store.claim(topics=["a"], now=_T0, lease=LEASE, limit=4, caps={"a": 0}) == []
+        await store.set_max_running("a", 3)
+        (one,) = await store.claim(topics=["a"], now=_T0, lease=LEASE, limit=4, caps={"a": 2})
+        assert one.id == capped[1].id
+
+    async def test_topics_counts_every_topic_by_status_with_its_policy(
+        self, store: JobStore
+    ) -> None:
+        """One entry per topic with jobs or a policy, by name; resetting a policy to the
+        defaults leaves a topic without jobs out."""
+        assert list(await store.topics()) == []
+        await store.insert([make_job(topic="b"), make_job(topic="b"), make_job(topic="a")])
+        await store.claim(topics=["b"], now=_T0, lease=LEASE, limit=1)
+        await store.set_max_running("c", 4)
+        await store.set_paused("c", True)
+        infos = list(await store.topics())
+        assert [i.topic for i in infos] == ["a", "b", "c"]
+        zero = dict.fromkeys(JobStatus, 0)
+        assert dict(infos[0].counts) == zero | {JobStatus.PENDING: 1}
+        assert dict(infos[1].counts) == zero | {JobStatus.PENDING: 1, JobStatus.PROCESSING: 1}
+        assert (dict(infos[2].counts), infos[2].paused, infos[2].max_running) == (zero, True, 4)
+        await store.set_paused("c", False)
+        assert [(i.paused, i.max_running) for i in await store.topics()][2] == (False, 4)
+        await store.set_max_running("c", None)
+        assert [i.topic for i in await store.topics()] == ["a", "b"]
+
 
 def _finished_job(status: JobStatus, updated: datetime) -> Job:
     """A job that ended in `status` at `updated` (built directly, to set the time exactly)."""
@@ -859,6 +951,7 @@ def make_state_machine(
             self.now = _T0
             self.model: dict[str, Job] = {}
             self.old_tokens: list[str] = []
+            self.policies: dict[str, TopicPolicy] = {}
 
         async def _open(self) -> JobStore:
             made = self.open()
@@ -921,19 +1014,44 @@ def make_state_machine(
         @rule(
             topics=st.sets(st.sampled_from(_TOPICS), min_size=1).map(sorted),
             limit=st.integers(1, 5),
+            caps=st.none() | st.dictionaries(st.sampled_from(_TOPICS), st.integers(0, 2)),
         )
-        def claim(self, topics: list[str], limit: int) -> None:
-            claimed = self.run(
-                self.store.claim(topics=topics, now=self.now, lease=LEASE, limit=limit)
+        def claim(self, topics: list[str], limit: int, caps: dict[str, int] | None) -> None:
+            if caps is None:
+                claimed = self.run(
+                    self.store.claim(topics=topics, now=self.now, lease=LEASE, limit=limit)
+                )
+            else:
+                claimed = self.run(
+                    self.store.claim(
+                        topics=topics, now=self.now, lease=LEASE, limit=limit, caps=caps
+                    )
+                )
+            running: dict[str, int] = {}
+            for j in self.model.values():
+                if j.status is JobStatus.PROCESSING:
+                    running[j.topic] = running.get(j.topic, 0) + 1
+            allowances = claim_allowances(
+                topics, limit=limit, policies=self.policies, running=running, caps=caps
             )
-            due = sorted(
-                (
-                    j
-                    for j in self.model.values()
-                    if transitions.claimable(j, self.now) and j.topic in topics
+            due = pick_within_allowances(
+                sorted(
+                    (
+                        j
+                        for j in self.model.values()
+                        if transitions.claimable(j, self.now) and j.topic in allowances
+                    ),
+                    key=transitions.claim_order_key,
                 ),
-                key=transitions.claim_order_key,
-            )[:limit]
+                limit=limit,
+                allowances=allowances,
+            )
+            for topic in {j.topic for j in claimed}:
+                policy = self.policies.get(topic)
+                if policy is not None and policy.max_running is not None:
+                    taken = sum(1 for j in claimed if j.topic == topic)
+                    assert running.get(topic, 0) + taken <= policy.max_running, "limit exceeded"
+                    event("claimed up to a global limit")
             assert [j.id for j in claimed] == [j.id for j in due], "claim picked other jobs"
             for got, before in zip(claimed, due, strict=True):
                 assert got.lock_token and got.lock_token not in self.old_tokens
@@ -1076,6 +1194,24 @@ def make_state_machine(
                 which,
                 lambda j, t: transitions.give_up(j, token=t, error="never", now=self.now),
             )
+
+        @rule(topic=st.sampled_from(_TOPICS), paused=st.booleans())
+        def pause(self, topic: str, paused: bool) -> None:
+            self.run(self.store.set_paused(topic, paused))
+            policy = attrs.evolve(self.policies.get(topic, TopicPolicy(topic=topic)), paused=paused)
+            self._keep_policy(policy)
+
+        @rule(topic=st.sampled_from(_TOPICS), max_running=st.none() | st.integers(0, 3))
+        def set_limit(self, topic: str, max_running: int | None) -> None:
+            self.run(self.store.set_max_running(topic, max_running))
+            policy = self.policies.get(topic, TopicPolicy(topic=topic))
+            self._keep_policy(attrs.evolve(policy, max_running=max_running))
+
+        def _keep_policy(self, policy: TopicPolicy) -> None:
+            if policy.is_default:
+                self.policies.pop(policy.topic, None)
+            else:
+                self.policies[policy.topic] = policy
 
         @rule()
         def expire_locks(self) -> None:
@@ -1249,6 +1385,22 @@ def make_state_machine(
                 assert 0 <= job.retries <= job.max_retries
                 assert len(job.errors) <= MAX_ERRORS
                 assert job.result is None or job.status is JobStatus.COMPLETED
+
+        @invariant()
+        def topics_agree(self) -> None:
+            infos = list(self.run(self.store.topics()))
+            names = sorted({j.topic for j in self.model.values()} | set(self.policies))
+            assert [i.topic for i in infos] == names
+            for info in infos:
+                policy = self.policies.get(info.topic, TopicPolicy(topic=info.topic))
+                assert (info.paused, info.max_running) == (policy.paused, policy.max_running)
+                for status in JobStatus:
+                    expected = sum(
+                        1
+                        for j in self.model.values()
+                        if j.topic == info.topic and j.status is status
+                    )
+                    assert info.counts.get(status, 0) == expected, (info.topic, status)
 
         @invariant()
         def counts_agree(self) -> None:

@@ -24,16 +24,19 @@ function exactIntegers(_key, value, context) {
   return value;
 }
 
-async function call(token, method, path, query) {
+async function call(token, method, path, query, body) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== "" && value !== null && value !== undefined) url.searchParams.set(key, value);
   }
   let response;
   try {
+    const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     response = await fetch(url, {
       method,
-      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "omit",
       cache: "no-store",
     });
@@ -41,20 +44,21 @@ async function call(token, method, path, query) {
     throw new ApiError(0, "The server could not be reached.");
   }
   if (response.status === 204) return null;
-  let body = null;
+  let answer = null;
   try {
-    body = JSON.parse(await response.text(), exactIntegers);
+    answer = JSON.parse(await response.text(), exactIntegers);
   } catch {
-    body = null;
+    answer = null;
   }
   if (!response.ok) {
-    const message = body && typeof body.message === "string" ? body.message : "";
+    const message = answer && typeof answer.message === "string" ? answer.message : "";
     throw new ApiError(response.status, message || `The server answered ${response.status}.`);
   }
-  return body;
+  return answer;
 }
 
 const jobPath = (id) => `/api/jobs/${encodeURIComponent(id)}`;
+const topicPath = (topic) => `/api/topics/${encodeURIComponent(topic)}`;
 
 export function api(token) {
   return {
@@ -65,5 +69,10 @@ export function api(token) {
     requeue: (id) => call(token, "POST", `${jobPath(id)}/requeue`),
     cancel: (id) => call(token, "POST", `${jobPath(id)}/cancel`),
     remove: (id) => call(token, "DELETE", jobPath(id)),
+    topics: () => call(token, "GET", "/api/topics"),
+    pause: (topic) => call(token, "POST", `${topicPath(topic)}/pause`),
+    resume: (topic) => call(token, "POST", `${topicPath(topic)}/resume`),
+    limit: (topic, maxRunning) =>
+      call(token, "PUT", `${topicPath(topic)}/limit`, {}, { max_running: maxRunning }),
   };
 }

@@ -1,5 +1,6 @@
 // The admin page: sign in, counts, the job list with filters and paging, one job's
-// details (its result and attempt history too), requeue, cancel and delete. The URL (?topic=&status=&offset=&job=) is the view's
+// details (its result and attempt history too), requeue, cancel and delete; the topics
+// with their counts, pause/resume and global limit. The URL (?topic=&status=&offset=&job=) is the view's
 // state, so any view can be shared or reloaded.
 
 import { ApiError, api } from "./api.js";
@@ -60,9 +61,13 @@ function render() {
     card.setAttribute("aria-pressed", String(card.dataset.status === view.status));
   }
   show(byId("list-view"), !view.job);
+  show(byId("topics-view"), !view.job);
   show(byId("detail-view"), Boolean(view.job));
   if (view.job) loadDetail(view.job);
-  else loadList();
+  else {
+    loadList();
+    loadTopics();
+  }
 }
 
 // -- signing in and out ---------------------------------------------------------
@@ -172,6 +177,98 @@ function scheduleStats() {
     },
     Math.max(STATS_EVERY_MS, MIN_REFRESH_MS),
   );
+}
+
+// -- topics: counts, pause/resume, the global limit --------------------------------
+
+let topicsRequest = 0;
+
+async function loadTopics() {
+  if (!client) return;
+  const request = ++topicsRequest;
+  const state = byId("topics-state");
+  try {
+    const answer = await client.topics();
+    if (request !== topicsRequest) return;
+    byId("topics-body").replaceChildren(...answer.items.map(topicRow));
+    state.textContent = answer.items.length ? "" : "No topics yet.";
+    state.classList.remove("error-text");
+    show(state, !answer.items.length);
+    for (const topic of answer.items) rememberTopic(topic.topic);
+  } catch (err) {
+    if (request !== topicsRequest || signedOutBy(err)) return;
+    state.textContent = `Could not load topics: ${err.message}`;
+    state.classList.add("error-text");
+    show(state, true);
+  }
+}
+
+function topicRow(topic) {
+  const row = el("tr", { "data-topic": topic.topic });
+  const paused = topic.paused;
+  const held = topic.max_running === 0;
+  row.append(
+    el("td", { class: "mono" }, truncate(topic.topic, 60)),
+    el(
+      "td",
+      {},
+      el("span", { class: `badge ${paused || held ? "status-failed" : "status-completed"}` },
+        paused ? "paused" : held ? "held (limit 0)" : "active"),
+    ),
+    ...STATUSES.map((status) => el("td", { "data-label": capitalize(status) }, String(topic.counts[status]))),
+  );
+  const input = el("input", {
+    type: "number",
+    min: "0",
+    step: "1",
+    class: "limit-input",
+    placeholder: "none",
+    "aria-label": `Limit for ${topic.topic}`,
+  });
+  input.value = topic.max_running === null ? "" : String(topic.max_running);
+  const setLimit = el("button", { type: "button", class: "quiet" }, "Set limit");
+  setLimit.addEventListener("click", () => changeLimit(topic.topic, input.value));
+  row.append(el("td", {}, input, " ", setLimit));
+  const toggle = el("button", { type: "button", class: paused ? "primary" : "" }, paused ? "Resume" : "Pause");
+  toggle.addEventListener("click", () => togglePause(topic.topic, paused));
+  row.append(el("td", {}, toggle));
+  return row;
+}
+
+async function togglePause(topic, paused) {
+  try {
+    if (paused) await client.resume(topic);
+    else await client.pause(topic);
+    notify(`${paused ? "Resumed" : "Paused"} topic ${truncate(topic, 60)}.`);
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not ${paused ? "resume" : "pause"} ${truncate(topic, 60)}: ${err.message}`, true);
+  }
+  loadTopics();
+}
+
+async function changeLimit(topic, text) {
+  const value = text.trim();
+  let maxRunning = null;
+  if (value !== "") {
+    maxRunning = Number(value);
+    if (!Number.isSafeInteger(maxRunning) || maxRunning < 0) {
+      notify("A limit is a whole number, 0 or more (empty: no limit).", true);
+      return;
+    }
+  }
+  try {
+    await client.limit(topic, maxRunning);
+    notify(
+      maxRunning === null
+        ? `Removed the limit of ${truncate(topic, 60)}.`
+        : `At most ${maxRunning} of ${truncate(topic, 60)} run at once.`,
+    );
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not set the limit of ${truncate(topic, 60)}: ${err.message}`, true);
+  }
+  loadTopics();
 }
 
 // -- the list -------------------------------------------------------------------
@@ -557,6 +654,7 @@ function wire() {
   byId("filter-status").addEventListener("change", applyFilters);
   byId("clear-filters").addEventListener("click", () => navigate({ topic: "", status: "", offset: 0 }));
   byId("refresh-list").addEventListener("click", () => {
+    loadTopics();
     loadList();
     refreshStats();
   });
