@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs_core import (
+    COMPLETE_FIELDS,
     LOCK_EXPIRED,
     MUTABLE_FIELDS,
     AttemptError,
@@ -92,6 +93,25 @@ def test_complete_ends_the_job_and_clears_the_lease() -> None:
         lock_token=None,
         updated=T0 + timedelta(seconds=2),
     )
+
+
+@given(
+    result=st.none() | st.integers(),
+    asked=st.booleans(),
+    seconds=st.integers(min_value=0, max_value=299),
+)
+def test_a_completion_changes_only_the_complete_fields(
+    result: int | None, asked: bool, seconds: int
+) -> None:
+    """Stores may write a completion as `COMPLETE_FIELDS` alone: every other field of the
+    completed job is the claimed job's, and the request fields are among them."""
+    job = claimed()
+    if asked:
+        job = attrs.evolve(job, cancel_requested=T0)
+    done = tr.complete(job, token="tok", now=T0 + timedelta(seconds=seconds), result=result)
+    changed = {name for name in attrs.fields_dict(Job) if getattr(done, name) != getattr(job, name)}
+    assert changed <= set(COMPLETE_FIELDS)
+    assert set(tr.REQUEST_FIELDS) <= set(COMPLETE_FIELDS) <= set(MUTABLE_FIELDS)
 
 
 def test_complete_exactly_at_lease_end_is_accepted_one_microsecond_later_is_not() -> None:

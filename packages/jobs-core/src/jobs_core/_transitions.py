@@ -254,6 +254,19 @@ RENEW_FIELDS: Final = tuple(
 )
 
 
+#: The fields a completion writes (`JOB_FIELDS` order): those the `complete` move
+#: changes, `updated`, and the `REQUEST_FIELDS` as the worker saw them (a completion wins
+#: over a request, and ends it, as every store's whole-row write did). The rest of a
+#: completed job is as its claim left it, so a store may write a batch of completions
+#: with these columns alone, in one statement.
+COMPLETE_FIELDS: Final = tuple(
+    name
+    for name in JOB_FIELDS
+    if name in ("status", "updated", *REQUEST_FIELDS)
+    or name in dict(TRANSITIONS[PROCESSING][COMPLETE].effects)
+)
+
+
 def _target(status: JobStatus, event: JobEvent) -> JobStatus:
     target = TRANSITIONS[status][event].target
     assert target is not None, f"{status} -{event}-> deletes the row"

@@ -10,7 +10,7 @@ Writers always begin with `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ from sqlalchemy import Connection, delete, insert
 
 from jobs_core import (
     GIVEN_UP_STATUS,
+    LEASED_STATUSES,
     Job,
     JobPage,
     JobQuery,
@@ -35,6 +36,7 @@ from jobs_sqlite._engine import write_transaction
 from jobs_sqlite._rows import (
     COLUMNS,
     TimeTexts,
+    completion_values,
     decode_each,
     format_time,
     from_row,
@@ -274,25 +276,52 @@ class _NotAllApplied(Exception):
 def apply_updates(session: Session, texts: TimeTexts, updates: Sequence[JobUpdate]) -> list[bool]:
     """Compare-and-set each update in one transaction; a flag per update, in order.
 
-    The common case (every guard holds) is one `executemany`, which reports only the
-    total of rows changed: each statement changes at most its one row, so a total equal
-    to the batch size means every write applied. Otherwise that transaction is rolled
-    back and the batch redone one statement at a time, in order (a job may appear more
-    than once), to learn which writes were refused.
+    The common case (every guard holds) is one statement: a batch of completions is one
+    `complete_all`, anything else one `executemany`; both report only the total of rows
+    changed, and each row of parameters changes at most its one row, so a total equal to
+    the batch size means every write applied. Otherwise that transaction is rolled back
+    and the batch redone one statement at a time, in order (a job may appear more than
+    once), to learn which writes were refused.
     """
     if not updates:
         return []
     text = texts.text
-    rows = [guarded_values(change, text) for change in updates]
     try:
         with session.write():
-            if session.change_many(sql.GUARDED_UPDATE, rows) != len(rows):
+            if len(updates) <= sql.COMPLETE_ALL_MAX and all(map(_is_completion, updates)):
+                rows = [completion_values(change, text) for change in updates]
+                changed = session.change(sql.complete_all(len(rows)), _flat(rows))
+            else:
+                changed = session.change_many(
+                    sql.GUARDED_UPDATE, [guarded_values(change, text) for change in updates]
+                )
+            if changed != len(updates):
                 raise _NotAllApplied
-            return [True] * len(rows)
+            return [True] * len(updates)
     except _NotAllApplied:
         pass
     with session.write():
-        return [session.change(sql.GUARDED_UPDATE, row) == 1 for row in rows]
+        return [session.change(*_one_write(change, text)) == 1 for change in updates]
+
+
+def _is_completion(change: JobUpdate) -> bool:
+    """Whether `change` completes a leased job (`COMPLETE_FIELDS` say all it writes)."""
+    return (
+        change.job.status is JobStatus.COMPLETED
+        and change.expected_status in LEASED_STATUSES
+        and change.expected_lock_token is not None
+    )
+
+
+def _one_write(change: JobUpdate, text: Callable[[datetime], str]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of `change` alone."""
+    if _is_completion(change):
+        return sql.complete_all(1), completion_values(change, text)
+    return sql.GUARDED_UPDATE, guarded_values(change, text)
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(value for row in rows for value in row)
 
 
 def renew(

@@ -23,6 +23,7 @@ from sqlalchemy import Integer, Text
 from sqlalchemy.types import TypeEngine
 
 from jobs_core import (
+    COMPLETE_FIELDS,
     EARLIEST_TIME,
     JOB_FIELDS,
     JOB_SCHEMA,
@@ -300,6 +301,12 @@ SOURCES: Final = {
             "overrides_requests(change)",
         ),
     ),
+    "completion_values": _values_function(
+        "completion_values",
+        "change, text=format_time",
+        COMPLETE_FIELDS,
+        ("job.id", "change.expected_lock_token"),
+    ),
     "renew_values": _values_function(
         "renew_values",
         "change, text=format_time",
@@ -326,6 +333,12 @@ guarded_values: Final[_GuardedValues] = _compile(
     "The new values of `MUTABLE_FIELDS`, in that order, then the guard: id, expected"
     " status, expected lock token, whether it may drop a request"
     " (the parameters of `_statements.GUARDED_UPDATE`).",
+)
+completion_values: Final[_GuardedValues] = _compile(
+    "completion_values",
+    SOURCES["completion_values"],
+    "The new values of `COMPLETE_FIELDS`, in that order, then the job's id and the lock"
+    " token of its lease (one row of `_statements.complete_all`).",
 )
 renew_values: Final[_GuardedValues] = _compile(
     "renew_values",

@@ -3,7 +3,8 @@ once at import.
 
 Plain `?` parameters, so the same text runs on the sqlite3 cursor or through
 SQLAlchemy's `exec_driver_sql` (see `_sessions`). Column order is `_rows.COLUMNS`; the
-column lists come from the job schema (`MUTABLE_FIELDS`, `CLAIM_FIELDS`, `RENEW_FIELDS`),
+column lists come from the job schema (`MUTABLE_FIELDS`, `CLAIM_FIELDS`, `RENEW_FIELDS`,
+`COMPLETE_FIELDS`),
 the claim's order from `CLAIM_ORDER` and the counts from `JobStatus`.
 """
 
@@ -17,6 +18,7 @@ from jobs_core import (
     CLAIM_FIELDS,
     CLAIM_ORDER,
     CLAIMABLE_STATUSES,
+    COMPLETE_FIELDS,
     EXPIRED_ORDER,
     FINAL_STATUSES,
     LEASED_STATUSES,
@@ -46,6 +48,28 @@ GUARDED_UPDATE: Final = (
     # (`jobs_core.REQUEST_FIELDS`); the last parameter is `overrides_requests`.
     f" AND (({' AND '.join(f'{name} IS NULL' for name in REQUEST_FIELDS)}) OR ?)"
 )
+
+#: Most rows one `complete_all` statement writes (its parameters stay far below SQLite's
+#: limit of variables).
+COMPLETE_ALL_MAX: Final = 64
+
+
+@lru_cache(maxsize=COMPLETE_ALL_MAX)
+def complete_all(count: int) -> str:
+    """The completion of `count` leased jobs in one statement; each row of parameters is
+    `_rows.completion_values`. Writes only `COMPLETE_FIELDS`, joining the rows on id and
+    lock token (a completion wins over a cancel request: no guard on it): the
+    number of rows changed is `count` exactly when every lease still held (a job given
+    twice matches once)."""
+    width = len(COMPLETE_FIELDS) + 2
+    row = f"({', '.join(['?'] * width)})"
+    sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(COMPLETE_FIELDS, 1))
+    return (
+        f"UPDATE jobs SET {sets} FROM (VALUES {', '.join([row] * count)}) AS v"  # noqa: S608
+        f" WHERE jobs.id = v.column{width - 1} AND jobs.status = '{_LEASED}'"
+        f" AND jobs.lock_token = v.column{width}"
+    )
+
 
 #: A lease renewal of one job, returning the row as stored after it; parameters are
 #: `_rows.renew_values`. The guard also accepts the renewal's own new token, so a
