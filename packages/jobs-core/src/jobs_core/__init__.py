@@ -68,7 +68,13 @@ from jobs_core._payload import serialize as serialize_payload
 from jobs_core._registry import available_schemes, open_store
 from jobs_core._service import Jobs
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
-from jobs_core._topics import TopicInfo, TopicPolicy, check_max_running, claim_allowances
+from jobs_core._topics import (
+    TopicInfo,
+    TopicPolicy,
+    check_max_running,
+    claim_allowances,
+    topic_infos,
+)
 from jobs_core._transitions import (
     CANCELLABLE_STATUSES,
     CLAIM_ORDER,
@@ -194,6 +200,7 @@ __all__ = [
     "TopicPolicy",
     "check_max_running",
     "claim_allowances",
+    "topic_infos",
     "UnknownStoreScheme",
     "UnreadableJob",
     "available_schemes",

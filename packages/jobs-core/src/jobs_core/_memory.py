@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ from jobs_core._topics import (
     check_max_running,
     claim_allowances,
     pick_within_allowances,
+    topic_infos,
 )
 from jobs_core._validation import check_delete_finished
 
@@ -177,23 +179,11 @@ class MemoryStore:
 
     async def topics(self) -> Sequence[TopicInfo]:
         """Counts per topic and status, with each topic's policy, by topic name."""
-        counts: dict[str, dict[JobStatus, int]] = {
-            topic: dict.fromkeys(JobStatus, 0) for topic in self._policies
-        }
-        for job in self._jobs.values():
-            counts.setdefault(job.topic, dict.fromkeys(JobStatus, 0))[job.status] += 1
-        infos = []
-        for topic in sorted(counts):
-            policy = self._policies.get(topic, TopicPolicy(topic=topic))
-            infos.append(
-                TopicInfo(
-                    topic=topic,
-                    counts=counts[topic],
-                    paused=policy.paused,
-                    max_running=policy.max_running,
-                )
-            )
-        return infos
+        counted = Counter((job.topic, job.status) for job in self._jobs.values())
+        return topic_infos(
+            ((topic, status, n) for (topic, status), n in counted.items()),
+            self._policies.values(),
+        )
 
     async def expired(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Leased jobs whose lease ran out, in `EXPIRED_ORDER` (oldest lease end first)."""

@@ -23,6 +23,7 @@ __all__ = [
     "check_max_running",
     "claim_allowances",
     "pick_within_allowances",
+    "topic_infos",
 ]
 
 
@@ -56,6 +57,30 @@ class TopicInfo:
     def running(self) -> int:
         """Jobs of the topic in `processing` (expired but not yet rescued leases too)."""
         return self.counts.get(JobStatus.PROCESSING, 0)
+
+
+def topic_infos(
+    counted: Iterable[tuple[str, JobStatus | str, int]], policies: Iterable[TopicPolicy]
+) -> list[TopicInfo]:
+    """What `JobStore.topics()` answers, from the jobs counted per (topic, status) and
+    the stored policies: every topic with jobs or a policy, by name, every status
+    counted (zero when none), with its settings."""
+    rules = {policy.topic: policy for policy in policies}
+    counts = {topic: dict.fromkeys(JobStatus, 0) for topic in rules}
+    for topic, status, n in counted:
+        counts.setdefault(topic, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = int(n)
+    infos = []
+    for topic in sorted(counts):
+        policy = rules.get(topic, TopicPolicy(topic=topic))
+        infos.append(
+            TopicInfo(
+                topic=topic,
+                counts=counts[topic],
+                paused=policy.paused,
+                max_running=policy.max_running,
+            )
+        )
+    return infos
 
 
 def check_max_running(value: object) -> int | None:

@@ -42,6 +42,7 @@ from jobs_core import (
     claim_allowances,
     claim_order_key,
     rows_within_budget,
+    topic_infos,
 )
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
@@ -484,21 +485,9 @@ class PostgresStore:
             return rows, held
 
         rows, held = await self._read("listing topics", read)
-        counts: dict[str, dict[JobStatus, int]] = {
-            topic: dict.fromkeys(JobStatus, 0) for topic, _, _ in held
-        }
-        for topic, status, n in rows:
-            counts.setdefault(topic, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = int(n)
-        rules = {topic: (bool(paused), max_running) for topic, paused, max_running in held}
-        return [
-            TopicInfo(
-                topic=topic,
-                counts=counts[topic],
-                paused=rules.get(topic, (False, None))[0],
-                max_running=rules.get(topic, (False, None))[1],
-            )
-            for topic in sorted(counts)
-        ]
+        return topic_infos(
+            rows, (TopicPolicy(topic=t, paused=bool(p), max_running=m) for t, p, m in held)
+        )
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
         """Compare-and-set every update in one transaction; rows locked in id order."""

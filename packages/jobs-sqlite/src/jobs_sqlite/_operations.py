@@ -30,6 +30,7 @@ from jobs_core import (
     claim_allowances,
     claim_order_key,
     rows_within_budget,
+    topic_infos,
 )
 from jobs_sqlite import _statements as sql
 from jobs_sqlite._engine import write_transaction
@@ -206,21 +207,10 @@ def topics(session: Session) -> list[TopicInfo]:
     with session.read():
         counted = session.fetch(sql.TOPIC_COUNTS, ())
         held = session.fetch(sql.ALL_POLICIES, ())
-    counts: dict[str, dict[JobStatus, int]] = {}
-    for topic, _, _ in held:
-        counts[topic] = dict.fromkeys(JobStatus, 0)
-    for topic, status, n in counted:
-        counts.setdefault(topic, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = int(n)
-    rules = {topic: (bool(paused), max_running) for topic, paused, max_running in held}
-    return [
-        TopicInfo(
-            topic=topic,
-            counts=counts[topic],
-            paused=rules.get(topic, (False, None))[0],
-            max_running=rules.get(topic, (False, None))[1],
-        )
-        for topic in sorted(counts)
-    ]
+    return topic_infos(
+        counted,
+        (TopicPolicy(topic=t, paused=bool(p), max_running=m) for t, p, m in held),
+    )
 
 
 #: Move a leased row that cannot be read to `failed`, guarded by its status and lease
