@@ -179,7 +179,7 @@ def test_requeue_resets_the_snooze_count() -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: Snooze(5), "Snooze delay must be a timedelta"),  # type: ignore[arg-type]
+        (lambda: Snooze("soon"), "Snooze delay must be a duration"),
         (lambda: Snooze(timedelta(seconds=-1)), "Snooze delay must be positive"),
         (lambda: Retry(after=timedelta(seconds=-1)), "Retry after must be positive"),
     ],

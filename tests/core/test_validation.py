@@ -227,13 +227,37 @@ def test_bad_configuration_is_refused(kwargs: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("field", ["lock_duration", "poll_interval", "shutdown_grace"])
-@pytest.mark.parametrize(("value", "shown"), [(0.2, "float 0.2"), (5, "int 5"), ("1s", "str '1s'")])
-def test_a_duration_that_is_not_a_timedelta_says_so(field: str, value: object, shown: str) -> None:
-    """A bare number has no unit: the error names the type, not the sign."""
-    message = f"{field} must be a timedelta (e.g. timedelta(seconds=1)), got {shown}"
+@pytest.mark.parametrize(
+    ("value", "shown"), [(True, "bool True"), ("soon", "str 'soon'"), ([1], "list [1]")]
+)
+def test_a_duration_of_another_type_says_so(field: str, value: object, shown: str) -> None:
+    """A duration is a timedelta, seconds or text like '30s': the error names the type
+    and the forms, not the sign."""
+    message = (
+        f"{field} must be a duration: a timedelta, a number of seconds, or text such as"
+        f" '30s', '5m' or '1h30m'; got {shown}"
+    )
     with pytest.raises(InvalidOptions) as caught:
         JobsConfig(**{field: value})  # type: ignore[arg-type]
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.2, timedelta(milliseconds=200)),
+        (5, timedelta(seconds=5)),
+        ("1s", timedelta(seconds=1)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("1h30m", timedelta(minutes=90)),
+        (" 2D ", timedelta(days=2)),
+        ("1.5", timedelta(seconds=1.5)),
+    ],
+)
+def test_a_duration_in_seconds_or_text_is_stored_as_a_timedelta(
+    value: object, expected: timedelta
+) -> None:
+    assert JobsConfig(poll_interval=value).poll_interval == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("field", ["max_payload_size", "worker_pool_size", "batch_size"])
@@ -250,9 +274,9 @@ def test_zero_shutdown_grace_is_allowed_and_negative_is_not() -> None:
         JobsConfig(shutdown_grace=timedelta(seconds=-1))
 
 
-@pytest.mark.parametrize("grace", [5, 0.5])
-async def test_stop_grace_must_be_a_timedelta_like_the_config(grace: object) -> None:
-    """`stop(grace=)` takes the same type as `JobsConfig.shutdown_grace`."""
+@pytest.mark.parametrize("grace", ["later", -1])
+async def test_stop_grace_must_be_a_duration_like_the_config(grace: object) -> None:
+    """`stop(grace=)` takes the same forms as `JobsConfig.shutdown_grace`."""
     jobs = Jobs(MemoryStore())
-    with pytest.raises(InvalidOptions, match="grace must be a timedelta"):
+    with pytest.raises(InvalidOptions, match=r"grace must (be a duration|not be negative)"):
         await jobs.stop(grace=grace)  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 Everything public is re-exported here; modules starting with `_` are private.
 """
 
-from jobs_core._config import MAX_RETRIES_LIMIT, JobsConfig, exponential_backoff
+from jobs_core._config import ENV_PREFIX, MAX_RETRIES_LIMIT, JobsConfig, exponential_backoff
+from jobs_core._durations import Duration, parse_duration
 from jobs_core._errors import (
     CannotCancel,
     CannotDelete,
@@ -175,6 +176,9 @@ __all__ = [
     "JobUpdate",
     "Jobs",
     "JobsConfig",
+    "Duration",
+    "ENV_PREFIX",
+    "parse_duration",
     "JobsError",
     "JobsObserver",
     "LeaseRescuer",

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, check_duration, check_grace, check_max_retries
+from jobs_core._durations import Duration
 from jobs_core._errors import (
     InvalidOptions,
     JobBusy,
@@ -108,7 +109,7 @@ class Jobs:
         topic: str,
         handler: Handler,
         *,
-        timeout: timedelta | None = None,
+        timeout: Duration | None = None,
         max_retries: int | None = None,
         concurrency: int | None = None,
     ) -> None:
@@ -128,15 +129,14 @@ class Jobs:
             raise TopicAlreadyRegistered(topic)
         if not callable(handler):
             raise TypeError(f"handler for {topic!r} must be callable, got {handler!r}")
-        if timeout is not None:
-            check_duration(timeout, "timeout")
+        own_timeout = None if timeout is None else check_duration(timeout, "timeout")
         if max_retries is not None:
             check_max_retries(max_retries)
         if concurrency is not None:
             check_concurrency(concurrency)
         self._handlers[topic] = handler
-        if timeout is not None:
-            self._timeouts[topic] = timeout
+        if own_timeout is not None:
+            self._timeouts[topic] = own_timeout
         if max_retries is not None:
             self._max_retries[topic] = max_retries
         if concurrency is not None:
@@ -146,7 +146,7 @@ class Jobs:
         self,
         topic: str,
         *,
-        timeout: timedelta | None = None,
+        timeout: Duration | None = None,
         max_retries: int | None = None,
         concurrency: int | None = None,
     ) -> Callable[[H], H]:
@@ -387,14 +387,14 @@ class Jobs:
             await service.start()
         await self._worker.start()
 
-    async def stop(self, grace: timedelta | None = None) -> None:
+    async def stop(self, grace: Duration | None = None) -> None:
         """Stop the services and claiming; wait up to `grace` (default `shutdown_grace`)
         for running jobs, then cancel the rest and hand their claims back as `pending`."""
-        grace = None if grace is None else check_grace(grace)
+        wait = None if grace is None else check_grace(grace)
         # The worker stops claiming at once; the services end beside its grace period.
         services = asyncio.gather(*(service.stop() for service in self._services))
         try:
-            await self._worker.stop(grace)
+            await self._worker.stop(wait)
         finally:
             await services
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from jobs_core._config import check_duration
+from jobs_core._durations import Duration, parse_duration
 
 
 class HandlerSignal(Exception):
@@ -15,16 +16,16 @@ class Snooze(HandlerSignal):
     """Run the job again after `delay`, the attempt not counted (`pending` at
     `now + delay`). A job snoozed `MAX_SNOOZES` times fails instead."""
 
-    def __init__(self, delay: timedelta) -> None:
+    def __init__(self, delay: Duration) -> None:
         self.delay = _non_negative(delay, "Snooze delay")
-        super().__init__(f"snoozed for {delay.total_seconds():g}s")
+        super().__init__(f"snoozed for {self.delay.total_seconds():g}s")
 
 
 class Retry(HandlerSignal):
     """A failed attempt, retried after `after` instead of the backoff (say, a 429's
     Retry-After) while retries remain; `None` keeps the backoff."""
 
-    def __init__(self, reason: str = "", *, after: timedelta | None = None) -> None:
+    def __init__(self, reason: str = "", *, after: Duration | None = None) -> None:
         self.after = None if after is None else _non_negative(after, "Retry after")
         self.reason = reason or "retry requested"
         super().__init__(self.reason)
@@ -39,6 +40,7 @@ class GiveUp(HandlerSignal):
 
 
 def _non_negative(value: object, name: str) -> timedelta:
-    if isinstance(value, timedelta) and value == timedelta(0):
-        return value
-    return check_duration(value, name)
+    duration = parse_duration(value, name)
+    if duration == timedelta(0):
+        return duration
+    return check_duration(duration, name)
