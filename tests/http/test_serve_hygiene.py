@@ -43,7 +43,8 @@ def test_the_access_log_shows_paths_without_query_strings(tmp_path: Path) -> Non
 
 def _jobs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("JOBS_DB_URL", None)
+    for name in ("JOBS_DB", "JOBS_DB_URL"):
+        env.pop(name, None)
     return subprocess.run(
         [*UMASK_022, sys.executable, "-m", "jobs_http", *args],
         cwd=cwd,

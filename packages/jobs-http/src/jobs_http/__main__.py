@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs_core import Jobs, JobsError, SchemaTooNew, open_store
+from jobs_core import Jobs, JobsConfig, JobsError, SchemaTooNew, open_store
 from jobs_http._cli import (
     DATA_DIR,
     MIGRATE_FAILED,
@@ -31,8 +32,10 @@ from jobs_http._cli import (
     run_admin,
     run_migrate,
 )
+from jobs_http._environment import resolve_environment
 from jobs_http._limits import ConnectionLimits
 from jobs_http._serve import serve
+from jobs_http._settings import effective_settings, print_settings
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
 
 
@@ -75,7 +78,8 @@ def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True)
         )
     if create_schema:
         prepare_sqlite_file(db_url)  # ./jobs_data (0700) and jobs.db (0600) by default
-    jobs = Jobs(open_store(db_url, create_schema=create_schema))
+    # JOBS_* variables set the worker's settings (`JobsConfig.from_env`).
+    jobs = Jobs(open_store(db_url, create_schema=create_schema), config=JobsConfig.from_env())
     if target is not None:
         target(jobs)
     return jobs
@@ -83,7 +87,8 @@ def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobs` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = resolve_environment(parser.parse_args(argv), parser)
     logging.basicConfig(
         level=logging.INFO if args.command == "serve" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -93,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "migrate":
             return _migrate(args)
+        if args.command == "config":
+            print_settings(effective_settings(parser, os.environ), sys.stdout, as_json=args.json)
+            return 0
         return _admin(args)
     except (AppLoadError, TokenError, OSError) as exc:
         return fail(str(exc))

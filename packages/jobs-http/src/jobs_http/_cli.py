@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -32,6 +32,7 @@ from jobs_core import (
     SchemaTooNew,
     TopicInfo,
 )
+from jobs_http._environment import defaults_from_environment
 from jobs_http._wire import (
     InvalidBody,
     JobOut,
@@ -44,7 +45,6 @@ from jobs_http._wire import (
 )
 
 DATA_DIR = Path("jobs_data")
-DB_ENV_VAR = "JOBS_DB_URL"
 DEFAULT_DB = "sqlite:///jobs_data/jobs.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -77,8 +77,9 @@ exit codes:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of `jobs` and its sub-commands."""
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """Arguments of `jobs` and its sub-commands; each option's default may come from its
+    `JOBS_*` variable in `environ` (default `os.environ`, see `_environment`)."""
     parser = argparse.ArgumentParser(
         prog="jobs",
         description="Jobs: a persistent background job queue (service and admin commands).",
@@ -89,10 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_parent = argparse.ArgumentParser(add_help=False)
     db_parent.add_argument(
         "--db",
-        default=os.environ.get(DB_ENV_VAR, DEFAULT_DB),
+        default=DEFAULT_DB,
         metavar="URL",
-        help=f"store URL (default: ${DB_ENV_VAR} or {DEFAULT_DB}); e.g."
-        " postgresql://user@host/db, memory://",
+        help=f"store URL (default {DEFAULT_DB}); e.g. postgresql://user@host/db, memory://",
     )
     out_parent = argparse.ArgumentParser(add_help=False)
     out_parent.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -219,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("topic")
     limit.add_argument("max_running", type=_limit, metavar="N|none")
 
+    commands.add_parser(
+        "config",
+        parents=[out_parent],
+        help="the settings commands run with here (defaults and JOBS_* variables), no secrets",
+    )
+
     migrate = commands.add_parser(
         "migrate",
         parents=[db_parent],
@@ -232,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"change nothing; exit {MIGRATE_BEHIND} if the schema is behind this release",
     )
+    defaults_from_environment(parser, environ)
     return parser
 
 
