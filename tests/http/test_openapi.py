@@ -31,6 +31,9 @@ OPERATIONS = {
     ("/api/topics/{topic}/pause", "post"): {"200", "400", "401", "500", "503"},
     ("/api/topics/{topic}/resume", "post"): {"200", "400", "401", "500", "503"},
     ("/api/topics/{topic}/limit", "put"): {"200", "400", "401", "415", "500", "503"},
+    ("/api/jobs/bulk/requeue", "post"): {"200", "400", "401", "415", "500", "503"},
+    ("/api/jobs/bulk/delete", "post"): {"200", "400", "401", "415", "500", "503"},
+    ("/api/jobs/bulk/cancel", "post"): {"200", "400", "401", "415", "500", "503"},
 }
 
 

@@ -3,6 +3,7 @@
 Everything public is re-exported here; modules starting with `_` are private.
 """
 
+from jobs_core._bulk import BULK_MAX, BULK_MAX_LIMIT, BulkResult, BulkSelection
 from jobs_core._config import ENV_PREFIX, MAX_RETRIES_LIMIT, JobsConfig, exponential_backoff
 from jobs_core._durations import Duration, parse_duration
 from jobs_core._errors import (
@@ -176,6 +177,10 @@ __all__ = [
     "JobUpdate",
     "Jobs",
     "JobsConfig",
+    "BULK_MAX",
+    "BULK_MAX_LIMIT",
+    "BulkResult",
+    "BulkSelection",
     "Duration",
     "ENV_PREFIX",
     "parse_duration",

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from jobs_core import _transitions as transitions
+from jobs_core._bulk import BULK_MAX, BulkResult, BulkSelection, run_bulk
 from jobs_core._config import JobsConfig, check_duration, check_grace, check_max_retries
 from jobs_core._durations import Duration
 from jobs_core._errors import (
@@ -363,6 +364,57 @@ class Jobs:
                 return
         transitions.check_delete(await self.get(job_id))
         raise JobBusy(job_id, "delete", _CAS_ATTEMPTS)
+
+    async def bulk_requeue(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        topic: str | None = None,
+        status: JobStatus | str | None = None,
+        before: datetime | None = None,
+        max_jobs: int = BULK_MAX,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """`requeue` each selected job (`BulkSelection`: the `ids`, or the jobs matching
+        `topic`, `status` and `before`, at most `max_jobs`); a job it is not legal for is
+        skipped. `dry_run` only counts the selection."""
+        selection = BulkSelection.of(
+            ids=ids, topic=topic, status=status, before=before, max_jobs=max_jobs
+        )
+        return await run_bulk(self, self.requeue, selection, dry_run=dry_run)
+
+    async def bulk_delete(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        topic: str | None = None,
+        status: JobStatus | str | None = None,
+        before: datetime | None = None,
+        max_jobs: int = BULK_MAX,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """`delete` each selected job, as `bulk_requeue` selects and skips."""
+        selection = BulkSelection.of(
+            ids=ids, topic=topic, status=status, before=before, max_jobs=max_jobs
+        )
+        return await run_bulk(self, self.delete, selection, dry_run=dry_run)
+
+    async def bulk_cancel(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        topic: str | None = None,
+        status: JobStatus | str | None = None,
+        before: datetime | None = None,
+        max_jobs: int = BULK_MAX,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """`cancel` each selected job, as `bulk_requeue` selects and skips (running jobs
+        get a cancel request, as with `cancel`)."""
+        selection = BulkSelection.of(
+            ids=ids, topic=topic, status=status, before=before, max_jobs=max_jobs
+        )
+        return await run_bulk(self, self.cancel, selection, dry_run=dry_run)
 
     async def _delete_unreadable(self, exc: UnreadableJob) -> None:
         """Delete a row that cannot be read, so an operator can remove it without SQL.

@@ -132,7 +132,7 @@ _ENQUEUE_SCHEMA = Schema(
 )
 
 
-def _check_json(request: Request[Any, Any, Any]) -> None:
+def check_json(request: Request[Any, Any, Any]) -> None:
     media_type, _ = request.content_type
     if media_type.lower() not in _JSON_TYPES:
         raise HTTPException(
@@ -180,7 +180,7 @@ def _check_boolean(request: Request[Any, Any, Any], *names: str) -> None:
 )
 async def enqueue(request: Request[Any, Any, Any], jobs: NamedDependency[Jobs]) -> JobOut:
     """Queue a job: `pending`, due at `run_at` (default now)."""
-    _check_json(request)
+    check_json(request)
     body = parse_enqueue(await request.body())
     job = await jobs.enqueue_with_options(body.topic, body.payload, body.options)
     return JobOut.from_job(job)
@@ -377,7 +377,7 @@ async def limit_topic(
 ) -> TopicOut:
     """Store the topic's `max_running` (enforced by every worker's claim; running jobs
     are never stopped, claims wait until fewer run)."""
-    _check_json(request)
+    check_json(request)
     max_running = parse_limit(await request.body())
     await jobs.set_limit(topic, max_running=max_running)
     return _topic_out(await jobs.list_topics(), topic)

@@ -23,6 +23,7 @@ import attrs
 from litestar.serialization import encode_json
 
 from jobs_core import (
+    BULK_MAX,
     MAX_PRIORITY,
     MIN_PRIORITY,
     EnqueueOptions,
@@ -196,6 +197,19 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     remove.add_argument("id")
 
+    bulk = commands.add_parser(
+        "bulk",
+        parents=[db_parent, out_parent],
+        help="requeue, delete or cancel many jobs: --id ... or a filter (skips illegal ones)",
+    )
+    bulk.add_argument("action", choices=["requeue", "delete", "cancel"])
+    bulk.add_argument("--id", dest="ids", action="append", metavar="ID", help="(repeatable)")
+    bulk.add_argument("--topic")
+    bulk.add_argument("--status", choices=[status.value for status in JobStatus])
+    bulk.add_argument("--before", metavar="TIME", help="last changed before (RFC 3339)")
+    bulk.add_argument("--max", type=int, dest="max_jobs", help=f"(default {BULK_MAX})")
+    bulk.add_argument("--dry-run", action="store_true", help="only count the selection")
+
     commands.add_parser(
         "topics",
         parents=[db_parent, out_parent],
@@ -311,6 +325,28 @@ def _print_topics(topics: Sequence[TopicOut], as_json: bool, out: TextIO) -> Non
     _print_table(("topic", "paused", "limit", *statuses), rows, out, empty="no topics")
 
 
+async def _bulk(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
+    """`jobs bulk ACTION`: the same selection and answer as `POST /api/jobs/bulk/ACTION`."""
+    try:
+        before = parse_rfc3339(args.before) if args.before is not None else None
+    except (TypeError, ValueError) as exc:
+        raise InvalidBody(f"--before: {exc}") from exc
+    act = {"requeue": jobs.bulk_requeue, "delete": jobs.bulk_delete, "cancel": jobs.bulk_cancel}
+    result = await act[args.action](
+        ids=args.ids,
+        topic=args.topic,
+        status=args.status,
+        before=before,
+        max_jobs=BULK_MAX if args.max_jobs is None else args.max_jobs,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        out.write(json.dumps(attrs.asdict(result)) + "\n")
+    else:
+        rows = [(name, str(value)) for name, value in attrs.asdict(result).items()]
+        _print_table(("metric", "value"), rows, out)
+
+
 async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
     """Run one of enqueue/list/stats/get/requeue/cancel/delete/topics/pause/resume/limit
     against `jobs`' store and print it."""
@@ -358,6 +394,8 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
             out.write(json.dumps({"deleted": args.id}) + "\n")
         else:
             out.write(f"deleted {args.id}\n")
+    elif command == "bulk":
+        await _bulk(jobs, args, out)
     elif command == "topics":
         _print_topics([TopicOut.from_info(i) for i in await jobs.list_topics()], args.json, out)
     elif command in {"pause", "resume", "limit"}:

@@ -69,6 +69,8 @@ export function api(token) {
     requeue: (id) => call(token, "POST", `${jobPath(id)}/requeue`),
     cancel: (id) => call(token, "POST", `${jobPath(id)}/cancel`),
     remove: (id) => call(token, "DELETE", jobPath(id)),
+    // `action` is requeue, cancel or delete; `selection` {topic, status, dry_run, ...}.
+    bulk: (action, selection) => call(token, "POST", `/api/jobs/bulk/${action}`, {}, selection),
     topics: () => call(token, "GET", "/api/topics"),
     pause: (topic) => call(token, "POST", `${topicPath(topic)}/pause`),
     resume: (topic) => call(token, "POST", `${topicPath(topic)}/resume`),

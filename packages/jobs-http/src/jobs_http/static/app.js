@@ -314,6 +314,8 @@ function setListState(text, isError = false) {
 function renderList(page) {
   byId("jobs-body").replaceChildren(...page.items.map(rowFor));
   const filtered = Boolean(view.topic || view.status);
+  // The API takes a bulk action only on a filter: never "every job" by accident.
+  show(byId("bulk-bar"), filtered && page.total > 0);
   if (!page.items.length) {
     setListState(
       filtered
@@ -608,6 +610,59 @@ function notify(text, isError = false) {
   noticeTimer = window.setTimeout(() => show(notice, false), 10000);
 }
 
+// -- bulk actions on the filtered list ------------------------------------------
+
+const BULK = {
+  requeue: { verb: "Requeue", done: "Requeued", effect: "will be pending again, due now (jobs that are not failed or cancelled are skipped)" },
+  cancel: { verb: "Cancel", done: "Cancelled", effect: "will be cancelled; running ones are asked to stop (finished jobs are skipped)" },
+  delete: { verb: "Delete", done: "Deleted", effect: "will be deleted for good (completed and running jobs are skipped)" },
+};
+
+function filterWords() {
+  const parts = [];
+  if (view.status) parts.push(view.status);
+  if (view.topic) parts.push(`of topic ${view.topic}`);
+  return parts.join(" ");
+}
+
+async function bulkAction(action) {
+  const { verb, done, effect } = BULK[action];
+  const selection = { topic: view.topic || null, status: view.status || null };
+  let counted;
+  try {
+    counted = await client.bulk(action, { ...selection, dry_run: true });
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not count the jobs: ${err.message}`, true);
+    return;
+  }
+  if (!counted.matched) {
+    notify(`No job ${filterWords()} to ${verb.toLowerCase()}.`);
+    loadList();
+    return;
+  }
+  const jobs = counted.matched === 1 ? "1 job" : `${counted.matched} jobs`;
+  const confirmed = await confirmAction({
+    title: `${verb} ${jobs}?`,
+    text: `Every job ${filterWords()} (${jobs} now) ${effect}.`,
+    action: `${verb} ${jobs}`,
+    dismiss: "Keep them",
+    danger: action !== "requeue",
+  });
+  if (!confirmed || !client) return;
+  try {
+    const result = await client.bulk(action, selection);
+    const skipped = result.skipped ? `; ${result.skipped} skipped` : "";
+    notify(`${done} ${result.changed} of ${result.matched}${skipped}.`);
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not ${verb.toLowerCase()} the jobs: ${err.message}`, true);
+  }
+  loadList();
+  loadTopics();
+  refreshStats({ force: true });
+}
+
 // Our own confirmation (a <dialog>), never the browser's confirm box. Resolves true or false.
 // `dismiss` names the button that changes nothing ("Cancel" would be ambiguous when the
 // action is to cancel a job).
@@ -666,6 +721,9 @@ function wire() {
     event.preventDefault();
     navigate({ job: "" }, { push: true });
   });
+  for (const action of Object.keys(BULK)) {
+    byId(`bulk-${action}`).addEventListener("click", () => client && bulkAction(action));
+  }
   byId("detail-requeue").addEventListener("click", () => currentJob && requeue(currentJob));
   byId("detail-cancel").addEventListener("click", () => currentJob && cancel(currentJob));
   byId("detail-delete").addEventListener("click", () => currentJob && remove(currentJob));
