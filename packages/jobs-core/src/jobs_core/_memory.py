@@ -180,8 +180,13 @@ class MemoryStore:
     async def topics(self) -> Sequence[TopicInfo]:
         """Counts per topic and status, with each topic's policy, by topic name."""
         counted = Counter((job.topic, job.status) for job in self._jobs.values())
+        earliest: dict[tuple[str, JobStatus], datetime] = {}
+        for job in self._jobs.values():
+            key = (job.topic, job.status)
+            if key not in earliest or job.run_at < earliest[key]:
+                earliest[key] = job.run_at
         return topic_infos(
-            ((topic, status, n) for (topic, status), n in counted.items()),
+            ((topic, status, n, earliest[topic, status]) for (topic, status), n in counted.items()),
             self._policies.values(),
         )
 

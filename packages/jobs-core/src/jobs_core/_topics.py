@@ -10,6 +10,7 @@ process obeys them from its next poll: `claim_allowances` is the rule each store
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -52,23 +53,37 @@ class TopicInfo:
     counts: Mapping[JobStatus, int]
     paused: bool = False
     max_running: int | None = None
+    #: The earliest `run_at` among the topic's `pending` jobs (None: none pending).
+    oldest_pending: datetime | None = None
 
     @property
     def running(self) -> int:
         """Jobs of the topic in `processing` (expired but not yet rescued leases too)."""
         return self.counts.get(JobStatus.PROCESSING, 0)
 
+    def due_lag(self, now: datetime) -> timedelta:
+        """How long the topic's oldest due job has been waiting at `now`: zero when no
+        pending job is due (the lag to alert on)."""
+        if self.oldest_pending is None or self.oldest_pending >= now:
+            return timedelta(0)
+        return now - self.oldest_pending
+
 
 def topic_infos(
-    counted: Iterable[tuple[str, JobStatus | str, int]], policies: Iterable[TopicPolicy]
+    counted: Iterable[tuple[str, JobStatus | str, int, datetime | None]],
+    policies: Iterable[TopicPolicy],
 ) -> list[TopicInfo]:
-    """What `JobStore.topics()` answers, from the jobs counted per (topic, status) and
-    the stored policies: every topic with jobs or a policy, by name, every status
-    counted (zero when none), with its settings."""
+    """What `JobStore.topics()` answers, from its jobs grouped by (topic, status) (each
+    group: topic, status, count, earliest `run_at`) and its stored policies: every topic
+    with jobs or a policy, by name, every status counted (zero when none), with its
+    settings and its oldest pending job's `run_at`."""
     rules = {policy.topic: policy for policy in policies}
     counts = {topic: dict.fromkeys(JobStatus, 0) for topic in rules}
-    for topic, status, n in counted:
+    oldest: dict[str, datetime] = {}
+    for topic, status, n, earliest in counted:
         counts.setdefault(topic, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = int(n)
+        if JobStatus(status) is JobStatus.PENDING and earliest is not None:
+            oldest[topic] = earliest
     infos = []
     for topic in sorted(counts):
         policy = rules.get(topic, TopicPolicy(topic=topic))
@@ -78,6 +93,7 @@ def topic_infos(
                 counts=counts[topic],
                 paused=policy.paused,
                 max_running=policy.max_running,
+                oldest_pending=oldest.get(topic),
             )
         )
     return infos

@@ -476,9 +476,9 @@ class PostgresStore:
             async with conn.begin():
                 await conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
                 counted = await conn.execute(
-                    sa.select(t.c.topic, t.c.status, sa.func.count()).group_by(
-                        t.c.topic, t.c.status
-                    )
+                    sa.select(
+                        t.c.topic, t.c.status, sa.func.count(), sa.func.min(t.c.run_at)
+                    ).group_by(t.c.topic, t.c.status)
                 )
                 rows = counted.all()
                 held = (await conn.execute(sa.select(p.c.topic, p.c.paused, p.c.max_running))).all()
@@ -486,7 +486,8 @@ class PostgresStore:
 
         rows, held = await self._read("listing topics", read)
         return topic_infos(
-            rows, (TopicPolicy(topic=t, paused=bool(p), max_running=m) for t, p, m in held)
+            [tuple(row) for row in rows],
+            (TopicPolicy(topic=t, paused=bool(p), max_running=m) for t, p, m in held),
         )
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:

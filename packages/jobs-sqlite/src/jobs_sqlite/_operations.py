@@ -44,6 +44,7 @@ from jobs_sqlite._rows import (
     from_rows,
     guarded_values,
     insert_values,
+    parse_time,
     renew_values,
     to_row,
 )
@@ -208,7 +209,10 @@ def topics(session: Session) -> list[TopicInfo]:
         counted = session.fetch(sql.TOPIC_COUNTS, ())
         held = session.fetch(sql.ALL_POLICIES, ())
     return topic_infos(
-        counted,
+        (
+            (t, status, n, None if run_at is None else parse_time(run_at))
+            for t, status, n, run_at in counted
+        ),
         (TopicPolicy(topic=t, paused=bool(p), max_running=m) for t, p, m in held),
     )
 

@@ -200,7 +200,7 @@ def claim_within(topic_count: int) -> str:
 
 
 #: Per topic and status, how many jobs; and every policy row.
-TOPIC_COUNTS: Final = "SELECT topic, status, count(*) FROM jobs GROUP BY topic, status"
+TOPIC_COUNTS: Final = "SELECT topic, status, count(*), min(run_at) FROM jobs GROUP BY topic, status"
 ALL_POLICIES: Final = "SELECT topic, paused, max_running FROM jobs_topics"
 #: Upserts of one setting, then the drop of a row back at the defaults.
 SET_PAUSED: Final = (

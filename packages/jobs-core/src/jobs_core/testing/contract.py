@@ -893,6 +893,25 @@ class JobStoreContract:
         await store.set_max_running("c", None)
         assert [i.topic for i in await store.topics()] == ["a", "b"]
 
+    async def test_topics_give_each_topic_its_oldest_pending_run_at(self, store: JobStore) -> None:
+        """The lag to alert on: the earliest `run_at` among a topic's pending jobs (not its
+        running or finished ones), and how long it has been due."""
+        early, late = _T0 - timedelta(minutes=3), _T0 + timedelta(hours=1)
+        await store.insert(
+            [
+                make_job(topic="a", run_at=early, now=early),
+                make_job(topic="a", run_at=late, now=early),
+                make_job(topic="b", run_at=late, now=early),
+                make_job(topic="c", run_at=early - timedelta(days=1), now=early),
+            ]
+        )
+        await store.claim(topics=["c"], now=_T0, lease=LEASE, limit=1)
+        infos = {info.topic: info for info in await store.topics()}
+        assert [infos[t].oldest_pending for t in "abc"] == [early, late, None]
+        assert infos["a"].due_lag(_T0) == timedelta(minutes=3)
+        assert infos["b"].due_lag(_T0) == timedelta(0)  # nothing due yet
+        assert infos["c"].due_lag(_T0) == timedelta(0)  # running, not waiting
+
 
 def _finished_job(status: JobStatus, updated: datetime) -> Job:
     """A job that ended in `status` at `updated` (built directly, to set the time exactly)."""
