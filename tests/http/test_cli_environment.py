@@ -111,6 +111,7 @@ def test_jobs_config_shows_each_setting_and_its_source_without_secrets(
     monkeypatch.setenv("JOBS_DB", "postgresql://app:s3cret@db.example/jobs")
     monkeypatch.setenv("JOBS_PORT", "9000")
     monkeypatch.setenv("JOBS_POLL_INTERVAL", "250ms")
+    monkeypatch.setenv("JOBS_METRICS_TOKEN", "scrape-s3cret")
     code, out, err = run(capsys, "config", "--json")
     assert code == 0, err
     shown = json.loads(out)
@@ -118,6 +119,7 @@ def test_jobs_config_shows_each_setting_and_its_source_without_secrets(
     assert shown["port"] == {"value": "9000", "source": "env JOBS_PORT"}
     assert shown["poll_interval"] == {"value": "0.25s", "source": "env JOBS_POLL_INTERVAL"}
     assert shown["max_retries"] == {"value": "3", "source": "default"}
+    assert shown["metrics_token"] == {"value": "(set, hidden)", "source": "env JOBS_METRICS_TOKEN"}
     assert "s3cret" not in out
     code, table, _ = run(capsys, "config")
     assert code == 0

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs_core import Jobs, JobsConfig, JobsError, SchemaTooNew, open_store
+from jobs_core import Jobs, JobsConfig, JobsError, JobsObserver, SchemaTooNew, open_store
 from jobs_http._cli import (
     DATA_DIR,
     MIGRATE_FAILED,
@@ -34,6 +34,7 @@ from jobs_http._cli import (
 )
 from jobs_http._environment import resolve_environment
 from jobs_http._limits import ConnectionLimits
+from jobs_http._metrics import JobsMetrics
 from jobs_http._serve import serve
 from jobs_http._settings import effective_settings, print_settings
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
@@ -63,7 +64,13 @@ def load_app(spec: str) -> object:
     return target
 
 
-def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True) -> Jobs:
+def build_jobs(
+    db_url: str,
+    app_spec: str | None,
+    *,
+    create_schema: bool = True,
+    observers: Sequence[JobsObserver] = (),
+) -> Jobs:
     """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`.
 
     With `create_schema=False` (read-only commands) nothing is created: no folder, no
@@ -79,7 +86,11 @@ def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True)
     if create_schema:
         prepare_sqlite_file(db_url)  # ./jobs_data (0700) and jobs.db (0600) by default
     # JOBS_* variables set the worker's settings (`JobsConfig.from_env`).
-    jobs = Jobs(open_store(db_url, create_schema=create_schema), config=JobsConfig.from_env())
+    jobs = Jobs(
+        open_store(db_url, create_schema=create_schema),
+        config=JobsConfig.from_env(),
+        observers=observers,
+    )
     if target is not None:
         target(jobs)
     return jobs
@@ -113,14 +124,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir if args.data_dir is not None else DATA_DIR
     token = resolve_token(args.token_file or data_dir / TOKEN_FILE_NAME)
-    jobs = build_jobs(args.db, args.app)
+    metrics = JobsMetrics()
+    jobs = build_jobs(args.db, args.app, observers=[metrics])
     limits = ConnectionLimits(
         keep_alive_timeout=args.keep_alive_timeout,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         **({"max_connections": args.max_connections} if args.max_connections else {}),
     )
-    run(serve(jobs, host=args.host, port=args.port, token=token, limits=limits))
+    run(
+        serve(
+            jobs,
+            host=args.host,
+            port=args.port,
+            token=token,
+            limits=limits,
+            metrics=metrics,
+            metrics_token=args.metrics_token,
+        )
+    )
     return 0
 
 

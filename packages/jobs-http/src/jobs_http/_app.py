@@ -17,9 +17,10 @@ from litestar.router import Router
 from jobs_core import Jobs
 from jobs_http._api import PAGE_BYTES, api_router, topics_router
 from jobs_http._asgi import JobsApp
-from jobs_http._auth import Authenticate, token_checker
+from jobs_http._auth import Authenticate, any_of, token_checker
 from jobs_http._bulk import bulk_router
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
+from jobs_http._metrics import JobsMetrics, metrics_router
 from jobs_http._ui import ui_routes
 
 logger = logging.getLogger("jobs_http")
@@ -54,6 +55,8 @@ def create_app(
     ui: bool = True,
     debug: bool = False,
     page_bytes: int = PAGE_BYTES,
+    metrics: JobsMetrics | None = None,
+    metrics_token: str | None = None,
 ) -> Litestar:
     """The Jobs service: the superuser API, the admin UI and (unless `run_worker=False`) the worker.
 
@@ -61,12 +64,17 @@ def create_app(
     check of a presented bearer token, sync or async, returning True to allow). The app's
     lifespan starts `jobs`' worker and stops it gracefully (`JobsConfig.shutdown_grace`);
     closing the store stays with whoever built it. `ui=False` leaves out the admin page;
-    `page_bytes` bounds the payload bytes of one `GET /api/jobs` page.
+    `page_bytes` bounds the payload bytes of one `GET /api/jobs` page. With `metrics`
+    (the `JobsMetrics` observer given to `jobs`), `GET /metrics` serves them to the
+    superuser token or to `metrics_token` (a scraper's own, read-only credential).
     """
     if (token is None) == (authenticate is None):
         raise TypeError("create_app() needs exactly one of token= or authenticate=")
     check = token_checker(token) if token is not None else authenticate
     assert check is not None
+    if metrics_token is not None and metrics is None:
+        raise TypeError("create_app(metrics_token=) needs metrics=")
+    scrape = check if metrics_token is None else any_of(check, token_checker(metrics_token))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -86,6 +94,7 @@ def create_app(
             api_router(jobs, check, page_bytes=page_bytes),
             topics_router(jobs, check),
             bulk_router(jobs, check),
+            *([metrics_router(jobs, metrics, scrape)] if metrics is not None else []),
             _root,
             *(ui_routes() if ui else []),
         ],

@@ -65,3 +65,18 @@ def superuser_guard(authenticate: Authenticate) -> Callable[..., Awaitable[None]
             raise NotAuthorizedException("Invalid superuser token.", headers=_CHALLENGE)
 
     return guard
+
+
+def any_of(*checks: Authenticate) -> Authenticate:
+    """An `Authenticate` accepting a token that any of `checks` accepts (in order)."""
+
+    async def check(presented: str) -> bool:
+        for one in checks:
+            verdict = one(presented)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if verdict is True:
+                return True
+        return False
+
+    return check

@@ -143,6 +143,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="close a connection whose request body takes longer in all (default 60)",
     )
     serve.add_argument(
+        "--metrics-token",
+        metavar="TOKEN",
+        help="a second token that may read /metrics only, for a scraper"
+        " (default: only the superuser token; prefer $JOBS_METRICS_TOKEN to the command line)",
+    )
+    serve.add_argument(
         "--max-connections",
         type=_positive_int,
         metavar="N",

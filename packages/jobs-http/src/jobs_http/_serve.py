@@ -27,6 +27,7 @@ import uvicorn
 from jobs_core import Jobs
 from jobs_http._app import create_app
 from jobs_http._limits import ConnectionLimits, guarded_protocol
+from jobs_http._metrics import JobsMetrics
 from jobs_http._token import SuperuserToken
 
 logger = logging.getLogger("jobs_http")
@@ -116,12 +117,15 @@ async def serve(
     token: SuperuserToken,
     limits: ConnectionLimits | None = None,
     out: TextIO = sys.stdout,
+    metrics: JobsMetrics | None = None,
+    metrics_token: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then stop the worker and close the store."""
+    """Serve until SIGINT/SIGTERM, then stop the worker and close the store. With
+    `metrics` (an observer of `jobs`), `/metrics` serves them (see `create_app`)."""
     limits = limits if limits is not None else ConnectionLimits()
     try:
         listener = bind_listener(host, port)  # before the lifespan starts the worker
-        app = create_app(jobs, token=token.value)
+        app = create_app(jobs, token=token.value, metrics=metrics, metrics_token=metrics_token)
         config = uvicorn.Config(
             app,
             host=host,

@@ -18,6 +18,8 @@ from jobs_http._environment import FromEnvironment, resolve_environment
 
 #: `serve` options that are not settings of a deployment (shown by `jobs serve --help`).
 _NOT_SETTINGS = frozenset({"app"})
+#: Options whose value is a credential: shown only as set or not.
+_SECRETS = frozenset({"metrics_token"})
 
 
 @attrs.frozen
@@ -45,7 +47,10 @@ def effective_settings(
     for name, value in vars(args).items():
         if name == "command" or name in _NOT_SETTINGS:
             continue
-        shown = without_password(value) if name == "db" else _text(value)
+        if name in _SECRETS:
+            shown = "-" if value is None else "(set, hidden)"
+        else:
+            shown = without_password(value) if name == "db" else _text(value)
         settings.append(Setting(name, shown, sources[name]))
     config = JobsConfig.from_env(environ)
     for field in attrs.fields(JobsConfig):
