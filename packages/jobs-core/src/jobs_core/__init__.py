@@ -4,6 +4,7 @@ Everything public is re-exported here; modules starting with `_` are private.
 """
 
 from jobs_core._config import MAX_RETRIES_LIMIT, JobsConfig, exponential_backoff
+from jobs_core._enqueued import Enqueued, EnqueuedJobs
 from jobs_core._errors import (
     CannotCancel,
     CannotDelete,
@@ -25,6 +26,7 @@ from jobs_core._errors import (
     StoreError,
     StoreUnavailable,
     TopicAlreadyRegistered,
+    UniqueKeyTaken,
     UnknownStoreScheme,
     UnreadableJob,
 )
@@ -47,6 +49,7 @@ from jobs_core._model import (
     JOB_SCHEMA,
     LATEST_TIME,
     MAX_PRIORITY,
+    MAX_UNIQUE_KEY_LENGTH,
     MIN_PRIORITY,
     MUTABLE_FIELDS,
     OPTION_FIELDS,
@@ -70,6 +73,7 @@ from jobs_core._service import Jobs
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
 from jobs_core._topics import TopicInfo, TopicPolicy, check_max_running, claim_allowances
 from jobs_core._transitions import (
+    ACTIVE_STATUSES,
     CANCELLABLE_STATUSES,
     CLAIM_ORDER,
     CLAIMABLE_STATUSES,
@@ -98,6 +102,7 @@ from jobs_core.ports import check_steps as check_migration_steps
 
 __all__ = [
     "CANCELLABLE_STATUSES",
+    "ACTIVE_STATUSES",
     "CLAIMABLE_STATUSES",
     "CLAIM_ORDER",
     "CLIENT_EVENTS",
@@ -125,6 +130,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_PRIORITY",
     "MAX_RETRIES_LIMIT",
+    "MAX_UNIQUE_KEY_LENGTH",
     "MIN_PRIORITY",
     "MAX_TOPIC_LENGTH",
     "CLAIM_FIELDS",
@@ -143,6 +149,8 @@ __all__ = [
     "CannotDelete",
     "CannotRequeue",
     "Clock",
+    "Enqueued",
+    "EnqueuedJobs",
     "EnqueueOptions",
     "FieldKind",
     "FieldSpec",
@@ -192,6 +200,7 @@ __all__ = [
     "TopicPolicy",
     "check_max_running",
     "claim_allowances",
+    "UniqueKeyTaken",
     "UnknownStoreScheme",
     "UnreadableJob",
     "available_schemes",
