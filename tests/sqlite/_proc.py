@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -68,10 +69,8 @@ async def unique(db: str, count: int, key: str) -> None:
         answer = await jobs.submit("unique", {"n": n, "pid": os.getpid()}, options)
         new += answer.new
         if n % 100 == 50:  # free the key now and then, so both processes take it
-            try:
+            with contextlib.suppress(CannotCancel):  # the other process may have
                 await jobs.cancel(answer.job.id)
-            except CannotCancel:
-                pass  # the other process cancelled it first
     await jobs.aclose()
     print(new, flush=True)
 
