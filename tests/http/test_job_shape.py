@@ -52,6 +52,7 @@ def _job(
     errors: tuple[AttemptError, ...] = (),
     result: Any = None,
     priority: int = 0,
+    *,
     unique_key: str | None = None,
 ) -> Job:
     processing = status is JobStatus.PROCESSING
