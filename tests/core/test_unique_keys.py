@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobs_core import (
@@ -101,3 +103,10 @@ async def test_a_bad_unique_key_is_refused(jobs: Jobs, key: object, problem: str
 async def test_a_key_of_the_longest_length_is_kept(jobs: Jobs) -> None:
     key = "é" * MAX_UNIQUE_KEY_LENGTH
     assert (await jobs.enqueue_with_options("t", 1, _key(key))).unique_key == key
+
+
+def test_the_readme_unique_jobs_snippet_runs_as_written() -> None:
+    readme = Path(__file__).resolve().parents[2] / "packages" / "jobs-core" / "README.md"
+    section = readme.read_text().split("## Unique jobs", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
