@@ -1,5 +1,5 @@
 """A job's unique key on the admin page, in headless Chromium against a real `jobs
-serve`: a note under the topic in the list and a fact in the job's details ("–" for a
+serve`: a note under the topic in the list and a fact in the job's details (a dash for a
 job without one); a duplicate enqueue adds no row."""
 
 from __future__ import annotations
@@ -43,4 +43,4 @@ def test_the_list_and_the_details_show_the_unique_key(page: Page, server: Server
 
     page.goto(f"{server.url}/_/?job={plain['id']}")  # still signed in: this tab's token
     expect(page.locator("#detail-body")).to_be_visible()
-    expect(page.locator("#detail-unique_key")).to_have_text("–")
+    expect(page.locator("#detail-unique_key")).to_have_text("\N{EN DASH}")
