@@ -86,6 +86,11 @@ class MemoryStore:
         duplicate = [job.id for job in jobs if job.id in self._jobs]
         if duplicate:
             raise ValueError(f"job ids already stored: {duplicate}")
+        if all(job.unique_key is None for job in jobs):
+            self._jobs.update((job.id, job) for job in jobs)
+            if jobs:
+                self._notify()
+            return jobs
         answer: list[Job] = []
         for job in jobs:
             holder = None if job.unique_key is None else self._holder(job.topic, job.unique_key)

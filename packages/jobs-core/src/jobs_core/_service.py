@@ -222,7 +222,12 @@ class Jobs:
     ) -> Job:
         """Queue a job with its own `run_at`, `max_retries`, `priority` and/or
         `unique_key` (a duplicate stores nothing and returns the job holding the key)."""
-        return (await self.submit(topic, payload, options)).job
+        job = self.prepare(topic, payload, options)
+        if job.unique_key is None:  # the plain path, as cheap as before unique keys
+            await self.store.insert([job])
+            self._wake_if_due([job])
+            return job
+        return (await self._insert_keyed(job)).job
 
     async def submit(
         self, topic: str, payload: object, options: EnqueueOptions | None = None
@@ -238,9 +243,13 @@ class Jobs:
             await self.store.insert([job])
             self._wake_if_due([job])
             return Enqueued(job, True)
+        return await self._insert_keyed(job)
+
+    async def _insert_keyed(self, job: Job) -> Enqueued:
+        """Insert a job with a unique key: the store answers it, or the holder."""
         (stored,) = await self.store.insert([job])
         new = stored.id == job.id
-        if new:
+        if new:  # a duplicate changed nothing: no worker to wake
             self._wake_if_due([stored])
         return Enqueued(stored, new)
 
