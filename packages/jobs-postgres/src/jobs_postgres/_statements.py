@@ -97,12 +97,13 @@ def statements(schema: Schema) -> Statements:
         f"WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING 1)"  # noqa: S608
         f" SELECT pg_notify(${n + 1}, ${n + 2})"
     )
-    # `WITH ORDINALITY` and `ORDER BY`: rows are inserted in batch order, so of two jobs
-    # of one key in a batch the first is stored and the second conflicts with it.
+    # Rows go in by (topic, key), then batch order (`WITH ORDINALITY`): of two jobs of one
+    # key in a batch the first is stored and the second conflicts with it, and two
+    # batches taking the same keys wait on them in one order, so they cannot deadlock.
     insert_unique = (
         f"INSERT INTO {table} ({columns})"  # noqa: S608
         f" SELECT {selected} FROM unnest({insert_arrays}) WITH ORDINALITY"
-        f" AS v({columns}, ord) ORDER BY v.ord"
+        f" AS v({columns}, ord) ORDER BY v.topic, v.unique_key, v.ord"
         f" ON CONFLICT (topic, unique_key) WHERE {HELD_KEY} DO NOTHING RETURNING id::text"
     )
     holders = (
