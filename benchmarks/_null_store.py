@@ -21,8 +21,9 @@ class NullStore:
         self._pending: deque[Job] = deque()
         self.completed = 0
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        self._pending.extend(jobs)
+    async def insert(self, jobs: Sequence[Job]) -> Sequence[Job]:
+        self._pending.extend(jobs)  # unique keys are not honoured: benchmarks use none
+        return jobs
 
     async def get(self, job_id: str) -> Job:
         raise NotImplementedError

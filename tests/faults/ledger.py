@@ -277,8 +277,8 @@ class LedgerStore:
         self.inner = inner
         self.ledger = ledger
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        await self.inner.insert(jobs)
+    async def insert(self, jobs: Sequence[Job]) -> Sequence[Job]:
+        return await self.inner.insert(jobs)
 
     async def get(self, job_id: str) -> Job:
         return await self.inner.get(job_id)

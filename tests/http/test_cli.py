@@ -43,6 +43,7 @@ def test_enqueue_list_get_stats_delete(db: str, capsys: pytest.CaptureFixture[st
         "TOPIC",
         "STATUS",
         "PRIORITY",
+        "UNIQUE_KEY",
         "RETRIES",
         "RUN_AT",
         "UPDATED",
@@ -192,7 +193,7 @@ def test_get_shows_the_result_and_each_failed_attempt(
     code, out, _ = run(capsys, "get", job_id, "--db", db)
     assert code == 0
     lines = out.splitlines()
-    assert lines[1].split()[7] == "2"  # ERRORS
+    assert lines[1].split()[8] == "2"  # ERRORS
     assert 'result: {"sent": ["a", "b"]}' in lines
     at = [entry["at"] for entry in job["errors"]]
     history = lines.index("failed attempts (2, newest last):")
@@ -230,8 +231,8 @@ def test_list_counts_failed_attempts_without_their_tracebacks(
     code, out, _ = run(capsys, "list", "--db", db)
     assert code == 0
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
-    assert rows[job_id][7] == "2"
-    assert [row[7] for key, row in rows.items() if key != job_id] == ["0"]
+    assert rows[job_id][8] == "2"
+    assert [row[8] for key, row in rows.items() if key != job_id] == ["0"]
     assert "Traceback" not in out
     assert "result" not in out
     code, out, _ = run(capsys, "list", "--db", db, "--json")
@@ -291,6 +292,35 @@ def test_enqueue_with_a_priority_and_list_shows_it(
     assert (rows[high][3], rows[low["id"]][3]) == ("42", "-100")
     code, out, _ = run(capsys, "get", high, "--db", db)
     assert out.splitlines()[1].split()[3] == "42"
+
+
+def test_enqueue_with_a_unique_key_shows_the_holder_of_a_duplicate(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--unique-key KEY`: the second enqueue stores nothing and shows the first job,
+    saying so; `jobs list` and `jobs get` show the key in its UNIQUE_KEY column."""
+    code, out, _ = run(capsys, "enqueue", "report", "--unique-key", "day:1", "--db", db, "--json")
+    assert code == 0
+    first = json.loads(out)
+    assert first["unique_key"] == "day:1"
+    code, out, _ = run(capsys, "enqueue", "report", '{"n": 2}', "--unique-key", "day:1", "--db", db)
+    assert code == 0
+    header, row, note = out.splitlines()[:2] + out.splitlines()[-1:]
+    assert header.split()[4] == "UNIQUE_KEY"
+    assert row.split()[:5] == [first["id"], "report", "pending", "0", "day:1"]
+    assert note == "duplicate: nothing stored; this job holds the unique key"
+    code, out, _ = run(capsys, "enqueue", "report", "--unique-key", "day:1", "--db", db, "--json")
+    assert json.loads(out) == first
+    code, out, _ = run(capsys, "enqueue", "report", "--db", db)
+    assert out.splitlines()[1].split()[4] == "-"
+    assert "duplicate" not in out
+    code, out, _ = run(capsys, "list", "--db", db)
+    assert "1-2 of 2" in out
+    code, out, _ = run(capsys, "get", first["id"], "--db", db)
+    assert out.splitlines()[1].split()[4] == "day:1"
+    code, _, err = run(capsys, "enqueue", "report", "--unique-key", "", "--db", db)
+    assert code != 0
+    assert "unique_key must not be empty" in err
 
 
 @pytest.mark.parametrize(

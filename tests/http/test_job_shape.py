@@ -52,6 +52,8 @@ def _job(
     errors: tuple[AttemptError, ...] = (),
     result: Any = None,
     priority: int = 0,
+    *,
+    unique_key: str | None = None,
 ) -> Job:
     processing = status is JobStatus.PROCESSING
     return Job(
@@ -65,6 +67,7 @@ def _job(
         retries=1,
         max_retries=3,
         priority=priority,
+        unique_key=unique_key,
         last_error="boom" if status is JobStatus.FAILED else None,
         cancel_requested=cancel_requested,
         errors=errors,
@@ -82,14 +85,17 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
     And for snoozes: `snoozes` (how often the handler snoozed the job) joined it. And
     for the attempt history and results: `errors` (`[]` until an attempt fails) and
     `result` (null until the job completes) joined it. And for priorities: `priority`
-    (-100..100, 0 unless enqueued with one) joined it.
+    (-100..100, 0 unless enqueued with one) joined it. And for unique jobs: `unique_key`
+    (null unless enqueued with one) joined it.
     """
-    assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING, priority=-7))) == (
+    job = _job(JobStatus.PROCESSING, priority=-7, unique_key="report:7")
+    assert encode_json(JobOut.from_job(job)) == (
         b'{"actions":["cancel"],"cancel_requested":null,"created":"2025-01-08T12:00:00Z",'
         b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
         b'"payload":{"to":"a@example.com"},"priority":-7,"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
-        b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"processing","topic":"send_email","unique_key":"report:7",'
+        b'"updated":"2025-01-08T12:00:00.000005Z"}'
     )
     asked = (NOW + timedelta(minutes=1, microseconds=250)).astimezone(PLUS_TWO)
     assert encode_json(JobOut.from_job(_job(JobStatus.PROCESSING, asked))) == (
@@ -98,7 +104,8 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
         b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":null,'
         b'"locked_until":"2025-01-08T12:05:00Z","max_retries":3,'
         b'"payload":{"to":"a@example.com"},"priority":0,"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
-        b'"snoozes":0,"status":"processing","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"processing","topic":"send_email","unique_key":null,'
+        b'"updated":"2025-01-08T12:00:00.000005Z"}'
     )
     assert encode_json(JobOut.from_job(_job(JobStatus.FAILED))) == (
         b'{"actions":["requeue","delete"],"cancel_requested":null,'
@@ -106,7 +113,8 @@ def test_the_wire_bytes_of_a_job_are_pinned() -> None:
         b'"errors":[],"id":"0190a8c4-1b2c-7d3e-8f40-123456789abc","last_error":"boom",'
         b'"locked_until":null,"max_retries":3,'
         b'"payload":{"to":"a@example.com"},"priority":0,"result":null,"retries":1,"run_at":"2025-01-08T12:00:00Z",'
-        b'"snoozes":0,"status":"failed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"failed","topic":"send_email","unique_key":null,'
+        b'"updated":"2025-01-08T12:00:00.000005Z"}'
     )
 
 
@@ -132,7 +140,8 @@ def test_the_wire_bytes_of_a_history_and_a_result_are_pinned() -> None:
         b'"locked_until":null,"max_retries":3,'
         b'"payload":{"to":"a@example.com"},"priority":0,"result":{"sent":2,"ids":["a","b"]},"retries":1,'
         b'"run_at":"2025-01-08T12:00:00Z",'
-        b'"snoozes":0,"status":"completed","topic":"send_email","updated":"2025-01-08T12:00:00.000005Z"}'
+        b'"snoozes":0,"status":"completed","topic":"send_email","unique_key":null,'
+        b'"updated":"2025-01-08T12:00:00.000005Z"}'
     )
 
 

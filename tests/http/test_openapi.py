@@ -93,7 +93,14 @@ def test_enqueue_body_is_documented(schema: dict[str, Any]) -> None:
     body = schema["paths"]["/api/jobs/enqueue"]["post"]["requestBody"]
     assert body["required"] is True
     spec = body["content"]["application/json"]["schema"]
-    assert set(spec["properties"]) == {"topic", "payload", "run_at", "max_retries", "priority"}
+    assert set(spec["properties"]) == {
+        "topic",
+        "payload",
+        "run_at",
+        "max_retries",
+        "priority",
+        "unique_key",
+    }
     assert spec["required"] == ["topic"]
     assert spec["additionalProperties"] is False
     good = {"topic": "send_email", "payload": {"a": 1}, "run_at": "2030-01-01T00:00:00Z"}
@@ -101,6 +108,21 @@ def test_enqueue_body_is_documented(schema: dict[str, Any]) -> None:
     assert problems({**good, "priority": -100}, spec, schema) == []
     assert problems({"topic": "x", "status": "completed"}, spec, schema)
     assert problems({"topic": "x", "priority": 101}, spec, schema)
+    assert problems({**good, "unique_key": "report:1"}, spec, schema) == []
+    assert problems({**good, "unique_key": None}, spec, schema) == []
+    key = spec["properties"]["unique_key"]
+    assert (key["minLength"], key["maxLength"]) == (1, 255)
+    assert "Jobs-Duplicate" in key["description"]
+    assert problems({"topic": "x", "unique_key": 7}, spec, schema)
+
+
+def test_the_duplicate_header_is_documented(schema: dict[str, Any]) -> None:
+    """A duplicate enqueue answers 200 with `Jobs-Duplicate: true`; the 200 says so, and
+    a requeue's 409 names the held key as one cause."""
+    ok = schema["paths"]["/api/jobs/enqueue"]["post"]["responses"]["200"]
+    assert "true" in ok["headers"]["Jobs-Duplicate"]["description"]
+    conflict = schema["paths"]["/api/jobs/{job_id}/requeue"]["post"]["responses"]["409"]
+    assert "unique key" in conflict["description"]
 
 
 def test_list_parameters_are_documented(schema: dict[str, Any]) -> None:

@@ -35,11 +35,13 @@ from jobs_core.testing.contract import LEASE, make_job
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
+    check_unique_keys,
     check_upgraded,
     jobs_in_every_status,
 )
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from jobs_postgres import _migrations as migrations
+from jobs_postgres._rows import to_row
 from jobs_postgres._schema import Schema
 from tests.pg_admin import admin_connect, throwaway_database
 from tests.postgres.procs import spawn, wait_for
@@ -659,7 +661,7 @@ async def test_a_step_6_table_is_migrated_to_7_and_gets_an_empty_topics_table(
         store = PostgresStore(url)
         try:
             assert await store.migrate() == SchemaVersion(current=6, latest=6)
-            await store.insert(jobs)
+            await _insert_before_step_8(store, jobs)
         finally:
             await store.close()
     assert db.execute("SELECT to_regclass('jobs_topics')").fetchone() == (None,)
@@ -689,3 +691,52 @@ async def test_a_step_6_table_is_migrated_to_7_and_gets_an_empty_topics_table(
     assert db.execute("SELECT * FROM jobs_topics").fetchall() == [("after", False, 2)]
     with pytest.raises(psycopg.errors.CheckViolation, match="jobs_topics_max_running_check"):
         db.execute("UPDATE jobs_topics SET max_running = -1")
+
+
+async def _insert_before_step_8(store: PostgresStore, jobs: Sequence[Job]) -> None:
+    """Insert `jobs` into a table older than step 8 (no `unique_key` column)."""
+    assert all(job.unique_key is None for job in jobs)
+    rows = [{k: v for k, v in to_row(job).items() if k != "unique_key"} for job in jobs]
+    async with store.engine.begin() as conn:
+        await conn.execute(Schema().jobs.insert(), rows)
+
+
+async def test_a_step_7_table_is_migrated_to_8_and_holds_unique_keys(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 8 adds `unique_key` (NULL in every old row: no row rewritten, the table keeps
+    its file) and the partial unique index of active keys: every job of every status
+    reads back as it was and still works; then keys are held (a duplicate answers the
+    holder, a requeue over a held key raises), and the index refuses a second active
+    row even written by hand."""
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:7])
+        store = PostgresStore(url)
+        try:
+            assert await store.migrate() == SchemaVersion(current=7, latest=7)
+            await _insert_before_step_8(store, jobs)
+        finally:
+            await store.close()
+    before = db.execute("SELECT pg_relation_filenode('jobs')").fetchone()
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=7, latest=SCHEMA_VERSION)
+        for job in jobs:
+            assert await store.get(job.id) == job
+        assert await store.schema_version() == SchemaVersion(
+            current=SCHEMA_VERSION, latest=SCHEMA_VERSION
+        )
+        await check_upgraded(store, jobs, LATER)
+        await check_unique_keys(store, LATER)
+    finally:
+        await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+    assert db.execute("SELECT pg_relation_filenode('jobs')").fetchone() == before
+    held = db.execute("SELECT count(*) FROM jobs WHERE unique_key = 'k' AND status = 'pending'")
+    assert held.fetchone() == (1,)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="jobs_unique_key_idx"):
+        db.execute(
+            "UPDATE jobs SET status = 'pending' WHERE unique_key = 'k' AND status = 'cancelled'"
+        )

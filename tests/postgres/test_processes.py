@@ -1,4 +1,5 @@
-"""Several worker processes on one database: exactly-once completion and wake-up latency."""
+"""Several worker processes on one database: exactly-once completion, wake-up latency,
+limits and pauses across processes, and a race on one unique key."""
 
 from __future__ import annotations
 
@@ -175,3 +176,31 @@ async def test_a_pause_in_one_process_stops_claims_in_another(
             )
     finally:
         await store.close()
+
+
+def test_two_processes_enqueueing_one_unique_key_leave_exactly_one_active_job(
+    pg_url: str, table: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Each enqueues the same key 500 times (cancelling the holder every 100th time):
+    every job stored is counted as new by exactly one call, no two were ever active
+    together (the index would have refused it), and one active job is left."""
+    go = tmp_path / "go"
+    options = {"store_url": f"{pg_url}?table={table}", "mode": "unique", "go": str(go)}
+    procs = [spawn({**options, "count": 500, "key": "the-key"}) for _ in range(2)]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    go.touch()
+    new = 0
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        new += int(out.split()[-1])
+    rows = db.execute(
+        f"SELECT status, count(*) FROM {table} WHERE unique_key = 'the-key' GROUP BY status"
+    ).fetchall()
+    statuses = dict(rows)
+    assert statuses.get("pending") == 1
+    assert set(statuses) <= {"pending", "cancelled"}
+    assert sum(statuses.values()) == new
+    assert new >= 2  # the key was freed and taken again

@@ -9,22 +9,28 @@ handles `topics` (a list), or the one `topic` (default "t").
 Prints `ready` once the worker runs; SIGTERM stops it gracefully (exit code 0).
 
 With `"mode": "init"` it only creates the schema and exits (concurrent-install test).
+With `"mode": "unique"` it prints `ready`, waits for the file `go`, enqueues `count` jobs
+of topic "unique" with the unique key `key` (cancelling the holder every 100th time),
+prints how many were new and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from jobs_core import Job, Jobs, JobsConfig, open_store
+from jobs_core import CannotCancel, EnqueueOptions, Job, Jobs, JobsConfig, open_store
+from jobs_core.ports import JobStore
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS {ledger} (
@@ -39,12 +45,36 @@ CREATE TABLE IF NOT EXISTS {ledger} (
 """
 
 
+async def race_on_a_key(store: JobStore, options: dict[str, Any]) -> int:
+    """Race other processes on one unique key; the last call is an enqueue, so the table
+    ends with exactly one active job of the key."""
+    jobs = Jobs(store)
+    await store.count_by_status()  # the schema, before the race
+    print("ready", flush=True)
+    go = Path(options["go"])
+    while not go.exists():
+        await asyncio.sleep(0.001)
+    unique = EnqueueOptions(unique_key=options["key"])
+    new = 0
+    for n in range(options["count"]):
+        answer = await jobs.submit("unique", {"n": n, "pid": os.getpid()}, unique)
+        new += answer.new
+        if n % 100 == 50:  # free the key now and then, so every process takes it
+            with contextlib.suppress(CannotCancel):  # another process may have
+                await jobs.cancel(answer.job.id)
+    await jobs.aclose()
+    print(new, flush=True)
+    return 0
+
+
 async def main(options: dict[str, Any]) -> int:
     store = open_store(options["store_url"])
     if options.get("mode") == "init":
         await store.count_by_status()  # first use creates the schema
         await store.close()
         return 0
+    if options.get("mode") == "unique":
+        return await race_on_a_key(store, options)
     ledger = options["ledger"]
     pool = await asyncpg.create_pool(options["plain_url"], min_size=1, max_size=4)
     assert pool is not None

@@ -3,6 +3,9 @@
     python _proc.py schema DB GO_FILE         create the schema when GO_FILE appears
     python _proc.py enqueue DB N [TOPIC]      enqueue N jobs and exit
     python _proc.py work DB LEDGER [options]  run a worker until SIGTERM
+    python _proc.py unique DB GO_FILE N KEY   when GO_FILE appears, enqueue N jobs of one
+                                              unique key (cancelling the holder every
+                                              100th time), print how many were new
 
 The worker's handler appends `job_id lock_token pid topic started locked_until` to
 LEDGER (its own file, opened with O_APPEND) before it returns, so a run is recorded
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -23,7 +27,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from jobs_core import EnqueueOptions, Job, Jobs, JobsConfig, open_store
+from jobs_core import CannotCancel, EnqueueOptions, Job, Jobs, JobsConfig, open_store
 
 
 def _url(db: str) -> str:
@@ -53,6 +57,22 @@ async def enqueue(db: str, count: int, topic: str, max_retries: int | None) -> N
     queued = await jobs.enqueue_many(topic, [{"n": n} for n in range(count)], options)
     await jobs.aclose()
     print(len(queued), flush=True)
+
+
+async def unique(db: str, count: int, key: str) -> None:
+    """Race another process on one unique key; the last call is always an enqueue, so
+    the file ends with exactly one active job of the key."""
+    jobs = Jobs(open_store(_url(db)))
+    options = EnqueueOptions(unique_key=key)
+    new = 0
+    for n in range(count):
+        answer = await jobs.submit("unique", {"n": n, "pid": os.getpid()}, options)
+        new += answer.new
+        if n % 100 == 50:  # free the key now and then, so both processes take it
+            with contextlib.suppress(CannotCancel):  # the other process may have
+                await jobs.cancel(answer.job.id)
+    await jobs.aclose()
+    print(new, flush=True)
 
 
 async def work(args: argparse.Namespace) -> None:
@@ -117,6 +137,11 @@ def main() -> None:
     p.add_argument("count", type=int)
     p.add_argument("topic", nargs="?", default="work")
     p.add_argument("--max-retries", type=int, default=None)
+    p = sub.add_parser("unique")
+    p.add_argument("db")
+    p.add_argument("go")
+    p.add_argument("count", type=int)
+    p.add_argument("key")
     p = sub.add_parser("work")
     p.add_argument("db")
     p.add_argument("ledger")
@@ -131,6 +156,9 @@ def main() -> None:
     if args.command == "schema":
         barrier(args.go)
         asyncio.run(schema(args.db))
+    elif args.command == "unique":
+        barrier(args.go)
+        asyncio.run(unique(args.db, args.count, args.key))
     elif args.command == "enqueue":
         asyncio.run(enqueue(args.db, args.count, args.topic, args.max_retries))
     else:

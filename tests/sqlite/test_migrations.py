@@ -39,6 +39,7 @@ from jobs_core.testing.contract import LEASE, make_job
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
+    check_unique_keys,
     check_upgraded,
     jobs_in_every_status,
 )
@@ -747,7 +748,7 @@ async def test_a_step_6_file_is_migrated_to_7_and_gets_an_empty_topics_table(
             == []
         )
         for job in jobs:
-            raw.execute(INSERT, list(insert_values(job)))
+            _insert_before_step_8(raw, job)
     store = SQLiteStore(db_path)
     try:
         assert await store.schema_version() == SchemaVersion(current=6, latest=SCHEMA_VERSION)
@@ -779,3 +780,53 @@ async def test_a_step_6_file_is_migrated_to_7_and_gets_an_empty_topics_table(
         ):
             with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
                 raw.execute(bad)
+
+
+def _insert_before_step_8(raw: sqlite3.Connection, job: Job) -> None:
+    """Insert `job` into a file older than step 8 (no `unique_key` column)."""
+    assert job.unique_key is None
+    values = dict(zip(COLUMNS, insert_values(job), strict=True))
+    del values["unique_key"]
+    marks = ", ".join("?" * len(values))
+    raw.execute(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({marks})", list(values.values()))
+
+
+async def test_a_step_7_file_is_migrated_to_8_and_holds_unique_keys(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 8 adds `unique_key` (NULL in every old row) and the partial unique index of
+    active keys, touching no row: every job of every status reads back as it was and
+    still works; then keys are held (a duplicate answers the holder, a requeue over a
+    held key raises), and the index refuses a second active row even written by hand."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[:7])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == 7
+        engine.dispose()
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    with _raw(db_path) as raw:
+        for job in jobs:
+            _insert_before_step_8(raw, job)
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(current=7, latest=SCHEMA_VERSION)
+        for job in jobs:
+            assert (await store.get(job.id)) == job
+        assert await store.schema_version() == LATEST
+        await check_upgraded(store, jobs, AFTER)
+        await check_unique_keys(store, AFTER)
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+    with _raw(db_path) as raw:
+        assert layout(raw, "jobs")["indexes"]["jobs_unique_key_idx"][:2] == (1, 1)
+        held = raw.execute(
+            "SELECT id FROM jobs WHERE unique_key = 'k' AND status = 'pending'"
+        ).fetchall()
+        assert len(held) == 1
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed"):
+            raw.execute(
+                "UPDATE jobs SET status = 'pending' WHERE unique_key = 'k' AND status = 'cancelled'"
+            )

@@ -1,5 +1,6 @@
 """Several processes on one file: concurrent schema creation, a restart that rescues a
-killed worker's job, and four workers draining 5,000 jobs exactly once."""
+killed worker's job, four workers draining 5,000 jobs exactly once, and two processes
+racing on one unique key."""
 
 from __future__ import annotations
 
@@ -190,3 +191,31 @@ async def test_a_pause_in_one_process_stops_claims_in_another(tmp_path: Path) ->
         log = h.stop(worker)
         await jobs.aclose()
     assert h.bad_log_lines(log) == [], log
+
+
+def test_two_processes_enqueueing_one_unique_key_leave_exactly_one_active_job(
+    tmp_path: Path,
+) -> None:
+    """Each enqueues the same key 500 times (cancelling the holder every 100th time):
+    every job either stored is counted as new by exactly one call, no two were ever
+    active together (the index would have refused it), and one active job is left."""
+    db = tmp_path / "jobs.db"
+    assert h.run("enqueue", db, "0").strip() == "0"  # the schema, before the race
+    go = db.with_name("go")
+    procs = [h.spawn("unique", db, go, "500", "the-key") for _ in range(2)]
+    for proc in procs:
+        h.wait_line(proc, "ready")
+    go.touch()
+    new = 0
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert h.bad_log_lines(err) == []
+        new += int(out.split()[-1])
+    with sqlite3.connect(db) as raw:
+        rows = raw.execute("SELECT status FROM jobs WHERE unique_key = 'the-key'").fetchall()
+    statuses = Counter(status for (status,) in rows)
+    assert statuses["pending"] == 1
+    assert set(statuses) <= {"pending", "cancelled"}
+    assert sum(statuses.values()) == new
+    assert new >= 2  # the key was freed and taken again

@@ -6,6 +6,7 @@ Everything public is re-exported here; modules starting with `_` are private.
 from jobs_core._bulk import BULK_MAX, BULK_MAX_LIMIT, BulkResult, BulkSelection
 from jobs_core._config import ENV_PREFIX, MAX_RETRIES_LIMIT, JobsConfig, exponential_backoff
 from jobs_core._durations import Duration, parse_duration
+from jobs_core._enqueued import Enqueued, EnqueuedJobs
 from jobs_core._errors import (
     CannotCancel,
     CannotDelete,
@@ -27,6 +28,7 @@ from jobs_core._errors import (
     StoreError,
     StoreUnavailable,
     TopicAlreadyRegistered,
+    UniqueKeyTaken,
     UnknownStoreScheme,
     UnreadableJob,
 )
@@ -49,6 +51,7 @@ from jobs_core._model import (
     JOB_SCHEMA,
     LATEST_TIME,
     MAX_PRIORITY,
+    MAX_UNIQUE_KEY_LENGTH,
     MIN_PRIORITY,
     MUTABLE_FIELDS,
     OPTION_FIELDS,
@@ -78,6 +81,7 @@ from jobs_core._topics import (
     topic_infos,
 )
 from jobs_core._transitions import (
+    ACTIVE_STATUSES,
     CANCELLABLE_STATUSES,
     CLAIM_ORDER,
     CLAIMABLE_STATUSES,
@@ -107,6 +111,7 @@ from jobs_core.ports import check_steps as check_migration_steps
 
 __all__ = [
     "CANCELLABLE_STATUSES",
+    "ACTIVE_STATUSES",
     "CLAIMABLE_STATUSES",
     "CLAIM_ORDER",
     "CLIENT_EVENTS",
@@ -135,6 +140,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_PRIORITY",
     "MAX_RETRIES_LIMIT",
+    "MAX_UNIQUE_KEY_LENGTH",
     "MIN_PRIORITY",
     "MAX_TOPIC_LENGTH",
     "CLAIM_FIELDS",
@@ -153,6 +159,8 @@ __all__ = [
     "CannotDelete",
     "CannotRequeue",
     "Clock",
+    "Enqueued",
+    "EnqueuedJobs",
     "EnqueueOptions",
     "FieldKind",
     "FieldSpec",
@@ -210,6 +218,7 @@ __all__ = [
     "check_max_running",
     "claim_allowances",
     "topic_infos",
+    "UniqueKeyTaken",
     "UnknownStoreScheme",
     "UnreadableJob",
     "available_schemes",

@@ -43,6 +43,28 @@ class CannotRequeue(IllegalTransition):
     """Only `failed` or `cancelled` jobs can be requeued."""
 
 
+class UniqueKeyTaken(CannotRequeue):
+    """A requeue would make a second active job of a topic and unique key: another
+    `pending` or `processing` job holds the key (`holder_id`, when the store knows it).
+    Nothing was written; requeue once the holder is final."""
+
+    def __init__(
+        self, job_id: str, topic: str, unique_key: str, holder_id: str | None = None
+    ) -> None:
+        holder = "another active job" if holder_id is None else f"job {holder_id!r}"
+        JobsError.__init__(
+            self,
+            f"cannot requeue job {_shown_id(job_id)}: its unique key {unique_key[:64]!r} of"
+            f" topic {topic!r} is held by {holder} (pending or processing)",
+        )
+        self.job_id = job_id
+        self.event = "requeue"
+        self.status = "key taken"
+        self.topic = topic
+        self.unique_key = unique_key
+        self.holder_id = holder_id
+
+
 class CannotDelete(IllegalTransition):
     """Only `pending`, `failed` or `cancelled` jobs can be deleted."""
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from jobs_core import _transitions as transitions
-from jobs_core._errors import InvalidOptions, JobNotFound
+from jobs_core._errors import InvalidOptions, JobNotFound, UniqueKeyTaken
 from jobs_core._history import errors_to_json
 from jobs_core._ids import new_lock_token
 from jobs_core._model import (
@@ -64,6 +64,10 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._watchers: set[Callable[[], None]] = set()
         self._policies: dict[str, TopicPolicy] = {}
+        #: (topic, unique_key) -> the id of the last job that took the key; it holds the
+        #: key while it exists and is active (checked on every read, so no other write
+        #: needs to keep this up to date).
+        self._keys: dict[tuple[str, str], str] = {}
 
     @classmethod
     def from_url(cls, url: str, *, create_schema: bool = True) -> MemoryStore:
@@ -77,14 +81,38 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(<{len(self._jobs)} jobs>)"
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        """Add new jobs; an id already present is a programming error."""
+    async def insert(self, jobs: Sequence[Job]) -> Sequence[Job]:
+        """Add new jobs; an id already present is a programming error. A job whose
+        (topic, unique key) an active job holds (stored before, or earlier in the batch)
+        is not added: its place in the answer is the holder."""
         duplicate = [job.id for job in jobs if job.id in self._jobs]
         if duplicate:
             raise ValueError(f"job ids already stored: {duplicate}")
-        self._jobs.update((job.id, job) for job in jobs)
+        if all(job.unique_key is None for job in jobs):
+            self._jobs.update((job.id, job) for job in jobs)
+            if jobs:
+                self._notify()
+            return jobs
+        answer: list[Job] = []
+        for job in jobs:
+            holder = None if job.unique_key is None else self._holder(job.topic, job.unique_key)
+            if holder is not None:
+                answer.append(holder)
+                continue
+            self._jobs[job.id] = job
+            if job.unique_key is not None:
+                self._keys[job.topic, job.unique_key] = job.id
+            answer.append(job)
         if jobs:
             self._notify()
+        return answer
+
+    def _holder(self, topic: str, key: str) -> Job | None:
+        """The active job of `topic` holding `key`, if any."""
+        held = self._jobs.get(self._keys.get((topic, key), ""))
+        if held is None or held.status not in transitions.ACTIVE_STATUSES:
+            return None
+        return held
 
     async def get(self, job_id: str) -> Job:
         """The job, or `JobNotFound`."""
@@ -197,6 +225,7 @@ class MemoryStore:
 
     async def update(self, updates: Sequence[JobUpdate]) -> Sequence[bool]:
         """Compare-and-set each job's mutable fields."""
+        undo: list[Job] = []  # all or nothing: a key conflict undoes the batch
         applied = []
         for change in updates:
             current = self._jobs.get(change.job.id)
@@ -204,7 +233,19 @@ class MemoryStore:
             if ok:
                 assert current is not None
                 fields = {name: getattr(change.job, name) for name in MUTABLE_FIELDS}
-                self._jobs[current.id] = attrs.evolve(current, **fields)
+                self._jobs[current.id] = after = attrs.evolve(current, **fields)
+                undo.append(current)
+                if not self._take_key(current, after):
+                    for job in reversed(undo):
+                        self._jobs[job.id] = job
+                    assert current.unique_key is not None
+                    holder = self._holder(current.topic, current.unique_key)
+                    raise UniqueKeyTaken(
+                        current.id,
+                        current.topic,
+                        current.unique_key,
+                        None if holder is None else holder.id,
+                    )
             applied.append(ok)
         if any(
             ok and change.job.status in transitions.CLAIMABLE_STATUSES
@@ -212,6 +253,22 @@ class MemoryStore:
         ):
             self._notify()
         return applied
+
+    def _take_key(self, before: Job, after: Job) -> bool:
+        """Record that `after` (a job made active from a final status) holds its key;
+        False if another active job holds it."""
+        key = after.unique_key
+        if (
+            key is None
+            or before.status in transitions.ACTIVE_STATUSES
+            or after.status not in transitions.ACTIVE_STATUSES
+        ):
+            return True
+        holder = self._holder(after.topic, key)
+        if holder is not None and holder.id != after.id:
+            return False
+        self._keys[after.topic, key] = after.id
+        return True
 
     async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
         """Write each renewal's lease fields if its guard holds; the stored job or None."""

@@ -45,6 +45,9 @@ LATEST_TIME = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
 
+#: The longest `unique_key` (characters): a key names a thing, it does not carry data.
+MAX_UNIQUE_KEY_LENGTH = 255
+
 
 class JobStatus(enum.StrEnum):
     """Where a job is in its lifecycle; `"pending"` and `JobStatus.PENDING` compare equal."""
@@ -111,6 +114,14 @@ class Job:
         bounds=(MIN_PRIORITY, MAX_PRIORITY),
         doc=f"Larger runs first, from {MIN_PRIORITY} to {MAX_PRIORITY} (default 0); due jobs"
         " of equal priority run in run_at order.",
+    )
+    unique_key: str | None = job_field(
+        TEXT,
+        nullable=True,
+        option=True,
+        default=None,
+        doc="At most one pending or processing job of the topic holds this key; enqueueing"
+        " another returns that one (null: no key).",
     )
     snoozes: int = job_field(
         INT, mutable=True, default=0, doc="Times its handler snoozed it (not counted as attempts)."
@@ -200,12 +211,15 @@ class EnqueueOptions:
 
     One field per `Job` field declared with `option=True`, of the same name (checked at
     import). `priority` is an integer from `MIN_PRIORITY` to `MAX_PRIORITY`; larger runs
-    first.
+    first. `unique_key` (1 to `MAX_UNIQUE_KEY_LENGTH` characters, scoped to the topic):
+    while a `pending` or `processing` job of the topic holds it, enqueueing stores nothing
+    and returns that job.
     """
 
     run_at: datetime | None = None
     max_retries: int | None = None
     priority: int | None = None
+    unique_key: str | None = None
 
 
 @attrs.frozen(kw_only=True)

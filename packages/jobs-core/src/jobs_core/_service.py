@@ -11,6 +11,7 @@ from jobs_core import _transitions as transitions
 from jobs_core._bulk import BULK_MAX, BulkResult, BulkSelection, run_bulk
 from jobs_core._config import JobsConfig, check_duration, check_grace, check_max_retries
 from jobs_core._durations import Duration
+from jobs_core._enqueued import Enqueued, EnqueuedJobs
 from jobs_core._errors import (
     InvalidOptions,
     JobBusy,
@@ -30,6 +31,7 @@ from jobs_core._validation import (
     check_status,
     check_time,
     check_topic,
+    check_unique_key,
 )
 from jobs_core._worker import Handler, Worker
 from jobs_core.clock import Clock, SystemClock
@@ -192,6 +194,7 @@ class Jobs:
             else check_max_retries(options.max_retries)
         )
         priority = 0 if options.priority is None else check_priority(options.priority)
+        key = None if options.unique_key is None else check_unique_key(options.unique_key)
         max_size = self.config.max_payload_size
         return [
             transitions.new_job(
@@ -201,6 +204,7 @@ class Jobs:
                 run_at=run_at,
                 max_retries=max_retries,
                 priority=priority,
+                unique_key=key,
                 now=now,
             )
             for payload in payloads
@@ -217,23 +221,61 @@ class Jobs:
     async def enqueue_with_options(
         self, topic: str, payload: object, options: EnqueueOptions
     ) -> Job:
-        """Queue a job with its own `run_at`, `max_retries` and/or `priority`."""
+        """Queue a job with its own `run_at`, `max_retries`, `priority` and/or
+        `unique_key` (a duplicate stores nothing and returns the job holding the key)."""
         job = self.prepare(topic, payload, options)
-        await self.store.insert([job])
-        self._wake_if_due([job])
-        return job
+        if job.unique_key is None:  # the plain path, as cheap as before unique keys
+            await self.store.insert([job])
+            self._wake_if_due([job])
+            return job
+        return (await self._insert_keyed(job)).job
+
+    async def submit(
+        self, topic: str, payload: object, options: EnqueueOptions | None = None
+    ) -> Enqueued:
+        """Queue one job and say whether it is new: `Enqueued(job, new)`.
+
+        Without a `unique_key` the job is always new. With one, while a `pending` or
+        `processing` job of `topic` holds the key nothing is stored and the answer is
+        that job with `new=False` (decided by the store in one atomic step, so racing
+        callers, in any process, leave one active job)."""
+        job = self.prepare(topic, payload, options)
+        if job.unique_key is None:
+            await self.store.insert([job])
+            self._wake_if_due([job])
+            return Enqueued(job, True)
+        return await self._insert_keyed(job)
+
+    async def _insert_keyed(self, job: Job) -> Enqueued:
+        """Insert a job with a unique key: the store answers it, or the holder."""
+        (stored,) = await self.store.insert([job])
+        new = stored.id == job.id
+        if new:  # a duplicate changed nothing: no worker to wake
+            self._wake_if_due([stored])
+        return Enqueued(stored, new)
 
     async def enqueue_many(
         self, topic: str, payloads: Iterable[object], options: EnqueueOptions | None = None
-    ) -> list[Job]:
-        """Queue one job per payload in one transaction: all are stored or none."""
+    ) -> EnqueuedJobs:
+        """Queue one job per payload in one transaction: all are stored or none.
+
+        With a `unique_key` in `options` each job is resolved on its own: the first of the
+        batch is stored unless an active job holds the key, and the rest resolve to it.
+        The answer is a `list[Job]` with `.new`, a flag per job."""
         jobs = self._prepare_all(topic, payloads, options)
-        if jobs:
+        if not jobs:
+            return EnqueuedJobs()
+        if jobs[0].unique_key is None:
             await self.store.insert(jobs)
             self._wake_if_due(jobs)
-        return jobs
+            return EnqueuedJobs(jobs)
+        stored = list(await self.store.insert(jobs))
+        new = [after.id == before.id for before, after in zip(jobs, stored, strict=True)]
+        answer = EnqueuedJobs(stored, new)
+        self._wake_if_due(answer.added)
+        return answer
 
-    def _wake_if_due(self, jobs: list[Job]) -> None:
+    def _wake_if_due(self, jobs: Sequence[Job]) -> None:
         now = self.clock.now()
         if any(job.run_at <= now and job.topic in self._handlers for job in jobs):
             self._worker.wake()
@@ -319,9 +361,12 @@ class Jobs:
     # -- manage -------------------------------------------------------------------
 
     async def requeue(self, job_id: str) -> Job:
-        """Give a `failed` job a fresh start: `pending`, due now, retries reset.
+        """Give a `failed` or `cancelled` job a fresh start: `pending`, due now, retries
+        reset.
 
-        Raises `JobBusy` if the job changed under every compare-and-set round."""
+        Raises `UniqueKeyTaken` (a `CannotRequeue`) if another active job of the topic
+        holds the job's unique key, and `JobBusy` if the job changed under every
+        compare-and-set round."""
         for _ in range(_CAS_ATTEMPTS):
             job = await self.get(job_id)
             after = transitions.requeue(job, now=self.clock.now())

@@ -202,6 +202,8 @@ CLAIMABLE_STATUSES: Final = _statuses_with(CLAIM)
 LEASED_STATUSES: Final = frozenset(
     m.target for row in TRANSITIONS.values() for m in row.values() if m.takes_lease and m.target
 )
+#: The statuses in which a job holds its unique key (`Job.unique_key`): not final.
+ACTIVE_STATUSES: Final = frozenset(JobStatus) - FINAL_STATUSES
 #: Statuses a job may be deleted in.
 DELETABLE_STATUSES: Final = _statuses_with(DELETE)
 #: Statuses a job may be requeued from.
@@ -441,6 +443,7 @@ def new_job(
     max_retries: int,
     now: datetime,
     priority: int = 0,
+    unique_key: str | None = None,
 ) -> Job:
     """A fresh `pending` job (inputs already validated by the service)."""
     return Job(
@@ -451,6 +454,7 @@ def new_job(
         run_at=run_at,
         max_retries=max_retries,
         priority=priority,
+        unique_key=unique_key,
         created=now,
         updated=now,
     )

@@ -7,7 +7,13 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 
 from jobs_core._errors import InvalidOptions, InvalidTopic
-from jobs_core._model import MAX_PRIORITY, MIN_PRIORITY, JobStatus, time_problem
+from jobs_core._model import (
+    MAX_PRIORITY,
+    MAX_UNIQUE_KEY_LENGTH,
+    MIN_PRIORITY,
+    JobStatus,
+    time_problem,
+)
 from jobs_core._transitions import FINAL_STATUSES
 
 MAX_TOPIC_LENGTH = 255
@@ -56,6 +62,26 @@ def check_priority(value: object) -> int:
         raise InvalidOptions(
             f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {shown}"
         )
+    return value
+
+
+def check_unique_key(value: object) -> str:
+    """Return `value` if it is a string of 1 to `MAX_UNIQUE_KEY_LENGTH` characters without
+    NUL (PostgreSQL text cannot hold one), else raise `InvalidOptions` naming `unique_key`."""
+    if not isinstance(value, str):
+        raise InvalidOptions(f"unique_key must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidOptions("unique_key must not be empty")
+    if len(value) > MAX_UNIQUE_KEY_LENGTH:
+        raise InvalidOptions(
+            f"unique_key is {len(value)} characters; the limit is {MAX_UNIQUE_KEY_LENGTH}"
+        )
+    if "\x00" in value:
+        raise InvalidOptions("unique_key must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOptions("unique_key must be valid Unicode (no lone surrogates)") from None
     return value
 
 

@@ -89,8 +89,17 @@ class MigratableStore(Protocol):
 class JobStore(Protocol):
     """Persistence of jobs. Every write is atomic; multi-job writes are one transaction."""
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        """Store new jobs (all or none). Wakes watchers if one of them is due."""
+    async def insert(self, jobs: Sequence[Job]) -> Sequence[Job]:
+        """Store new jobs (all or none) and answer, per job in order, the job that holds
+        its place. Wakes watchers if one of them is due.
+
+        A job with a `unique_key` is stored only if no `pending` or `processing` job of
+        its topic holds that key (stored before, or earlier in the same batch); else
+        nothing is stored for it and its answer is the holder (another id). The check
+        and the write are one atomic step, across processes too (a partial unique index
+        and `INSERT ... ON CONFLICT DO NOTHING` in the SQL stores). Jobs without a key
+        are stored as they are, at no extra cost, and answered as given.
+        """
         ...
 
     async def get(self, job_id: str) -> Job:
@@ -165,7 +174,9 @@ class JobStore(Protocol):
         Each write stores the mutable fields of `update.job` only if the row still has
         `expected_status` and `expected_lock_token` (compare-and-set); otherwise it
         changes nothing and its flag is False. A write that makes a job due wakes
-        watchers.
+        watchers. A write that would make a final job with a `unique_key` active while
+        another active job of its topic holds the key (a requeue) raises
+        `UniqueKeyTaken`, and the whole batch changes nothing.
         """
         ...
 

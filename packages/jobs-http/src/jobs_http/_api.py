@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from litestar import MediaType, Request, Response, delete, get, post, put
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -25,6 +25,7 @@ from jobs_core import (
     MAX_PAGE_SIZE,
     MAX_RETRIES_LIMIT,
     MAX_TOPIC_LENGTH,
+    MAX_UNIQUE_KEY_LENGTH,
     FieldKind,
     Jobs,
     JobStatus,
@@ -69,6 +70,12 @@ _COMMON = {
 _BAD_PARAMS = {400: _error("Invalid query or path parameter.")}
 _NOT_FOUND = {404: _error("No job has this id.")}
 _CONFLICT = {409: _error("The job's status does not allow this change.")}
+_REQUEUE_CONFLICT = {
+    409: _error(
+        "The job's status does not allow a requeue, or another pending or processing job"
+        " of its topic holds its unique key."
+    )
+}
 
 
 @dataclass
@@ -93,7 +100,16 @@ _BODY_RULES: dict[str, dict[str, Any]] = {
     },
     "payload": {"note": "Default null; at most 1 MiB serialized."},
     "max_retries": {"minimum": 0, "maximum": MAX_RETRIES_LIMIT},
+    "unique_key": {
+        "min_length": 1,
+        "max_length": MAX_UNIQUE_KEY_LENGTH,
+        "note": "A duplicate answers 200 with the job holding the key and the header"
+        " Jobs-Duplicate: true; nothing is stored.",
+    },
 }
+
+#: The header a duplicate enqueue (a unique key an active job holds) answers with.
+DUPLICATE_HEADER = "Jobs-Duplicate"
 
 #: How each kind is written in a request body (JSON Schema type, format, a note): every
 #: kind a body field may have, those `_wire` can read (not the attempt history).
@@ -171,6 +187,15 @@ def _check_boolean(request: Request[Any, Any, Any], *names: str) -> None:
     status_code=200,
     summary="Enqueue a job",
     operation_class=_EnqueueOperation,
+    response_headers=[
+        ResponseHeader(
+            name=DUPLICATE_HEADER,
+            documentation_only=True,
+            description="`true` when the body's `unique_key` was held by a pending or"
+            " processing job of the topic: nothing was stored, and the job shown is that"
+            " one. Absent when the job is new.",
+        )
+    ],
     responses={
         **_COMMON,
         400: _error("Body is not valid JSON, has unknown fields, or a field is invalid."),
@@ -178,12 +203,15 @@ def _check_boolean(request: Request[Any, Any, Any], *names: str) -> None:
         415: _error("Content-Type is not application/json."),
     },
 )
-async def enqueue(request: Request[Any, Any, Any], jobs: NamedDependency[Jobs]) -> JobOut:
-    """Queue a job: `pending`, due at `run_at` (default now)."""
+async def enqueue(request: Request[Any, Any, Any], jobs: NamedDependency[Jobs]) -> Response[JobOut]:
+    """Queue a job: `pending`, due at `run_at` (default now). With a `unique_key` held by
+    an active job of the topic, store nothing and answer that job (header
+    `Jobs-Duplicate: true`)."""
     check_json(request)
     body = parse_enqueue(await request.body())
-    job = await jobs.enqueue_with_options(body.topic, body.payload, body.options)
-    return JobOut.from_job(job)
+    answer = await jobs.submit(body.topic, body.payload, body.options)
+    headers = {} if answer.new else {DUPLICATE_HEADER: "true"}
+    return Response(JobOut.from_job(answer.job), status_code=200, headers=headers)
 
 
 @get(
@@ -254,7 +282,7 @@ async def get_job(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
     "/{job_id:str}/requeue",
     status_code=200,
     summary="Requeue a failed or cancelled job",
-    responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_CONFLICT},
+    responses={**_COMMON, **_BAD_PARAMS, **_NOT_FOUND, **_REQUEUE_CONFLICT},
 )
 async def requeue(jobs: NamedDependency[Jobs], job_id: FromPath[str]) -> JobOut:
     """Give a `failed` or `cancelled` job a fresh start: `pending`, due now, retries

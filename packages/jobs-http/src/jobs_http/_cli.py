@@ -166,6 +166,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         type=int,
         help=f"{MIN_PRIORITY} to {MAX_PRIORITY}, larger runs first (default 0)",
     )
+    enqueue.add_argument(
+        "--unique-key",
+        metavar="KEY",
+        help="while a pending or processing job of the topic holds KEY, store nothing and"
+        " show that job (1 to 255 characters)",
+    )
 
     listing = commands.add_parser("list", parents=[db_parent, out_parent], help="list jobs")
     listing.add_argument("--topic")
@@ -364,10 +370,15 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
         except (TypeError, ValueError) as exc:
             raise InvalidBody(str(exc)) from exc
         options = EnqueueOptions(
-            run_at=run_at, max_retries=args.max_retries, priority=args.priority
+            run_at=run_at,
+            max_retries=args.max_retries,
+            priority=args.priority,
+            unique_key=args.unique_key,
         )
-        job = await jobs.enqueue_with_options(args.topic, payload, options)
-        _print_jobs([JobOut.from_job(job)], args.json, out, single=True)
+        answer = await jobs.submit(args.topic, payload, options)
+        _print_jobs([JobOut.from_job(answer.job)], args.json, out, single=True)
+        if not answer.new and not args.json:
+            out.write("duplicate: nothing stored; this job holds the unique key\n")
     elif command == "list":
         page = JobPageOut.from_page(
             await jobs.list(
@@ -477,6 +488,7 @@ _COLUMNS = (
     "topic",
     "status",
     "priority",
+    "unique_key",
     "retries",
     "run_at",
     "updated",
@@ -504,6 +516,7 @@ def _print_jobs(
             job.topic,
             job.status.value,
             str(job.priority),
+            _cell(job.unique_key, width=40),
             f"{job.retries}/{job.max_retries}",
             _cell(job.run_at),
             _cell(job.updated),

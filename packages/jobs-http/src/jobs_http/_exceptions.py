@@ -26,6 +26,7 @@ from jobs_core import (
     JobsError,
     PayloadTooLarge,
     StoreUnavailable,
+    UniqueKeyTaken,
     UnreadableJob,
 )
 from jobs_http._wire import InvalidBody
@@ -37,6 +38,7 @@ STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
     (PayloadTooLarge, 413),
     (InvalidInput, 400),
     (JobNotFound, 404),
+    (UniqueKeyTaken, 409),  # a requeue over a held unique key (an IllegalTransition too)
     (IllegalTransition, 409),
     (JobBusy, 409),
     (StoreUnavailable, 503),
@@ -91,9 +93,13 @@ def _domain_error(request: Request[Any, Any, Any], exc: JobsError) -> Response[d
 
 
 def _field_data(exc: JobsError) -> dict[str, Any]:
-    """`data` of a 400/413: which request field was wrong, when the error says."""
+    """`data` of a 400/413: which request field was wrong, when the error says; of a 409
+    over a unique key, the key and the job holding it."""
     if isinstance(exc, InvalidBody):
         return dict(exc.data)
+    if isinstance(exc, UniqueKeyTaken):  # which job holds the key, for the caller to show
+        held = {"unique_key": exc.unique_key}
+        return held if exc.holder_id is None else {**held, "holder_id": exc.holder_id}
     for cls, field in _FIELD_OF:
         if isinstance(exc, cls):
             return {field: str(exc)}

@@ -195,6 +195,22 @@ async def _v7(conn: AsyncConnection, schema: Schema) -> None:
     )
 
 
+async def _v8(conn: AsyncConnection, schema: Schema) -> None:
+    """The column `unique_key` (nullable, no default: no row is rewritten, old jobs have
+    no key) and the partial unique index `(topic, unique_key)` of active jobs, built in
+    the migration's transaction (every existing key is NULL, so it holds no entry)."""
+    t = schema.name
+    table = schema.sql(t)
+    await _run(
+        conn,
+        [
+            f"ALTER TABLE {table} ADD COLUMN unique_key TEXT",
+            f"CREATE UNIQUE INDEX {quote(t + '_unique_key_idx')} ON {table} (topic, unique_key)"
+            " WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')",
+        ],
+    )
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
@@ -204,6 +220,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "columns errors and result", _v5),
     Migration(6, "column priority, claim index by priority", _v6),
     Migration(7, "topics table (paused, max_running)", _v7),
+    Migration(8, "column unique_key, partial unique index of active keys", _v8),
 )
 
 

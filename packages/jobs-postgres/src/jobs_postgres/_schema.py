@@ -14,6 +14,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from jobs_core import (
+    ACTIVE_STATUSES,
     CLAIM_ORDER,
     CLAIMABLE_STATUSES,
     JOB_SCHEMA,
@@ -42,6 +43,14 @@ def quote(name: str) -> str:
 def literal(value: str) -> str:
     """`value` as a quoted SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+#: Where a job holds its unique key: the partial unique index's predicate, which the
+#: insert's `ON CONFLICT` target repeats (`_statements`) so PostgreSQL infers the index.
+HELD_KEY: Final = (
+    "unique_key IS NOT NULL AND status IN"
+    f" ({', '.join(literal(s.value) for s in JobStatus if s in ACTIVE_STATUSES)})"
+)
 
 
 def status_check(column: str, statuses: Iterable[str] | None = None) -> str:
@@ -109,6 +118,15 @@ class Schema:
         # list(): newest first, optionally of one topic.
         sa.Index(f"{table}_created_idx", c.created, c.id)
         sa.Index(f"{table}_topic_created_idx", c.topic, c.created, c.id)
+        # At most one active job per (topic, unique_key): the insert's ON CONFLICT
+        # target, and what refuses a requeue over a held key.
+        sa.Index(
+            self.unique_key_index,
+            c.topic,
+            c.unique_key,
+            unique=True,
+            postgresql_where=sa.text(HELD_KEY),
+        )
         #: Per-topic policies (`jobs_core.TopicPolicy`): a row only while a topic is
         #: paused or limited. A limited claim locks its topics' rows (`FOR UPDATE`).
         self.topics = sa.Table(
@@ -129,6 +147,11 @@ class Schema:
                 "applied", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
             ),
         )
+
+    @property
+    def unique_key_index(self) -> str:
+        """The name of the partial unique index of active jobs' keys."""
+        return f"{self.name}_unique_key_idx"
 
     def status_check_name(self, column: str = "status") -> str:
         """The name of the CHECK constraint on the status column `column`."""

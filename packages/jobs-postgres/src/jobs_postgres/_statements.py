@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from jobs_core import CLAIM_ORDER, MUTABLE_FIELDS, RENEW_FIELDS, REQUEST_FIELDS, JobStatus
 from jobs_postgres._rows import COLUMNS, RENEW_ARRAYS, UPDATE_ARRAYS, sent_as
-from jobs_postgres._schema import LEASED, PENDING, Schema, claim_order
+from jobs_postgres._schema import HELD_KEY, LEASED, PENDING, Schema, claim_order
 
 _DIALECT: Final = PGDialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
 
@@ -38,6 +38,14 @@ class Statements:
     #: Cheaper than `insert` with one-element arrays, and enqueueing one job is the
     #: common case.
     insert_one: str
+    #: As `insert`'s first n parameters (no NOTIFY): stores each job unless an active
+    #: job of its topic holds its unique key (earlier in the batch too: rows go in
+    #: array order). Returns the `id` (text) of each row stored.
+    insert_unique: str
+    #: $1 topics, $2 keys (text arrays, pairwise): the active jobs holding them.
+    holders: str
+    #: $1 channel, $2 payloads: NOTIFY each.
+    notify: str
     #: $1 now, $2 topics, $3 limit, $4 lease end. Returns the leased rows and
     #: `held_topics` (the topics with a policy row: then nothing was claimed).
     claim: str
@@ -89,6 +97,21 @@ def statements(schema: Schema) -> Statements:
         f"WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING 1)"  # noqa: S608
         f" SELECT pg_notify(${n + 1}, ${n + 2})"
     )
+    # Rows go in by (topic, key), then batch order (`WITH ORDINALITY`): of two jobs of one
+    # key in a batch the first is stored and the second conflicts with it, and two
+    # batches taking the same keys wait on them in one order, so they cannot deadlock.
+    insert_unique = (
+        f"INSERT INTO {table} ({columns})"  # noqa: S608
+        f" SELECT {selected} FROM unnest({insert_arrays}) WITH ORDINALITY"
+        f" AS v({columns}, ord) ORDER BY v.topic, v.unique_key, v.ord"
+        f" ON CONFLICT (topic, unique_key) WHERE {HELD_KEY} DO NOTHING RETURNING id::text"
+    )
+    holders = (
+        f"SELECT {columns} FROM {table}"  # noqa: S608
+        " WHERE (topic, unique_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        f" AND {HELD_KEY}"
+    )
+    notify = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
     # One ordered walk of the per-topic pending index for each claimed topic, then the
     # first $3 of those (at most topics x $3 rows) in `CLAIM_ORDER`; the plan never sorts
     # the pending jobs themselves, whatever the table's statistics say. Written as
@@ -196,6 +219,9 @@ def statements(schema: Schema) -> Statements:
     return Statements(
         insert=insert,
         insert_one=insert_one,
+        insert_unique=insert_unique,
+        holders=holders,
+        notify=notify,
         claim=claim,
         claim_within=claim_within,
         lock_topics=lock_topics,

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from jobs_core import (
+    ACTIVE_STATUSES,
     BULKY_FIELDS,
     EXPIRED_ORDER,
     GIVEN_UP_STATUS,
@@ -34,8 +35,10 @@ from jobs_core import (
     SchemaTooNew,
     SchemaVersion,
     StoreError,
+    StoreUnavailable,
     TopicInfo,
     TopicPolicy,
+    UniqueKeyTaken,
     UnreadableJob,
     check_delete_finished,
     check_max_running,
@@ -72,6 +75,8 @@ T = TypeVar("T")
 SKEW_WARNING: Final = timedelta(seconds=1)
 #: Beyond this many distinct topics one transaction sends a single topic-less NOTIFY.
 _MAX_TOPIC_NOTIFIES: Final = 8
+#: How often a unique insert re-inserts jobs whose holder ended between its statements.
+_HOLDER_ROUNDS: Final = 5
 _TEXT_ARRAY: Final = pg.ARRAY(sa.Text)
 # Status constants are inlined as literals, not bound: only then can the planner match the
 # partial indexes (`WHERE status = 'processing'`) in the generic plans of prepared statements.
@@ -87,6 +92,9 @@ RETRY_POLICY: Final[Mapping[str, Retry]] = MappingProxyType(
         # because the first attempt committed; then the rows must be these very jobs
         # (`_check_inserted`), or the insert fails.
         "insert": Retry(unsent=True, unknown=True),
+        # A batch with unique keys is a transaction of several statements whose answer
+        # (which jobs were new) a repeat after an unknown outcome could not tell.
+        "insert_unique": Retry(unsent=True, unknown=False),
         # Compare-and-set on status + lock token: a repeat never applies a change twice.
         # A change the repeat finds already made is reported applied only if the row
         # holds every value it writes (`_check_updated`).
@@ -289,11 +297,14 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------------
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        """Insert all jobs in one transaction and NOTIFY listeners when it commits."""
+    async def insert(self, jobs: Sequence[Job]) -> Sequence[Job]:
+        """Insert all jobs in one transaction and NOTIFY listeners when it commits; per
+        job, the job holding its place (itself, or the active job holding its key)."""
         if not jobs:
-            return
+            return []
         pool = await self._hot_pool()
+        if any(job.unique_key is not None for job in jobs):
+            return await self._insert_unique(pool, jobs)
         notify = _notify_payloads({job.topic for job in jobs})
 
         async def insert(conn: asyncpg.Connection, repeat: bool) -> bool:
@@ -319,6 +330,57 @@ class PostgresStore:
             stored = await pool.run(insert, RETRY_POLICY["insert"])
         if not stored:
             await self._check_inserted(jobs)
+        return jobs
+
+    async def _insert_unique(self, pool: HotPool, jobs: Sequence[Job]) -> list[Job]:
+        """A batch with unique keys, in one transaction: `INSERT ... ON CONFLICT DO
+        NOTHING RETURNING id` on the partial unique index, then the holders of the keys
+        that conflicted read in the same transaction. A holder may turn final between
+        the two statements (READ COMMITTED: each sees the latest commits); those jobs
+        are inserted again, until every job is stored or has a holder."""
+        sql = self._sql
+
+        async def insert(conn: asyncpg.Connection, repeat: bool) -> list[Job]:
+            answer: list[Job | None] = [None] * len(jobs)
+            todo = list(range(len(jobs)))
+            async with conn.transaction():
+                for _ in range(_HOLDER_ROUNDS):
+                    columns = list(zip(*(insert_values(jobs[i]) for i in todo), strict=True))
+                    stored = {r[0] for r in await conn.fetch(sql.insert_unique, *columns)}
+                    missing = []
+                    for i in todo:
+                        if jobs[i].id in stored:
+                            answer[i] = jobs[i]
+                        else:
+                            missing.append(i)
+                    if not missing:
+                        break
+                    keys = sorted({(jobs[i].topic, str(jobs[i].unique_key)) for i in missing})
+                    rows = await conn.fetch(
+                        sql.holders, [topic for topic, _ in keys], [key for _, key in keys]
+                    )
+                    held = {(row["topic"], row["unique_key"]): to_job(row) for row in rows}
+                    todo = []
+                    for i in missing:
+                        holder = held.get((jobs[i].topic, jobs[i].unique_key))
+                        if holder is None:
+                            todo.append(i)  # its holder ended meanwhile: try again
+                        else:
+                            answer[i] = holder
+                    if not todo:
+                        break
+                else:
+                    raise StoreUnavailable(
+                        f"PostgreSQL table {self._schema.qualified}: the holders of unique"
+                        f" keys kept changing over {_HOLDER_ROUNDS} rounds; retry later"
+                    )
+                new = {job.topic for job, got in zip(jobs, answer, strict=True) if got is job}
+                if new:
+                    await conn.execute(sql.notify, self._schema.channel, _notify_payloads(new))
+            return [job for job in answer if job is not None]
+
+        with translated("inserting jobs"):
+            return await pool.run(insert, RETRY_POLICY["insert_unique"])
 
     async def _check_inserted(self, jobs: Sequence[Job]) -> None:
         """After a repeated insert hit the primary key: succeed if the first attempt stored
@@ -500,28 +562,65 @@ class PostgresStore:
 
         async def update(
             conn: asyncpg.Connection, repeat: bool
-        ) -> tuple[list[asyncpg.Record], bool]:
-            if len(rounds) == 1:
-                rows = await conn.fetch(
-                    self._sql.update, *update_arrays(rounds[0]), self._schema.channel
-                )
-                return rows, repeat
-            rows = []  # one job named twice: one statement per round, one transaction
-            async with conn.transaction():
-                for indexed in rounds:
-                    rows += await conn.fetch(
-                        self._sql.update, *update_arrays(indexed), self._schema.channel
+        ) -> tuple[list[asyncpg.Record], bool] | None:
+            try:
+                if len(rounds) == 1:
+                    rows = await conn.fetch(
+                        self._sql.update, *update_arrays(rounds[0]), self._schema.channel
                     )
-            return rows, repeat
+                    return rows, repeat
+                rows = []  # one job named twice: one statement per round, one transaction
+                async with conn.transaction():
+                    for indexed in rounds:
+                        rows += await conn.fetch(
+                            self._sql.update, *update_arrays(indexed), self._schema.channel
+                        )
+                return rows, repeat
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != self._schema.unique_key_index:
+                    raise
+                return None  # a requeue over a held unique key: nothing was written
 
         policy = RETRY_POLICY["update" if len(rounds) == 1 else "update_rounds"]
         with translated("updating jobs"):
-            rows, repeated = await pool.run(update, policy)
+            done = await pool.run(update, policy)
+        if done is None:
+            raise await self._key_taken(updates)
+        rows, repeated = done
         for row in rows:
             applied[row["ord"]] = True
         if repeated and not all(applied):
             await self._check_updated(updates, applied)
         return applied
+
+    async def _key_taken(self, updates: Sequence[JobUpdate]) -> UniqueKeyTaken:
+        """The `UniqueKeyTaken` of a batch the partial unique index refused: the first
+        write making a keyed job active whose key another active job holds now."""
+        keyed = [
+            u.job
+            for u in updates
+            if u.job.unique_key is not None
+            and u.job.status in ACTIVE_STATUSES
+            and u.expected_status not in ACTIVE_STATUSES
+        ]
+        t = self._schema.jobs
+        for job in keyed:
+
+            async def read(conn: AsyncConnection, job: Job = job) -> Any:
+                return await conn.scalar(
+                    sa.select(sa.cast(t.c.id, sa.Text)).where(
+                        t.c.topic == job.topic,
+                        t.c.unique_key == job.unique_key,
+                        t.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+                        t.c.id != job.id,
+                    )
+                )
+
+            holder = await self._read("reading the holder of a unique key", read)
+            if holder is not None:
+                return UniqueKeyTaken(job.id, job.topic, str(job.unique_key), str(holder))
+        job = keyed[0]  # the holder ended meanwhile; the write was refused all the same
+        return UniqueKeyTaken(job.id, job.topic, str(job.unique_key))
 
     async def renew(self, renewals: Sequence[JobUpdate]) -> Sequence[Job | None]:
         """Renew leases in one statement (rows locked in id order); per renewal, in order,

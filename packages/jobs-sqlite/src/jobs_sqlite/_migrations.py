@@ -168,6 +168,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             " CONSTRAINT jobs_topics_max_running_range CHECK (max_running >= 0))"
         ),
     ),
+    Migration(
+        8,
+        "column unique_key; partial unique index (topic, unique_key) of active jobs",
+        _run_all(
+            # A nullable column without a default: no row is touched, old jobs have no key.
+            "ALTER TABLE jobs ADD COLUMN unique_key TEXT",
+            # Holds one active job per (topic, key); the index has no old row to hold
+            # (every unique_key is NULL), so it is built in no time. The predicate is
+            # `_statements.HELD_KEY`, written out: a step never changes once released.
+            "CREATE UNIQUE INDEX jobs_unique_key_idx ON jobs (topic, unique_key)"
+            " WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')",
+        ),
+    ),
 )
 
 

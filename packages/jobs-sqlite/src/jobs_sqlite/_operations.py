@@ -10,6 +10,7 @@ Writers always begin with `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -26,6 +27,7 @@ from jobs_core import (
     JobUpdate,
     TopicInfo,
     TopicPolicy,
+    UniqueKeyTaken,
     UnreadableJob,
     claim_allowances,
     claim_order_key,
@@ -62,12 +64,26 @@ def insert_jobs(connection: Connection, jobs: Sequence[Job]) -> None:
         connection.execute(insert(jobs_table), [to_row(job) for job in jobs])
 
 
-def insert_all(session: Session, texts: TimeTexts, jobs: Sequence[Job]) -> None:
-    """Store new jobs in one transaction: all or none."""
+def insert_all(session: Session, path: str, texts: TimeTexts, jobs: Sequence[Job]) -> list[Job]:
+    """Store new jobs in one transaction, all or none; per job, the job holding its
+    place (itself, or the active job that already held its unique key)."""
     text = texts.text
     rows = [insert_values(job, text) for job in jobs]
-    with session.write():
-        session.change_many(sql.INSERT, rows)
+    if all(job.unique_key is None for job in jobs):
+        with session.write():
+            session.change_many(sql.INSERT, rows)
+        return list(jobs)
+    answer = []
+    with session.write():  # BEGIN IMMEDIATE: no writer between the insert and the read
+        for job, row in zip(jobs, rows, strict=True):
+            if job.unique_key is None:
+                session.change(sql.INSERT, row)
+            elif session.change(sql.INSERT_UNIQUE, row) == 0:  # the key is held
+                (held,) = session.fetch(sql.HOLDER, (job.topic, job.unique_key))
+                answer.append(from_row(held, path))
+                continue
+            answer.append(job)
+    return answer
 
 
 def get(session: Session, path: str, job_id: str) -> Job | None:
@@ -267,7 +283,9 @@ class _NotAllApplied(Exception):
     """Some guarded write of a batch was refused: roll back, redo it row by row."""
 
 
-def apply_updates(session: Session, texts: TimeTexts, updates: Sequence[JobUpdate]) -> list[bool]:
+def apply_updates(
+    session: Session, path: str, texts: TimeTexts, updates: Sequence[JobUpdate]
+) -> list[bool]:
     """Compare-and-set each update in one transaction; a flag per update, in order.
 
     The common case (every guard holds) is one statement: a batch of completions is one
@@ -294,8 +312,26 @@ def apply_updates(session: Session, texts: TimeTexts, updates: Sequence[JobUpdat
             return [True] * len(updates)
     except _NotAllApplied:
         pass
+    except sqlite3.IntegrityError:
+        pass  # a requeue over a held unique key: the row-by-row round names it
     with session.write():
-        return [session.change(*_one_write(change, text)) == 1 for change in updates]
+        return [_guarded(session, path, change, text) for change in updates]
+
+
+def _guarded(
+    session: Session, path: str, change: JobUpdate, text: Callable[[datetime], str]
+) -> bool:
+    """One guarded write inside the caller's transaction; `UniqueKeyTaken` (rolling the
+    transaction back) when it would make a second active job hold a unique key."""
+    try:
+        return session.change(*_one_write(change, text)) == 1
+    except sqlite3.IntegrityError:
+        job = change.job
+        if job.unique_key is None:
+            raise
+        held = session.fetch(sql.HOLDER, (job.topic, job.unique_key))
+        holder = from_row(held[0], path).id if held else None
+        raise UniqueKeyTaken(job.id, job.topic, job.unique_key, holder) from None
 
 
 def _is_completion(change: JobUpdate) -> bool:

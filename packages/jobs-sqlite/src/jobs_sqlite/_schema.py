@@ -28,6 +28,7 @@ from sqlalchemy import (
 from jobs_core import CLAIM_ORDER, JOB_SCHEMA, FieldKind, JobStatus
 from jobs_sqlite._migrations import LEGACY_TABLE, VERSION_TABLE, latest_version, migrate
 from jobs_sqlite._rows import KINDS
+from jobs_sqlite._statements import HELD_KEY
 
 #: Version of the layout below: the last step of `_migrations.MIGRATIONS`; computing it
 #: checks that list at import.
@@ -84,6 +85,16 @@ def _ordered(name: str) -> ColumnElement[object]:
 # in index order, no sort) and the lease sweep (status = 'processing'), and counting by
 # status.
 Index("jobs_claim_idx", jobs_table.c[_STATUS], *(_ordered(name) for name in CLAIM_ORDER))
+
+# Holds at most one active job per (topic, unique_key): the target of the insert's
+# `ON CONFLICT`, and what makes a requeue over a held key fail.
+Index(
+    "jobs_unique_key_idx",
+    jobs_table.c.topic,
+    jobs_table.c.unique_key,
+    unique=True,
+    sqlite_where=text(HELD_KEY),
+)
 
 #: Per-topic policies (`jobs_core.TopicPolicy`): a row only for a topic that is paused
 #: or limited; the claim reads it in its own write transaction.

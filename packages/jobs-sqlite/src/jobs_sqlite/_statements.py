@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Final
 
 from jobs_core import (
+    ACTIVE_STATUSES,
     BULKY_FIELDS,
     CLAIM_FIELDS,
     CLAIM_ORDER,
@@ -39,6 +40,20 @@ _ALL: Final = ", ".join(COLUMNS)
 
 #: A whole new job; parameters are `_rows.insert_values`.
 INSERT: Final = f"INSERT INTO jobs ({_ALL}) VALUES ({', '.join(['?'] * len(COLUMNS))})"  # noqa: S608
+
+#: Where a job holds its unique key: the partial unique index's predicate (the same
+#: text in the index, `_schema` and `_migrations`, so the ON CONFLICT target matches it).
+HELD_KEY: Final = (
+    "unique_key IS NOT NULL AND status IN"
+    f" ({', '.join(repr(s.value) for s in JobStatus if s in ACTIVE_STATUSES)})"
+)
+
+#: A new job with a unique key: stored unless an active job of its topic holds the key
+#: (then nothing happens and the row count is 0); parameters as `INSERT`'s.
+INSERT_UNIQUE: Final = f"{INSERT} ON CONFLICT (topic, unique_key) WHERE {HELD_KEY} DO NOTHING"
+
+#: The job holding a topic's unique key; parameters: topic, unique_key.
+HOLDER: Final = f"SELECT {_ALL} FROM jobs WHERE topic = ? AND unique_key = ? AND {HELD_KEY}"  # noqa: S608
 
 #: Compare-and-set of one job; parameters are `_rows.guarded_values`.
 GUARDED_UPDATE: Final = (

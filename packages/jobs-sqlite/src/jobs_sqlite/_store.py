@@ -196,12 +196,18 @@ class SQLiteStore:
 
     # -- the port ----------------------------------------------------------------
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        """Store new jobs in one transaction; an id already stored fails the whole batch."""
+    async def insert(self, jobs: Sequence[Job]) -> Sequence[Job]:
+        """Store new jobs in one transaction; an id already stored fails the whole batch.
+        Per job, the job holding its place: itself, or the active job of its topic that
+        holds its unique key (`INSERT ... ON CONFLICT DO NOTHING` on the partial unique
+        index, then the holder read in the same `BEGIN IMMEDIATE` transaction)."""
         if not jobs:
-            return
-        await self._call_hot("inserting jobs", len(jobs), ops.insert_all, self._texts, list(jobs))
+            return []
+        answer: list[Job] = await self._call_hot(
+            "inserting jobs", len(jobs), ops.insert_all, self._path, self._texts, list(jobs)
+        )
         self._notify()
+        return answer
 
     async def get(self, job_id: str) -> Job:
         """The job, or `JobNotFound`."""
@@ -297,7 +303,12 @@ class SQLiteStore:
         if not updates:
             return []
         flags: list[bool] = await self._call_hot(
-            "updating jobs", len(updates), ops.apply_updates, self._texts, list(updates)
+            "updating jobs",
+            len(updates),
+            ops.apply_updates,
+            self._path,
+            self._texts,
+            list(updates),
         )
         if any(
             ok and change.job.status in CLAIMABLE_STATUSES

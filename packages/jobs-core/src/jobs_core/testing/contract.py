@@ -77,6 +77,7 @@ def make_job(
     max_retries: int = 3,
     now: datetime = _T0,
     priority: int = 0,
+    unique_key: str | None = None,
 ) -> Job:
     """A new pending job as the service would build it (payload defaults to a small dict)."""
     return transitions.new_job(
@@ -86,6 +87,7 @@ def make_job(
         run_at=run_at,
         max_retries=max_retries,
         priority=priority,
+        unique_key=unique_key,
         now=now,
     )
 
@@ -912,6 +914,122 @@ class JobStoreContract:
         assert infos["b"].due_lag(_T0) == timedelta(0)  # nothing due yet
         assert infos["c"].due_lag(_T0) == timedelta(0)  # running, not waiting
 
+    # -- unique keys ---------------------------------------------------------------
+
+    async def test_a_unique_key_round_trips_and_a_duplicate_answers_the_holder(
+        self, store: JobStore
+    ) -> None:
+        """A second job of the topic and key stores nothing: its answer is the first."""
+        first = make_job(unique_key="report:2030-01-01 ✓")
+        assert list(await store.insert([first])) == [first]
+        assert await store.get(first.id) == first
+        again = make_job(unique_key=first.unique_key, payload={"other": True})
+        assert list(await store.insert([again])) == [first]
+        assert [j.id for j in (await store.list(JobQuery(limit=10))).items] == [first.id]
+        (claimed,) = await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=1)
+        assert list(await store.insert([make_job(unique_key=first.unique_key)])) == [claimed]
+
+    async def test_unique_keys_are_scoped_to_the_topic(self, store: JobStore) -> None:
+        """The same key in two topics is two keys; jobs without a key never collide."""
+        jobs = [
+            make_job(topic="a", unique_key="k"),
+            make_job(topic="b", unique_key="k"),
+            make_job(topic="a"),
+            make_job(topic="a"),
+        ]
+        assert list(await store.insert(jobs)) == jobs
+        assert (await store.list(JobQuery(limit=10))).total == 4
+
+    async def test_a_batch_resolves_each_job_on_its_own(self, store: JobStore) -> None:
+        """In one batch a later job of a key taken earlier in it, or before it, answers
+        the holder; the others are stored, all in one transaction."""
+        held = make_job(unique_key="old")
+        await store.insert([held])
+        a, a_again, plain, b, old = (
+            make_job(unique_key="new"),
+            make_job(unique_key="new"),
+            make_job(),
+            make_job(unique_key="other"),
+            make_job(unique_key="old"),
+        )
+        answer = list(await store.insert([a, a_again, plain, b, old]))
+        assert answer == [a, a, plain, b, held]
+        page = await store.list(JobQuery(limit=10))
+        assert {j.id for j in page.items} == {held.id, a.id, plain.id, b.id}
+
+    async def test_a_final_job_frees_its_key(self, store: JobStore) -> None:
+        """Completed, failed and cancelled jobs hold no key: a new job may take it."""
+        done = make_job(unique_key="done", max_retries=0)
+        lost = make_job(unique_key="lost", max_retries=0)
+        dropped = make_job(unique_key="dropped")
+        await store.insert([done, lost, dropped])
+        claimed = {j.id: j for j in await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=2)}
+        ended = [
+            transitions.complete(claimed[done.id], token=str(claimed[done.id].lock_token), now=_T0),
+            transitions.fail(
+                claimed[lost.id],
+                token=str(claimed[lost.id].lock_token),
+                error="boom",
+                now=_T0,
+                backoff=_backoff,
+            ),
+        ]
+        updates = [transitions.update(claimed[j.id], j) for j in ended]
+        updates.append(transitions.update(dropped, transitions.cancel(dropped, now=_T0)))
+        assert list(await store.update(updates)) == [True] * 3
+        fresh = [make_job(unique_key=key) for key in ("done", "lost", "dropped")]
+        assert list(await store.insert(fresh)) == fresh
+
+    async def test_retry_and_rescue_keep_the_key(self, store: JobStore) -> None:
+        """A retried job (pending again) and a rescued one still hold their keys."""
+        retried = make_job(unique_key="r", max_retries=2)
+        rescued = make_job(unique_key="s", max_retries=2)
+        await store.insert([retried, rescued])
+        by_id = {j.id: j for j in await store.claim(topics=["t"], now=_T0, lease=LEASE, limit=2)}
+        job = by_id[retried.id]
+        retry = transitions.fail(
+            job, token=str(job.lock_token), error="boom", now=_T0, backoff=_backoff
+        )
+        assert retry.status is JobStatus.PENDING
+        assert list(await store.update([transitions.update(job, retry)])) == [True]
+        later = _T0 + LEASE + _TICK
+        (stale,) = await store.expired(now=later, limit=10)
+        back = transitions.expire(stale, now=later, backoff=_backoff)
+        assert back.status is JobStatus.PENDING
+        assert list(await store.update([transitions.update(stale, back)])) == [True]
+        answer = await store.insert([make_job(unique_key="r"), make_job(unique_key="s")])
+        assert [j.id for j in answer] == [retried.id, rescued.id]
+
+    async def test_requeue_of_a_job_whose_key_is_taken_raises(self, store: JobStore) -> None:
+        """Requeueing a final job while another active job holds its key raises
+        `UniqueKeyTaken` and writes nothing, in the whole batch; once the holder is
+        final, the requeue goes through."""
+        from jobs_core import UniqueKeyTaken
+
+        old = make_job(unique_key="k")
+        await store.insert([old])
+        cancelled = transitions.cancel(old, now=_T0)
+        assert list(await store.update([transitions.update(old, cancelled)])) == [True]
+        holder = make_job(unique_key="k")
+        assert list(await store.insert([holder])) == [holder]
+        other = make_job()
+        await store.insert([other])
+        requeued = transitions.requeue(cancelled, now=_T0)
+        touched = transitions.cancel(other, now=_T0)
+        with pytest.raises(UniqueKeyTaken) as caught:
+            await store.update(
+                [transitions.update(other, touched), transitions.update(cancelled, requeued)]
+            )
+        taken = caught.value
+        assert (taken.job_id, taken.topic, taken.unique_key) == (old.id, "t", "k")
+        assert taken.holder_id in (None, holder.id)
+        assert (await store.get(old.id)).status is JobStatus.CANCELLED
+        assert (await store.get(other.id)).status is JobStatus.PENDING
+        done = transitions.cancel(holder, now=_T0)
+        assert list(await store.update([transitions.update(holder, done)])) == [True]
+        assert list(await store.update([transitions.update(cancelled, requeued)])) == [True]
+        assert list(await store.insert([make_job(unique_key="k")])) == [requeued]
+
 
 def _finished_job(status: JobStatus, updated: datetime) -> Job:
     """A job that ended in `status` at `updated` (built directly, to set the time exactly)."""
@@ -938,6 +1056,8 @@ _STEPS = st.sampled_from(
 )
 #: Mostly the default, a few levels each side, and the ends of the range.
 _PRIORITIES = st.sampled_from([0, 0, 0, 1, 1, -1, 5, MIN_PRIORITY, MAX_PRIORITY])
+#: Mostly no key; two keys, so batches and topics collide often.
+_KEYS = st.sampled_from([None, None, "x", "y"])
 _PAYLOADS = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
     lambda inner: (
@@ -1001,7 +1121,7 @@ def make_state_machine(
             payload=_PAYLOADS,
             offset=_OFFSETS,
             max_retries=st.sampled_from([0, 1, 3]),
-            priorities=st.lists(_PRIORITIES, min_size=1, max_size=3),
+            shapes=st.lists(st.tuples(_PRIORITIES, _KEYS), min_size=1, max_size=3),
         )
         def enqueue(
             self,
@@ -1009,7 +1129,7 @@ def make_state_machine(
             payload: Any,
             offset: timedelta,
             max_retries: int,
-            priorities: list[int],
+            shapes: list[tuple[int, str | None]],
         ) -> Any:
             jobs = [
                 make_job(
@@ -1019,12 +1139,36 @@ def make_state_machine(
                     max_retries=max_retries,
                     now=self.now,
                     priority=priority,
+                    unique_key=key,
                 )
-                for priority in priorities
+                for priority, key in shapes
             ]
-            self.run(self.store.insert(jobs))
-            self.model.update((job.id, job) for job in jobs)
-            return multiple(*(job.id for job in jobs))
+            answer = list(self.run(self.store.insert(jobs)))
+            expected = []
+            for job in jobs:
+                holder = self._holder(job)
+                expected.append(job if holder is None else holder)
+                if holder is None:
+                    self.model[job.id] = job
+                else:
+                    event("duplicate unique key")
+            assert answer == expected
+            return multiple(*(job.id for job in jobs if job.id in self.model))
+
+        def _holder(self, job: Job) -> Job | None:
+            """The active job of the model holding `job`'s key, other than `job`."""
+            if job.unique_key is None:
+                return None
+            return next(
+                (
+                    j
+                    for j in self.model.values()
+                    if j.id != job.id
+                    and (j.topic, j.unique_key) == (job.topic, job.unique_key)
+                    and j.status in transitions.ACTIVE_STATUSES
+                ),
+                None,
+            )
 
         @rule(step=_STEPS)
         def advance_clock(self, step: timedelta) -> None:
@@ -1270,6 +1414,17 @@ def make_state_machine(
                 )
                 assert list(self.run(self.store.update([wrong]))) == [False]
                 return
+            holder = self._holder(after)
+            if holder is not None:
+                from jobs_core import UniqueKeyTaken
+
+                with pytest.raises(UniqueKeyTaken) as caught:
+                    self.run(self.store.update([transitions.update(job, after)]))
+                taken = caught.value
+                assert (taken.job_id, taken.unique_key) == (job.id, job.unique_key)
+                assert taken.holder_id in (None, holder.id)
+                event("requeue refused: unique key taken")
+                return
             assert list(self.run(self.store.update([transitions.update(job, after)]))) == [True]
             self.model[job_id] = after
 
@@ -1404,6 +1559,15 @@ def make_state_machine(
                 assert 0 <= job.retries <= job.max_retries
                 assert len(job.errors) <= MAX_ERRORS
                 assert job.result is None or job.status is JobStatus.COMPLETED
+
+        @invariant()
+        def one_active_job_per_unique_key(self) -> None:
+            active = [
+                (j.topic, j.unique_key)
+                for j in self.model.values()
+                if j.unique_key is not None and j.status in transitions.ACTIVE_STATUSES
+            ]
+            assert len(active) == len(set(active)), active
 
         @invariant()
         def topics_agree(self) -> None:

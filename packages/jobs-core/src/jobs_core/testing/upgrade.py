@@ -18,10 +18,12 @@ import attrs
 
 from jobs_core import _transitions as transitions
 from jobs_core._history import AttemptError
+from jobs_core._ids import new_job_id
 from jobs_core._model import JOB_FIELDS, MAX_PRIORITY, MIN_PRIORITY, Job, JobQuery, JobStatus
 from jobs_core.ports import JobStore
 
 __all__ = [
+    "check_unique_keys",
     "CURRENT",
     "RELEASE_1",
     "UPGRADE_NOW",
@@ -230,6 +232,38 @@ async def check_upgraded(store: JobStore, jobs: Sequence[Job], now: datetime) ->
             assert await store.delete(current.id, expected_status=current.status)
             remaining = await store.list(JobQuery(limit=len(jobs) + 1))
             assert current.id not in {item.id for item in remaining.items}
+
+
+async def check_unique_keys(store: JobStore, now: datetime, topic: str = "unique-after") -> None:
+    """Assert that an upgraded store holds unique keys: a duplicate answers the holder, a
+    final job frees the key, and a requeue over a held key raises `UniqueKeyTaken`.
+    Adds jobs of `topic` (created at `now`)."""
+    from jobs_core._errors import UniqueKeyTaken
+
+    def keyed() -> Job:
+        return transitions.new_job(
+            job_id=new_job_id(),
+            topic=topic,
+            payload=None,
+            run_at=now,
+            max_retries=0,
+            unique_key="k",
+            now=now,
+        )
+
+    first, second, third = keyed(), keyed(), keyed()
+    assert list(await store.insert([first, second])) == [first, first]
+    cancelled = await _store(store, first, transitions.cancel(first, now=now))
+    assert list(await store.insert([third])) == [third]
+    requeue = transitions.update(cancelled, transitions.requeue(cancelled, now=now))
+    taken: UniqueKeyTaken | None = None
+    try:
+        await store.update([requeue])
+    except UniqueKeyTaken as exc:
+        taken = exc
+    assert taken is not None, "a requeue over a held unique key did not raise"
+    assert taken.holder_id in (None, third.id)
+    assert (await store.get(first.id)).status is JobStatus.CANCELLED
 
 
 async def _store(store: JobStore, before: Job, after: Job) -> Job:

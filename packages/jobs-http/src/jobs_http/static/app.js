@@ -358,6 +358,9 @@ function rowFor(job) {
       { class: "topic-cell", "data-label": "Topic" },
       link,
       el("span", { class: "job-id mono", title: job.id }, `…${job.id.slice(-8)}`),
+      job.unique_key
+        ? el("span", { class: "row-key mono", title: `Unique key: ${job.unique_key}` }, `key ${truncate(job.unique_key, 60)}`)
+        : null,
       job.last_error
         ? el("span", { class: "row-error", title: truncate(job.last_error, 2000) }, truncate(job.last_error, 140))
         : null,
@@ -441,6 +444,7 @@ function renderDetail(job) {
   byId("detail-id").textContent = job.id;
   byId("detail-retries").textContent = `${job.retries} of ${job.max_retries}`;
   byId("detail-priority").textContent = String(job.priority);
+  byId("detail-unique_key").textContent = job.unique_key ?? "–";
   for (const field of ["run_at", "locked_until", "cancel_requested", "created", "updated"]) {
     const value = job[field];
     const relative = value ? relativeTime(value) : "";
