@@ -13,7 +13,11 @@ import sqlalchemy as sa
 from hypothesis import settings
 
 from jobs_core import JobStore
-from jobs_core.testing.contract import JobStoreContract, make_state_machine
+from jobs_core.testing.contract import (
+    JobStoreContract,
+    ScheduleStoreContract,
+    make_state_machine,
+)
 from jobs_postgres import PostgresStore
 from tests.pg_admin import ADMIN_URL, admin_connect, with_database
 
@@ -87,3 +91,11 @@ def test_store_satisfies_the_port(pg_url: str) -> None:
     """Structural check at run time (mypy checks the typed assignment statically)."""
     store: JobStore = PostgresStore(pg_url)
     assert isinstance(store, JobStore)
+
+
+class TestPostgresStoreSchedules(ScheduleStoreContract):
+    @pytest.fixture
+    async def store(self, pg_url: str) -> AsyncIterator[PostgresStore]:
+        store = PostgresStore(pg_url, table=fresh_table())
+        yield store
+        await store.close()

@@ -171,6 +171,36 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+#: The step that adds the schedules table, kept apart so it can be renumbered.
+SCHEDULES_STEP_NAME: Final = (
+    "schedules table: jobs_schedules (name, topic, timing, definition, paused, next_fire_at,"
+    " last_fired_at, last_job_id, created, updated)"
+)
+#: `jobs_schedules`: one row per stored schedule (`jobs_core.Schedule`); the definition
+#: as a JSON object (`jobs_core.schedule_definition`), the timing apart (an update keeps
+#: `next_fire_at` when it is unchanged), times as the store's fixed-width UTC text.
+#: Frozen.
+SCHEDULES_LAYOUT: Final = (
+    "CREATE TABLE jobs_schedules ("
+    "name TEXT NOT NULL PRIMARY KEY,"
+    " topic TEXT NOT NULL,"
+    " timing TEXT NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " paused INTEGER NOT NULL DEFAULT 0"
+    " CONSTRAINT jobs_schedules_paused_flag CHECK (paused IN (0, 1)),"
+    " next_fire_at TEXT NOT NULL,"
+    " last_fired_at TEXT,"
+    " last_job_id TEXT,"
+    " created TEXT NOT NULL,"
+    " updated TEXT NOT NULL)",
+    # The firer's one query per tick: unpaused schedules whose slot came.
+    "CREATE INDEX jobs_schedules_due_idx ON jobs_schedules (paused, next_fire_at)",
+)
+
+# Appended apart (numbered after whatever precedes it) so it can move past other steps.
+MIGRATIONS += (Migration(len(MIGRATIONS) + 1, SCHEDULES_STEP_NAME, _run_all(*SCHEDULES_LAYOUT)),)
+
+
 def steps() -> tuple[Migration, ...]:
     """`MIGRATIONS`, checked to be numbered 1, 2, 3... with no gap and no name twice."""
     check_migration_steps(MIGRATIONS)
