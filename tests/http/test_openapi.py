@@ -31,6 +31,12 @@ OPERATIONS = {
     ("/api/topics/{topic}/pause", "post"): {"200", "400", "401", "500", "503"},
     ("/api/topics/{topic}/resume", "post"): {"200", "400", "401", "500", "503"},
     ("/api/topics/{topic}/limit", "put"): {"200", "400", "401", "415", "500", "503"},
+    ("/api/schedules", "get"): {"200", "401", "500", "503"},
+    ("/api/schedules/{name}", "get"): {"200", "400", "401", "404", "500", "503"},
+    ("/api/schedules/{name}", "put"): {"200", "400", "401", "415", "500", "503"},
+    ("/api/schedules/{name}", "delete"): {"204", "400", "401", "404", "500", "503"},
+    ("/api/schedules/{name}/pause", "post"): {"200", "400", "401", "404", "500", "503"},
+    ("/api/schedules/{name}/resume", "post"): {"200", "400", "401", "404", "500", "503"},
 }
 
 

@@ -19,6 +19,7 @@ from jobs_http._api import PAGE_BYTES, api_router, topics_router
 from jobs_http._asgi import JobsApp
 from jobs_http._auth import Authenticate, token_checker
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
+from jobs_http._schedules import schedules_router
 from jobs_http._ui import ui_routes
 
 logger = logging.getLogger("jobs_http")
@@ -84,6 +85,7 @@ def create_app(
         route_handlers=[
             api_router(jobs, check, page_bytes=page_bytes),
             topics_router(jobs, check),
+            schedules_router(jobs, check),
             _root,
             *(ui_routes() if ui else []),
         ],
