@@ -11,6 +11,7 @@ from jobs_core import JobStore, MemoryStore, open_store
 from jobs_core.testing.contract import (
     JobStoreContract,
     ScheduleStoreContract,
+    make_schedule_machine,
     make_state_machine,
 )
 
@@ -52,3 +53,8 @@ class TestMemoryStoreSchedules(ScheduleStoreContract):
         store = MemoryStore()
         yield store
         await store.close()
+
+
+TestMemoryStoreScheduleModel = make_schedule_machine(
+    MemoryStore, budget=settings(max_examples=100, stateful_step_count=40, deadline=None)
+).TestCase

@@ -16,6 +16,7 @@ from jobs_core import JobStore
 from jobs_core.testing.contract import (
     JobStoreContract,
     ScheduleStoreContract,
+    make_schedule_machine,
     make_state_machine,
 )
 from jobs_postgres import PostgresStore
@@ -68,7 +69,8 @@ class _TruncatingStore(PostgresStore):
     async def close(self) -> None:
         if self._engine is not None:
             async with self.engine.begin() as conn:
-                await conn.execute(sa.text(f"TRUNCATE {self.table.name}, {self.table.name}_topics"))
+                t = self.table.name
+                await conn.execute(sa.text(f"TRUNCATE {t}, {t}_topics, {t}_schedules"))
         await super().close()
 
 
@@ -99,3 +101,8 @@ class TestPostgresStoreSchedules(ScheduleStoreContract):
         store = PostgresStore(pg_url, table=fresh_table())
         yield store
         await store.close()
+
+
+TestPostgresScheduleModel = make_schedule_machine(
+    _fresh, budget=settings(max_examples=10, stateful_step_count=20, deadline=None)
+).TestCase

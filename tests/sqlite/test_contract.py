@@ -12,6 +12,7 @@ from jobs_core.ports import JobStore
 from jobs_core.testing.contract import (
     JobStoreContract,
     ScheduleStoreContract,
+    make_schedule_machine,
     make_state_machine,
 )
 from jobs_sqlite import SQLiteStore
@@ -37,3 +38,8 @@ TestSQLiteStoreModel = make_state_machine(
 
 class TestSQLiteStoreSchedules(ScheduleStoreContract):
     """The schedule examples; the `store` fixture (conftest) is a fresh file each."""
+
+
+TestSQLiteScheduleModel = make_schedule_machine(
+    _fresh_store, budget=settings(max_examples=15, stateful_step_count=20, deadline=None)
+).TestCase

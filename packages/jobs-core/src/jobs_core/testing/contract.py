@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import attrs
 import pytest
@@ -57,9 +57,17 @@ from jobs_core._model import (
     JobUpdate,
     JSONValue,
 )
-from jobs_core._schedules import Misfire, Schedule, next_slot, slot_jobs
+from jobs_core._schedules import (
+    MAX_SLOTS_PER_FIRE,
+    MISFIRE_GRACE,
+    Misfire,
+    Schedule,
+    next_slot,
+    slot_jobs,
+)
 from jobs_core._topics import TopicPolicy, claim_allowances, pick_within_allowances
 from jobs_core._transitions import FINAL_STATUSES
+from jobs_core._validation import MAX_PAGE_SIZE
 from jobs_core.ports import JobStore, ScheduleStore
 
 __all__ = [
@@ -68,6 +76,7 @@ __all__ = [
     "ScheduleStoreContract",
     "make_job",
     "make_schedule",
+    "make_schedule_machine",
     "make_state_machine",
 ]
 
@@ -1459,11 +1468,13 @@ def make_schedule(
 
 
 async def _fire_all(store: ScheduleStore, now: datetime, firers: int = 1) -> None:
-    """What `firers` processes' schedule firers do in one tick at `now`, interleaved."""
+    """What `firers` processes' schedule firers do in one tick at `now`, each reading
+    the due schedules before any of them fires: they race for the same slots."""
     config = JobsConfig()
+    barrier = asyncio.Barrier(firers)
     runs = [
         ScheduleFirer(
-            store,
+            cast(ScheduleStore, _ReadTogether(store, barrier)),
             clock=_FixedClock(now),
             config=config,
             observer=BaseObserver(),
@@ -1472,6 +1483,22 @@ async def _fire_all(store: ScheduleStore, now: datetime, firers: int = 1) -> Non
         for _ in range(firers)
     ]
     await asyncio.gather(*runs)
+
+
+class _ReadTogether:
+    """A store whose `due_schedules` answers once every firer sharing `barrier` has read."""
+
+    def __init__(self, store: ScheduleStore, barrier: asyncio.Barrier) -> None:
+        self._store = store
+        self._barrier = barrier
+
+    async def due_schedules(self, *, now: datetime, limit: int) -> Any:
+        due = await self._store.due_schedules(now=now, limit=limit)
+        await self._barrier.wait()
+        return due
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 class _FixedClock:
@@ -1489,8 +1516,14 @@ class _FixedClock:
 
 async def _slots_of(store: Any, topic: str = "t") -> list[datetime]:
     """The `run_at` (the slot) of every stored job of `topic`, ascending."""
-    page = await store.list(JobQuery(topic=topic, limit=500))
-    return sorted(job.run_at for job in page.items)
+    found: list[datetime] = []
+    while True:
+        page = await store.list(
+            JobQuery(topic=topic, limit=MAX_PAGE_SIZE, offset=len(found), payloads=False)
+        )
+        found += (job.run_at for job in page.items)
+        if not page.items or len(found) >= page.total:
+            return sorted(found)
 
 
 class ScheduleStoreContract:
@@ -1651,3 +1684,114 @@ class ScheduleStoreContract:
             await _fire_all(store, now, firers=3)
         passed = int((now - start).total_seconds()) + 1
         assert await _slots_of(store) == [start + timedelta(seconds=i) for i in range(passed)]
+
+
+_SCHEDULE_STEPS = st.sampled_from([0.0, 0.3, 0.999, 1.0, 2.5, 7.0, 29.0, 31.0, 45.0]).map(
+    lambda s: timedelta(seconds=s)
+)
+
+
+def make_schedule_machine(
+    open_store: Callable[[], Any],
+    *,
+    budget: settings | None = None,
+) -> type[RuleBasedStateMachine]:
+    """A model-checking machine for the `ScheduleStore` port: one `every=1s` schedule
+    per misfire policy, a clock moved by random steps, firings by 1 to 4 racing firers,
+    pauses and resumes. After every step the jobs each schedule made are exactly the
+    model's slots: on-time slots each once, of the missed ones what `misfire` keeps,
+    none while paused, none twice. `open_store` is as for `make_state_machine`."""
+
+    every = timedelta(seconds=1)
+    names = ("latest", "all", "skip")
+
+    class ScheduleMachine(RuleBasedStateMachine):
+        open: ClassVar = staticmethod(open_store)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.runner = asyncio.Runner()
+            self.store: Any = self.run(self._open())
+            self.now = _T0 + timedelta(milliseconds=250)
+            self.next: dict[str, datetime] = {}
+            self.paused: dict[str, bool] = {}
+            self.slots: dict[str, list[datetime]] = {}
+
+        async def _open(self) -> Any:
+            made = self.open()
+            return await made if inspect.isawaitable(made) else made
+
+        def run(self, awaitable: Awaitable[Any]) -> Any:
+            async def call() -> Any:
+                return await awaitable
+
+            return self.runner.run(call())
+
+        def teardown(self) -> None:
+            try:
+                self.run(self.store.close())
+            finally:
+                self.runner.close()
+
+        @initialize()
+        def create(self) -> None:
+            for name in names:
+                misfire: Misfire = name  # type: ignore[assignment]
+                schedule = make_schedule(
+                    name, topic=name, every=every, misfire=misfire, now=self.now
+                )
+                self.run(self.store.save_schedule(schedule))
+                self.next[name], self.paused[name], self.slots[name] = (
+                    schedule.next_fire_at,
+                    False,
+                    [],
+                )
+
+        @rule(step=_SCHEDULE_STEPS)
+        def advance_clock(self, step: timedelta) -> None:
+            self.now += step
+
+        @rule(firers=st.integers(1, 4))
+        def fire(self, firers: int) -> None:
+            self.run(_fire_all(self.store, self.now, firers))
+            for name in names:
+                if self.paused[name] or self.next[name] > self.now:
+                    continue
+                passed = []
+                slot = self.next[name]
+                while slot <= self.now:
+                    passed.append(slot)
+                    slot += every
+                on_time = [s for s in passed if self.now - s <= MISFIRE_GRACE]
+                missed = [s for s in passed if self.now - s > MISFIRE_GRACE]
+                kept = {"all": missed, "latest": missed[-1:], "skip": []}[name]
+                self.slots[name] += (kept + on_time)[-MAX_SLOTS_PER_FIRE:]
+                self.next[name] = slot
+
+        @rule(name=st.sampled_from(names), paused=st.booleans())
+        def pause_or_resume(self, name: str, paused: bool) -> None:
+            if paused:
+                self.run(self.store.set_schedule_paused(name, True, now=self.now))
+            elif self.paused[name]:  # what `Jobs.resume_schedule` does
+                stored = self.run(self.store.get_schedule(name))
+                following = next_slot(stored, self.now)
+                self.run(
+                    self.store.set_schedule_paused(
+                        name, False, now=self.now, next_fire_at=following
+                    )
+                )
+                self.next[name] = following
+            self.paused[name] = paused
+
+        @invariant()
+        def each_slot_fired_once_as_misfire_says(self) -> None:
+            for name in names:
+                assert self.run(_slots_of(self.store, name)) == self.slots[name], name
+                stored = self.run(self.store.get_schedule(name))
+                assert stored.next_fire_at == self.next[name], name
+                assert stored.paused is self.paused[name], name
+
+    ScheduleMachine.TestCase.settings = budget or settings(
+        max_examples=50, stateful_step_count=30, deadline=None
+    )
+    return ScheduleMachine
