@@ -3,6 +3,7 @@ pause, resume, delete, `@periodic` reconciled at start-up, firing by the worker.
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import pytest
@@ -181,3 +182,18 @@ def test_the_readme_schedules_snippet_runs_as_written(capsys: pytest.CaptureFixt
         ["heartbeat", "every"],
         ["nightly-report", "0"],
     ]
+
+
+async def test_a_firer_without_cronsim_skips_cron_schedules_only(
+    jobs: Jobs, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process (with the extra) stored a cron schedule: this one warns and
+    still fires its `every=` schedules."""
+    await jobs.schedule("nightly", topic="t", cron="* * * * *")
+    await jobs.schedule("tick", topic="t", every=SECOND)
+    monkeypatch.setitem(sys.modules, "cronsim", None)
+    clock.advance(timedelta(minutes=1))
+    await jobs.run_once()
+    assert (await jobs.get_schedule("nightly")).last_fired_at is None
+    assert (await jobs.get_schedule("tick")).last_fired_at == clock.now()
+    assert "schedule 'nightly' not fired here" in caplog.text

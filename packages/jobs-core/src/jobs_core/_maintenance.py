@@ -11,11 +11,13 @@ firer the second; retention belongs here too.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, store_backoff
+from jobs_core._errors import CronUnavailable
 from jobs_core._events import JobsObserver
 from jobs_core._model import JobStatus
 from jobs_core._schedules import due_slots, slot_jobs
@@ -27,6 +29,8 @@ from jobs_core.ports import JobStore, ScheduleStore
 RESCUE_LIMIT = 100
 #: Most due schedules one tick of the firer fires (the rest wait for the next tick).
 FIRE_LIMIT = 100
+
+log = logging.getLogger("jobs_core.schedules")
 
 
 class MaintenanceService:
@@ -144,7 +148,9 @@ class ScheduleFirer(MaintenanceService):
     whose next slot came; for each, the slots `misfire` keeps become jobs, stored by
     `fire_schedule` (compare-and-set on `next_fire_at`, in the jobs' transaction), so
     the firers of every process may race and each slot still fires once. Wakes the
-    worker when it stored a job for a topic this instance handles."""
+    worker when it stored a job for a topic this instance handles. A cron schedule in a
+    process without the `jobs-core[cron]` extra is skipped with a warning (processes
+    that have it fire it)."""
 
     name = "schedules"
 
@@ -168,7 +174,11 @@ class ScheduleFirer(MaintenanceService):
     async def run_once(self, now: datetime) -> None:
         """Fire every due schedule (up to `limit`) once, as of `now`."""
         for schedule in await self.store.due_schedules(now=now, limit=self.limit):
-            firing = due_slots(schedule, now)
+            try:
+                firing = due_slots(schedule, now)
+            except CronUnavailable as exc:  # stored by a process that has the extra
+                log.warning("schedule %r not fired here: %s", schedule.name, exc)
+                continue  # the other schedules still fire; a process with cronsim fires it
             jobs = slot_jobs(
                 schedule, firing.slots, now=now, max_retries=self._max_retries(schedule.topic)
             )
