@@ -4,7 +4,9 @@ pause, resume, delete, `@periodic` reconciled at start-up, firing by the worker.
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -197,3 +199,24 @@ async def test_a_firer_without_cronsim_skips_cron_schedules_only(
     assert (await jobs.get_schedule("nightly")).last_fired_at is None
     assert (await jobs.get_schedule("tick")).last_fired_at == clock.now()
     assert "schedule 'nightly' not fired here" in caplog.text
+
+
+async def test_with_no_schedule_due_a_tick_costs_one_query(clock: FakeClock) -> None:
+    """The firer's whole cost on a drain with no due schedule: one `due_schedules`."""
+    calls: list[str] = []
+
+    class Counting(MemoryStore):
+        async def due_schedules(self, *, now: datetime, limit: int) -> Sequence[Schedule]:
+            calls.append("due_schedules")
+            return await super().due_schedules(now=now, limit=limit)
+
+        async def fire_schedule(self, name: str, **kwargs: Any) -> bool:
+            calls.append("fire_schedule")
+            return await super().fire_schedule(name, **kwargs)
+
+    jobs = Jobs(Counting(), clock=clock)
+    await jobs.schedule("later", topic="t", every=timedelta(hours=1))
+    jobs.register("t", lambda job: None)
+    await jobs.enqueue("t", {})
+    assert await jobs.run_once() == 1
+    assert calls == ["due_schedules"]
