@@ -53,7 +53,9 @@ def typecheck(session: nox.Session) -> None:
 def isolated(session: nox.Session) -> None:
     """Install jobs-core alone: it imports, runs a job and passes its tests without
     SQLAlchemy or Litestar anywhere in the environment."""
-    session.install("./packages/jobs-core[testing]", "pytest", "pytest-asyncio", "pytest-timeout")
+    session.install(
+        "./packages/jobs-core[testing,cron]", "pytest", "pytest-asyncio", "pytest-timeout"
+    )
     session.run(
         "python",
         "-c",

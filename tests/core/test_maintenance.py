@@ -16,6 +16,7 @@ from jobs_core import (
     LeaseRescuer,
     MaintenanceService,
     MemoryStore,
+    ScheduleFirer,
     StoreError,
     StoreUnavailable,
 )
@@ -117,18 +118,24 @@ async def test_jobs_starts_and_stops_its_services_with_the_worker(
     store: MemoryStore, clock: FakeClock
 ) -> None:
     jobs = Jobs(store, clock=clock)
-    (rescuer,) = jobs.services
+    rescuer, firer = jobs.services
     assert isinstance(rescuer, LeaseRescuer)
-    states = [(rescuer.running, jobs.running)]
+    assert isinstance(firer, ScheduleFirer)
+
+    def state() -> tuple[bool, bool, bool]:
+        return (rescuer.running, firer.running, jobs.running)
+
+    states = [state()]
     await jobs.start()
-    states.append((rescuer.running, jobs.running))
+    states.append(state())
     await jobs.stop()
-    states.append((rescuer.running, jobs.running))
+    states.append(state())
     await jobs.start()  # and again after a stop
-    states.append((rescuer.running, jobs.running))
+    states.append(state())
     await jobs.aclose()
-    states.append((rescuer.running, jobs.running))
-    assert states == [(False, False), (True, True), (False, False), (True, True), (False, False)]
+    states.append(state())
+    off, on = (False, False, False), (True, True, True)
+    assert states == [off, on, off, on, off]
 
 
 class Rescues(BaseObserver):

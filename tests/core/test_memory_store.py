@@ -8,7 +8,12 @@ import pytest
 from hypothesis import settings
 
 from jobs_core import JobStore, MemoryStore, open_store
-from jobs_core.testing.contract import JobStoreContract, make_state_machine
+from jobs_core.testing.contract import (
+    JobStoreContract,
+    ScheduleStoreContract,
+    make_schedule_machine,
+    make_state_machine,
+)
 
 
 class TestMemoryStoreContract(JobStoreContract):
@@ -40,3 +45,16 @@ def test_memory_store_satisfies_the_port() -> None:
     """Structural check at run time (mypy checks the same statically)."""
     store: JobStore = MemoryStore()
     assert isinstance(store, JobStore)
+
+
+class TestMemoryStoreSchedules(ScheduleStoreContract):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[MemoryStore]:
+        store = MemoryStore()
+        yield store
+        await store.close()
+
+
+TestMemoryStoreScheduleModel = make_schedule_machine(
+    MemoryStore, budget=settings(max_examples=100, stateful_step_count=40, deadline=None)
+).TestCase

@@ -116,7 +116,11 @@ async def test_route_census(app: Litestar, anon: Client) -> None:
     for route in app.routes:
         if is_public(route.path):
             continue
-        path = route.path.replace("{job_id:str}", "some-id").replace("{topic:str}", "some-topic")
+        path = (
+            route.path.replace("{job_id:str}", "some-id")
+            .replace("{topic:str}", "some-topic")
+            .replace("{name:str}", "some-schedule")
+        )
         assert "{" not in path, f"census does not know how to fill {route.path}"
         for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
             response = await anon.request(method, path)

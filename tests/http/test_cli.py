@@ -418,7 +418,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in (
         *("serve", "enqueue", "list", "stats", "requeue", "cancel", "delete"),
-        *("topics", "pause", "resume", "limit"),
+        *("topics", "pause", "resume", "limit", "schedules"),
     ):
         assert command in out
 
@@ -459,3 +459,42 @@ def test_topics_pause_resume_and_limit(db: str, capsys: pytest.CaptureFixture[st
     run(capsys, "limit", "empty", "0", "--db", db)
     code, out, _ = run(capsys, "topics", "--db", db, "--json")
     assert [item["topic"] for item in json.loads(out)["items"]] == ["empty", "mail"]
+
+
+def test_schedules_lists_timing_next_fire_time_and_last_job(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`jobs schedules` shows each stored schedule (read-only: nothing created)."""
+    code, out, _ = run(capsys, "schedules", "--db", f"sqlite:///{Path(db[10:]).parent / 'x.db'}")
+    assert code == 1  # no jobs table, nothing created
+    jobs = Jobs(open_store(db))
+
+    async def store() -> None:
+        await jobs.schedule("nightly", topic="report", cron="0 3 * * *", timezone="Europe/Paris")
+        await jobs.schedule("tick", topic="t", every=timedelta(seconds=30))
+        await jobs.pause_schedule("tick")
+        await jobs.aclose()
+
+    asyncio.run(store())
+    code, out, _ = run(capsys, "schedules", "--db", db)
+    assert code == 0
+    header, nightly, tick = out.splitlines()
+    assert header.split() == [
+        "NAME",
+        "TOPIC",
+        "TIMING",
+        "PAUSED",
+        "NEXT_FIRE_AT",
+        "LAST_FIRED_AT",
+        "LAST_JOB",
+    ]
+    assert nightly.split()[:8] == ["nightly", "report", "0", "3", "*", "*", "*", "(Europe/Paris)"]
+    assert nightly.split()[8].endswith("Z")
+    assert nightly.split()[9:] == ["-", "-"]
+    assert tick.split()[:5] == ["tick", "t", "every", "30s", "paused"]
+    code, out, _ = run(capsys, "schedules", "--db", db, "--json")
+    items = json.loads(out)["items"]
+    assert [(i["name"], i["paused"], i["every"]) for i in items] == [
+        ("nightly", False, None),
+        ("tick", True, 30.0),
+    ]

@@ -48,7 +48,7 @@ async def store(plan_db: str) -> AsyncIterator[PostgresStore]:
     await store.close()
     conn = await asyncpg.connect(plan_db)
     try:
-        await conn.execute("DROP TABLE jobs, jobs_schema_version, jobs_topics")
+        await conn.execute("DROP TABLE jobs, jobs_schema_version, jobs_topics, jobs_schedules")
     finally:
         await conn.close()
 
@@ -252,7 +252,9 @@ async def test_a_table_of_the_previous_layout_gets_the_claim_index(plan_db: str)
         indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")
         version = await conn.fetchval("SELECT max(version) FROM jobs_schema_version")
     finally:
-        await conn.execute("DROP TABLE IF EXISTS jobs, jobs_schema_version, jobs_topics")
+        await conn.execute(
+            "DROP TABLE IF EXISTS jobs, jobs_schema_version, jobs_topics, jobs_schedules"
+        )
         await conn.close()
     names = {row["indexname"] for row in indexes}
     assert "jobs_pending_topic_idx" in names

@@ -13,7 +13,12 @@ import sqlalchemy as sa
 from hypothesis import settings
 
 from jobs_core import JobStore
-from jobs_core.testing.contract import JobStoreContract, make_state_machine
+from jobs_core.testing.contract import (
+    JobStoreContract,
+    ScheduleStoreContract,
+    make_schedule_machine,
+    make_state_machine,
+)
 from jobs_postgres import PostgresStore
 from tests.pg_admin import ADMIN_URL, admin_connect, with_database
 
@@ -64,7 +69,8 @@ class _TruncatingStore(PostgresStore):
     async def close(self) -> None:
         if self._engine is not None:
             async with self.engine.begin() as conn:
-                await conn.execute(sa.text(f"TRUNCATE {self.table.name}, {self.table.name}_topics"))
+                t = self.table.name
+                await conn.execute(sa.text(f"TRUNCATE {t}, {t}_topics, {t}_schedules"))
         await super().close()
 
 
@@ -87,3 +93,16 @@ def test_store_satisfies_the_port(pg_url: str) -> None:
     """Structural check at run time (mypy checks the typed assignment statically)."""
     store: JobStore = PostgresStore(pg_url)
     assert isinstance(store, JobStore)
+
+
+class TestPostgresStoreSchedules(ScheduleStoreContract):
+    @pytest.fixture
+    async def store(self, pg_url: str) -> AsyncIterator[PostgresStore]:
+        store = PostgresStore(pg_url, table=fresh_table())
+        yield store
+        await store.close()
+
+
+TestPostgresScheduleModel = make_schedule_machine(
+    _fresh, budget=settings(max_examples=10, stateful_step_count=20, deadline=None)
+).TestCase

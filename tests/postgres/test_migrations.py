@@ -31,7 +31,7 @@ from jobs_core import (
     SchemaVersion,
     errors_to_json,
 )
-from jobs_core.testing.contract import LEASE, make_job
+from jobs_core.testing.contract import LEASE, make_job, make_schedule
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
@@ -41,6 +41,7 @@ from jobs_core.testing.upgrade import (
 )
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
 from jobs_postgres import _migrations as migrations
+from jobs_postgres._migrations import SCHEDULES_STEP_NAME
 from jobs_postgres._rows import to_row
 from jobs_postgres._schema import Schema
 from tests.pg_admin import admin_connect, throwaway_database
@@ -208,7 +209,7 @@ async def test_a_migrated_table_is_what_the_derived_table_describes(url: str, db
         await store.close()
     migrated = describe(db, "migrated")
     assert columns_by_name(migrated) == columns_by_name(describe(db, "declared"))
-    assert set(migrated) == {"jobs", "jobs_schema_version", "jobs_topics"}  # no v1 SERIAL
+    assert set(migrated) == {"jobs", "jobs_schema_version", "jobs_topics", "jobs_schedules"}
     assert [c[0] for c in migrated["jobs_schema_version"]["columns"]] == [
         "version",
         "name",
@@ -740,3 +741,54 @@ async def test_a_step_7_table_is_migrated_to_8_and_holds_unique_keys(
         db.execute(
             "UPDATE jobs SET status = 'pending' WHERE unique_key = 'k' AND status = 'cancelled'"
         )
+
+
+async def test_a_step_7_table_is_migrated_and_gets_an_empty_schedules_table(
+    url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schedules step creates `jobs_schedules` (empty) and touches no job row:
+    every row of every status reads back as it was; then a schedule is stored and
+    fires its slot job once."""
+    step = next(m.version for m in migrations.MIGRATIONS if m.name == SCHEDULES_STEP_NAME)
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[: step - 1])
+        store = PostgresStore(url)
+        try:
+            assert await store.migrate() == SchemaVersion(current=step - 1, latest=step - 1)
+            await store.insert(jobs)
+        finally:
+            await store.close()
+    assert db.execute("SELECT to_regclass('jobs_schedules')").fetchone() == (None,)
+    before = db.execute("SELECT pg_relation_filenode('jobs')").fetchone()
+    store = PostgresStore(url)
+    try:
+        assert await store.schema_version() == SchemaVersion(
+            current=step - 1, latest=SCHEMA_VERSION
+        )
+        for job in jobs:
+            assert await store.get(job.id) == job
+        assert await store.list_schedules() == []
+        await check_upgraded(store, jobs, LATER)
+        schedule = make_schedule(topic="after", next_fire_at=LATER)
+        await store.save_schedule(schedule)
+        slot_job = make_job(topic="after", run_at=LATER)
+        won = [
+            await store.fire_schedule(
+                schedule.name,
+                expected_next_fire_at=LATER,
+                next_fire_at=LATER + timedelta(seconds=1),
+                jobs=[slot_job],
+            )
+            for _ in range(2)
+        ]
+        assert won == [True, False]
+        assert await store.get(slot_job.id) == slot_job
+    finally:
+        await store.close()
+    assert [v for v, _ in versions(db)] == list(range(1, SCHEMA_VERSION + 1))
+    assert db.execute("SELECT pg_relation_filenode('jobs')").fetchone() == before
+    assert db.execute("SELECT name, paused, last_job_id FROM jobs_schedules").fetchall() == [
+        ("nightly", False, slot_job.id)
+    ]

@@ -1,11 +1,13 @@
 """Several worker processes on one database: exactly-once completion, wake-up latency,
-limits and pauses across processes, and a race on one unique key."""
+limits and pauses across processes, a race on one unique key, and a schedule's slots
+fired once each by three processes."""
 
 from __future__ import annotations
 
 import statistics
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import psycopg
 
 from jobs_core import Jobs
 from jobs_postgres import SCHEMA_VERSION, PostgresStore
+from tests.schedule_slots import check_one_job_per_slot
 
 from .procs import check_ledger, spawn, wait_for, worker_options, workers
 
@@ -204,3 +207,38 @@ def test_two_processes_enqueueing_one_unique_key_leave_exactly_one_active_job(
     assert set(statuses) <= {"pending", "cancelled"}
     assert sum(statuses.values()) == new
     assert new >= 2  # the key was freed and taken again
+
+
+async def test_three_processes_fire_each_slot_of_a_one_second_schedule_once(
+    pg_url: str, table: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Three workers, each declaring the same `every=1s` schedule (reconciled at
+    start-up), fire it for 10 s: one job per slot, no slot twice or skipped, every slot
+    job run once, and the stored schedule names the last slot and its job. Each firer
+    waits 0.2 s between reading the due schedule and firing, so all three race."""
+    every = timedelta(seconds=1)
+    options = worker_options(pg_url, table, poll_interval=0.05, every=1.0, fire_delay=0.2)
+    with workers(3, options, log=tmp_path / "workers.log"):
+        wait_for(
+            db,
+            f"SELECT count(*) >= 11 FROM {table} WHERE topic = 'tick'",
+            True,
+            timeout=60,
+            every=0.25,
+        )
+    fired = [
+        (run_at, str(job_id))
+        for run_at, job_id in db.execute(
+            f"SELECT run_at, id FROM {table} WHERE topic = 'tick' ORDER BY run_at"
+        ).fetchall()
+    ]
+    check_one_job_per_slot(fired, every=every, at_least=11)
+    row = db.execute(
+        f"SELECT last_fired_at, last_job_id, next_fire_at FROM {table}_schedules"
+    ).fetchone()
+    assert row == (fired[-1][0], fired[-1][1], fired[-1][0] + every)
+    twice = db.execute(
+        f"SELECT count(*) FROM (SELECT job_id FROM {options['ledger']}"
+        " GROUP BY job_id HAVING count(*) > 1) AS t"
+    ).fetchone()
+    assert twice == (0,), "a slot job ran twice"

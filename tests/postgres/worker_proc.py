@@ -5,7 +5,10 @@ table outside the jobs table: `(job_id, lock_token, pid, started, locked_until, 
 written before the handler returns (or, with `ledger_at_start`, when it starts and
 completed with `finished` when it returns). The payload steers it: `sleep`
 (seconds) and `hang_first` (sleep an hour on the first attempt, to be killed). It
-handles `topics` (a list), or the one `topic` (default "t").
+handles `topics` (a list), or the one `topic` (default "t"). With `every` (seconds) it
+also declares `@jobs.periodic(every, topic="tick", misfire="all")`, recorded alike;
+`fire_delay` (seconds) makes its firer wait between reading due schedules and firing
+them, so several processes race for each slot.
 Prints `ready` once the worker runs; SIGTERM stops it gracefully (exit code 0).
 
 With `"mode": "init"` it only creates the schema and exits (concurrent-install test).
@@ -67,8 +70,23 @@ async def race_on_a_key(store: JobStore, options: dict[str, Any]) -> int:
     return 0
 
 
+def slow_firing(store: object, delay: float) -> None:
+    """Wait `delay` between the firer's read of due schedules and its firing."""
+    read = store.due_schedules  # type: ignore[attr-defined]
+
+    async def due_slowly(*, now: datetime, limit: int) -> object:
+        due = await read(now=now, limit=limit)
+        if due:
+            await asyncio.sleep(delay)
+        return due
+
+    store.due_schedules = due_slowly  # type: ignore[attr-defined]
+
+
 async def main(options: dict[str, Any]) -> int:
     store = open_store(options["store_url"])
+    if options.get("fire_delay"):
+        slow_firing(store, float(options["fire_delay"]))
     if options.get("mode") == "init":
         await store.count_by_status()  # first use creates the schema
         await store.close()
@@ -124,6 +142,9 @@ async def main(options: dict[str, Any]) -> int:
     jobs = Jobs(store, config=config)
     for topic in options.get("topics", [options.get("topic", "t")]):
         jobs.register(topic, handler)
+    if options.get("every"):
+        every = timedelta(seconds=options["every"])
+        jobs.periodic(every, topic="tick", misfire="all")(handler)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await jobs.start()

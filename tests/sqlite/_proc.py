@@ -24,7 +24,7 @@ import random
 import signal
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from jobs_core import CannotCancel, EnqueueOptions, Job, Jobs, JobsConfig, open_store
@@ -83,7 +83,10 @@ async def work(args: argparse.Namespace) -> None:
         batch_size=args.batch,
         backoff=lambda retry: timedelta(milliseconds=50),
     )
-    jobs = Jobs(open_store(_url(args.db)), config=config)
+    store = open_store(_url(args.db))
+    if args.fire_delay:
+        slow_firing(store, args.fire_delay)
+    jobs = Jobs(store, config=config)
     ledger = os.open(args.ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     pid = os.getpid()
     low, high = args.sleep_ms
@@ -111,6 +114,8 @@ async def work(args: argparse.Namespace) -> None:
 
     for topic in args.topics:
         jobs.register(topic, hang if topic == "hang" else record)
+    if args.every:  # every process declares the same schedule; start() reconciles it
+        jobs.periodic(timedelta(seconds=args.every), topic="tick", misfire="all")(record)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await jobs.start()
@@ -121,6 +126,20 @@ async def work(args: argparse.Namespace) -> None:
     os.close(ledger)
     if spans is not None:
         os.close(spans)
+
+
+def slow_firing(store: object, delay: float) -> None:
+    """Make the schedule firer wait `delay` between reading due schedules and firing
+    them, so the firers of several processes read the same slot and race to fire it."""
+    read = store.due_schedules  # type: ignore[attr-defined]
+
+    async def due_slowly(*, now: datetime, limit: int) -> object:
+        due = await read(now=now, limit=limit)
+        if due:
+            await asyncio.sleep(delay)
+        return due
+
+    store.due_schedules = due_slowly  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -152,6 +171,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--sleep-ms", type=float, nargs=2, default=(0.0, 0.0))
     p.add_argument("--spans", default=None, help="append each run's start and end here")
+    p.add_argument("--every", type=float, default=None, help="declare a 'tick' schedule")
+    p.add_argument("--fire-delay", type=float, default=0.0, help="see `slow_firing`")
     args = parser.parse_args()
     if args.command == "schema":
         barrier(args.go)

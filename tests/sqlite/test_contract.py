@@ -9,7 +9,12 @@ from pathlib import Path
 from hypothesis import settings
 
 from jobs_core.ports import JobStore
-from jobs_core.testing.contract import JobStoreContract, make_state_machine
+from jobs_core.testing.contract import (
+    JobStoreContract,
+    ScheduleStoreContract,
+    make_schedule_machine,
+    make_state_machine,
+)
 from jobs_sqlite import SQLiteStore
 
 
@@ -28,4 +33,13 @@ async def _fresh_store() -> JobStore:
 TestSQLiteStoreModel = make_state_machine(
     _fresh_store,
     budget=settings(max_examples=100, stateful_step_count=40, deadline=None),
+).TestCase
+
+
+class TestSQLiteStoreSchedules(ScheduleStoreContract):
+    """The schedule examples; the `store` fixture (conftest) is a fresh file each."""
+
+
+TestSQLiteScheduleModel = make_schedule_machine(
+    _fresh_store, budget=settings(max_examples=15, stateful_step_count=20, deadline=None)
 ).TestCase

@@ -35,7 +35,7 @@ from jobs_core import (
     errors_to_json,
     open_store,
 )
-from jobs_core.testing.contract import LEASE, make_job
+from jobs_core.testing.contract import LEASE, make_job, make_schedule
 from jobs_core.testing.upgrade import (
     RELEASE_1,
     UPGRADE_NOW,
@@ -54,7 +54,7 @@ from jobs_sqlite import (
     version_table,
 )
 from jobs_sqlite._rows import COLUMNS, format_time, insert_values
-from jobs_sqlite._schema import topics_table
+from jobs_sqlite._schema import schedules_table, topics_table
 from jobs_sqlite._statements import INSERT
 from tests.sqlite import _harness as h
 
@@ -830,3 +830,56 @@ async def test_a_step_7_file_is_migrated_to_8_and_holds_unique_keys(
             raw.execute(
                 "UPDATE jobs SET status = 'pending' WHERE unique_key = 'k' AND status = 'cancelled'"
             )
+
+
+async def test_a_step_7_file_is_migrated_and_gets_an_empty_schedules_table(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schedules step adds `jobs_schedules` (no row) and touches no job: every row
+    of every status reads back as it was; then a schedule is stored and fires."""
+    step = next(m.version for m in MIGRATIONS if m.name == _migrations.SCHEDULES_STEP_NAME)
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrations, "MIGRATIONS", MIGRATIONS[: step - 1])
+        engine = sqlalchemy.create_engine(f"sqlite:///{db_path}")
+        with engine.begin() as connection:
+            assert _migrations.migrate(connection, str(db_path)) == step - 1
+        engine.dispose()
+    jobs = jobs_in_every_status()
+    assert {job.status for job in jobs} == set(JobStatus)
+    with _raw(db_path) as raw:
+        assert (
+            raw.execute("SELECT name FROM sqlite_master WHERE name = 'jobs_schedules'").fetchall()
+            == []
+        )
+        for job in jobs:
+            raw.execute(INSERT, list(insert_values(job)))
+    store = SQLiteStore(db_path)
+    try:
+        assert await store.schema_version() == SchemaVersion(
+            current=step - 1, latest=SCHEMA_VERSION
+        )
+        for job in jobs:
+            assert await store.get(job.id) == job
+        assert await store.schema_version() == LATEST
+        assert await store.list_schedules() == []
+        await check_upgraded(store, jobs, AFTER)
+        schedule = make_schedule(next_fire_at=AFTER, topic="after")
+        await store.save_schedule(schedule)
+        slot_job = make_job(topic="after", run_at=AFTER)
+        assert await store.fire_schedule(
+            schedule.name,
+            expected_next_fire_at=AFTER,
+            next_fire_at=AFTER + timedelta(seconds=1),
+            jobs=[slot_job],
+        )
+        assert await store.get(slot_job.id) == slot_job
+    finally:
+        await store.close()
+    assert [v for v, _, _ in version_rows(db_path)] == list(range(1, SCHEMA_VERSION + 1))
+    with _raw(db_path) as raw:
+        assert columns_by_name(layout(raw, "jobs_schedules")) == columns_by_name(
+            derived_layout(schedules_table)
+        )
+        assert raw.execute("SELECT name, paused FROM jobs_schedules").fetchall() == [("nightly", 0)]
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            raw.execute("UPDATE jobs_schedules SET paused = 2")

@@ -1,6 +1,6 @@
 """Several processes on one file: concurrent schema creation, a restart that rescues a
-killed worker's job, four workers draining 5,000 jobs exactly once, and two processes
-racing on one unique key."""
+killed worker's job, four workers draining 5,000 jobs exactly once, two processes
+racing on one unique key, and three firing one schedule's slots once each."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from jobs_core import LOCK_EXPIRED, EnqueueOptions, Job, Jobs, JobsConfig, JobStatus
 from jobs_core.testing import FakeClock
 from jobs_sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.schedule_slots import check_one_job_per_slot
 from tests.sqlite import _harness as h
 
 
@@ -219,3 +220,55 @@ def test_two_processes_enqueueing_one_unique_key_leave_exactly_one_active_job(
     assert set(statuses) <= {"pending", "cancelled"}
     assert sum(statuses.values()) == new
     assert new >= 2  # the key was freed and taken again
+
+
+async def test_three_processes_fire_each_slot_of_a_one_second_schedule_once(
+    tmp_path: Path,
+) -> None:
+    """Three workers, each declaring the same `every=1s` schedule (reconciled at
+    start-up), fire it for 10 s: one job per slot, no slot twice or skipped, and the
+    stored schedule names the last slot and its job. Each firer waits 0.2 s between
+    reading the due schedule and firing it, so every slot is raced for by all three."""
+    db = tmp_path / "jobs.db"
+    every = timedelta(seconds=1)
+    await SQLiteStore(db).close()
+    workers = [
+        h.spawn(
+            "work",
+            db,
+            tmp_path / f"{i}.ledger",
+            *("--poll", "0.05", "--every", "1", "--fire-delay", "0.2"),
+        )
+        for i in range(3)
+    ]
+    try:
+        for proc in workers:
+            h.wait_line(proc, "started")
+        await asyncio.to_thread(
+            h.until,
+            lambda: _tick_count(db) >= 11,
+            timeout=60,
+            what="11 slots of the schedule",
+            every=0.25,
+        )
+    finally:
+        logs = [h.stop(proc) for proc in workers]
+    with sqlite3.connect(db) as raw:
+        rows = raw.execute("SELECT run_at, id FROM jobs WHERE topic = 'tick' ORDER BY run_at")
+        fired = [(datetime.fromisoformat(run_at), job_id) for run_at, job_id in rows]
+        last_at, last_id, next_at = raw.execute(
+            "SELECT last_fired_at, last_job_id, next_fire_at FROM jobs_schedules"
+        ).fetchone()
+    check_one_job_per_slot(fired, every=every, at_least=11)
+    assert (datetime.fromisoformat(last_at), last_id) == fired[-1]
+    assert datetime.fromisoformat(next_at) == fired[-1][0] + every
+    ran = Counter(run.job_id for run in h.ledger(tmp_path) if run.topic == "tick")
+    assert set(ran.values()) <= {1}, "a slot job ran twice"
+    for log in logs:
+        assert h.bad_log_lines(log) == [], log
+
+
+def _tick_count(db: Path) -> int:
+    with sqlite3.connect(db, timeout=30) as raw:
+        (n,) = raw.execute("SELECT count(*) FROM jobs WHERE topic = 'tick'").fetchone()
+    return int(n)

@@ -11,17 +11,20 @@ from jobs_core._errors import (
     CannotCancel,
     CannotDelete,
     CannotRequeue,
+    CronUnavailable,
     IllegalTransition,
     InvalidInput,
     InvalidOptions,
     InvalidPayload,
     InvalidResult,
+    InvalidSchedule,
     InvalidTopic,
     JobBusy,
     JobNotFound,
     JobsError,
     LockLost,
     PayloadTooLarge,
+    ScheduleNotFound,
     SchemaBehind,
     SchemaMissing,
     SchemaTooNew,
@@ -41,7 +44,7 @@ from jobs_core._history import (
     errors_from_json,
     errors_to_json,
 )
-from jobs_core._maintenance import LeaseRescuer, MaintenanceService
+from jobs_core._maintenance import LeaseRescuer, MaintenanceService, ScheduleFirer
 from jobs_core._memory import MemoryStore
 from jobs_core._model import (
     BULKY_FIELDS,
@@ -71,6 +74,19 @@ from jobs_core._model import (
 from jobs_core._payload import MAX_DEPTH as MAX_PAYLOAD_DEPTH
 from jobs_core._payload import serialize as serialize_payload
 from jobs_core._registry import available_schemes, open_store
+from jobs_core._schedules import (
+    MAX_SLOTS_PER_FIRE,
+    MISFIRE_GRACE,
+    Firing,
+    Misfire,
+    Schedule,
+    due_slots,
+    next_slot,
+    schedule_definition,
+    schedule_from_definition,
+    slot_jobs,
+    timing_key,
+)
 from jobs_core._service import Jobs
 from jobs_core._signals import GiveUp, HandlerSignal, Retry, Snooze
 from jobs_core._topics import (
@@ -106,7 +122,13 @@ from jobs_core._transitions import actions as allowed_actions
 from jobs_core._validation import MAX_PAGE_SIZE, MAX_TOPIC_LENGTH, check_delete_finished
 from jobs_core._worker import Handler
 from jobs_core.clock import Clock, SystemClock
-from jobs_core.ports import JobStore, MigratableStore, NumberedStep, SchemaVersion
+from jobs_core.ports import (
+    JobStore,
+    MigratableStore,
+    NumberedStep,
+    ScheduleStore,
+    SchemaVersion,
+)
 from jobs_core.ports import check_steps as check_migration_steps
 
 __all__ = [
@@ -228,4 +250,20 @@ __all__ = [
     "open_store",
     "rows_within_budget",
     "serialize_payload",
+    "CronUnavailable",
+    "Firing",
+    "InvalidSchedule",
+    "MAX_SLOTS_PER_FIRE",
+    "MISFIRE_GRACE",
+    "Misfire",
+    "Schedule",
+    "ScheduleFirer",
+    "ScheduleNotFound",
+    "ScheduleStore",
+    "due_slots",
+    "next_slot",
+    "schedule_definition",
+    "schedule_from_definition",
+    "slot_jobs",
+    "timing_key",
 ]

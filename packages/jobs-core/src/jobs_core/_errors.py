@@ -129,6 +129,32 @@ class InvalidOptions(InvalidInput):
     """An enqueue option (`run_at`, `max_retries`) or a configuration value is invalid."""
 
 
+class InvalidSchedule(InvalidInput):
+    """A schedule's definition is wrong: no timing or two (`cron` and `every`), a cron
+    expression cronsim refuses, an unknown time zone, a non-positive `every`, an unknown
+    `misfire`, a bad name, or a cron that never fires."""
+
+
+class ScheduleNotFound(JobsError, LookupError):
+    """No stored schedule has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name[:64]!r} not found")
+        self.name = name
+
+
+class CronUnavailable(JobsError, RuntimeError):
+    """A `cron=` schedule needs the optional cron parser: `pip install "jobs-core[cron]"`.
+
+    (`every=` schedules need nothing.)"""
+
+    def __init__(self) -> None:
+        super().__init__(
+            'cron schedules need the cronsim package: pip install "jobs-core[cron]"'
+            " (every= schedules work without it)"
+        )
+
+
 class TopicAlreadyRegistered(JobsError, ValueError):
     """A second handler was registered for a topic that already has one."""
 

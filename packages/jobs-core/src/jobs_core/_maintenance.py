@@ -4,26 +4,33 @@ A service runs `run_once(now)` every `interval` of the `Jobs` clock in a task of
 own, so duties fail apart from each other and from the claims: a failing run is
 reported to the observers as a store error and the next one backs off (doubling up to
 `STORE_BACKOFF_CAP`), and the service goes on. `Jobs.start()` and `Jobs.stop()` start
-and stop the services with the worker. The lease rescuer is the first; retention and
-cron belong here too.
+and stop the services with the worker. The lease rescuer is the first; the schedule
+firer the second; retention belongs here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from jobs_core import _transitions as transitions
 from jobs_core._config import JobsConfig, store_backoff
+from jobs_core._errors import CronUnavailable
 from jobs_core._events import JobsObserver
 from jobs_core._model import JobStatus
+from jobs_core._schedules import due_slots, slot_jobs
 from jobs_core._waiting import wait_until
 from jobs_core.clock import Clock
-from jobs_core.ports import JobStore
+from jobs_core.ports import JobStore, ScheduleStore
 
 #: Most expired leases one sweep rescues (the rest wait for the next sweep).
 RESCUE_LIMIT = 100
+#: Most due schedules one tick of the firer fires (the rest wait for the next tick).
+FIRE_LIMIT = 100
+
+log = logging.getLogger("jobs_core.schedules")
 
 
 class MaintenanceService:
@@ -134,3 +141,52 @@ class LeaseRescuer(MaintenanceService):
             job.status is JobStatus.PENDING and job.run_at <= now for job in rescued
         ):
             self._wake()
+
+
+class ScheduleFirer(MaintenanceService):
+    """Fires due schedules: every `poll_interval`, one query for the unpaused schedules
+    whose next slot came; for each, the slots `misfire` keeps become jobs, stored by
+    `fire_schedule` (compare-and-set on `next_fire_at`, in the jobs' transaction), so
+    the firers of every process may race and each slot still fires once. Wakes the
+    worker when it stored a job for a topic this instance handles. A cron schedule in a
+    process without the `jobs-core[cron]` extra is skipped with a warning (processes
+    that have it fire it)."""
+
+    name = "schedules"
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        *,
+        clock: Clock,
+        config: JobsConfig,
+        observer: JobsObserver,
+        max_retries: Callable[[str], int],
+        wake: Callable[[str], None] | None = None,
+        limit: int = FIRE_LIMIT,
+    ) -> None:
+        super().__init__(clock=clock, interval=config.poll_interval, observer=observer)
+        self.store = store
+        self.limit = limit
+        self._max_retries = max_retries
+        self._wake = wake
+
+    async def run_once(self, now: datetime) -> None:
+        """Fire every due schedule (up to `limit`) once, as of `now`."""
+        for schedule in await self.store.due_schedules(now=now, limit=self.limit):
+            try:
+                firing = due_slots(schedule, now)
+            except CronUnavailable as exc:  # stored by a process that has the extra
+                log.warning("schedule %r not fired here: %s", schedule.name, exc)
+                continue  # the other schedules still fire; a process with cronsim fires it
+            jobs = slot_jobs(
+                schedule, firing.slots, now=now, max_retries=self._max_retries(schedule.topic)
+            )
+            won = await self.store.fire_schedule(
+                schedule.name,
+                expected_next_fire_at=schedule.next_fire_at,
+                next_fire_at=firing.next_fire_at,
+                jobs=jobs,
+            )
+            if won and jobs and self._wake is not None:
+                self._wake(schedule.topic)

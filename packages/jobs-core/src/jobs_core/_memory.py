@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from jobs_core import _transitions as transitions
-from jobs_core._errors import InvalidOptions, JobNotFound, UniqueKeyTaken
+from jobs_core._errors import InvalidOptions, JobNotFound, ScheduleNotFound, UniqueKeyTaken
 from jobs_core._history import errors_to_json
 from jobs_core._ids import new_lock_token
 from jobs_core._model import (
@@ -26,6 +26,7 @@ from jobs_core._model import (
     rows_within_budget,
 )
 from jobs_core._payload import serialize
+from jobs_core._schedules import Schedule, timing_key
 from jobs_core._topics import (
     TopicInfo,
     TopicPolicy,
@@ -68,6 +69,7 @@ class MemoryStore:
         #: key while it exists and is active (checked on every read, so no other write
         #: needs to keep this up to date).
         self._keys: dict[tuple[str, str], str] = {}
+        self._schedules: dict[str, Schedule] = {}
 
     @classmethod
     def from_url(cls, url: str, *, create_schema: bool = True) -> MemoryStore:
@@ -307,6 +309,81 @@ class MemoryStore:
         for job in old:
             del self._jobs[job.id]
         return len(old)
+
+    # -- schedules (`ScheduleStore`) -----------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        """Create or update; an update keeps the state, and the next slot unless the
+        timing changed."""
+        stored = self._schedules.get(schedule.name)
+        if stored is not None:
+            schedule = attrs.evolve(
+                schedule,
+                created=stored.created,
+                paused=stored.paused,
+                last_fired_at=stored.last_fired_at,
+                last_job_id=stored.last_job_id,
+                next_fire_at=(
+                    stored.next_fire_at
+                    if timing_key(stored) == timing_key(schedule)
+                    else schedule.next_fire_at
+                ),
+            )
+        self._schedules[schedule.name] = schedule
+        return schedule
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule, or `ScheduleNotFound`."""
+        try:
+            return self._schedules[name]
+        except KeyError:
+            raise ScheduleNotFound(name) from None
+
+    async def list_schedules(self) -> Sequence[Schedule]:
+        """Every schedule, by name."""
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove the schedule if there is one."""
+        return self._schedules.pop(name, None) is not None
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: datetime, next_fire_at: datetime | None = None
+    ) -> Schedule:
+        """Store the pause flag (and the next slot, when given)."""
+        stored = await self.get_schedule(name)
+        self._schedules[name] = stored = attrs.evolve(
+            stored,
+            paused=bool(paused),
+            updated=now,
+            next_fire_at=stored.next_fire_at if next_fire_at is None else next_fire_at,
+        )
+        return stored
+
+    async def due_schedules(self, *, now: datetime, limit: int) -> Sequence[Schedule]:
+        """Unpaused schedules whose next slot came, earliest first."""
+        due = [s for s in self._schedules.values() if not s.paused and s.next_fire_at <= now]
+        due.sort(key=lambda s: (s.next_fire_at, s.name))
+        return due[: max(limit, 0)]
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        jobs: Sequence[Job],
+    ) -> bool:
+        """Compare-and-set the next slot and insert the slot jobs, or do nothing."""
+        stored = self._schedules.get(name)
+        if stored is None or stored.paused or stored.next_fire_at != expected_next_fire_at:
+            return False
+        fired = attrs.evolve(stored, next_fire_at=next_fire_at)
+        if jobs:
+            await self.insert(jobs)  # no await point before it: still atomic
+            fired = attrs.evolve(fired, last_fired_at=jobs[-1].run_at, last_job_id=jobs[-1].id)
+        self._schedules[name] = fired
+        return True
 
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         """Report inserts and re-queues made through this store, until cancelled."""

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+import attrs
+
 from jobs_core import _transitions as transitions
 from jobs_core._bulk import BULK_MAX, BulkResult, BulkSelection, run_bulk
 from jobs_core._config import JobsConfig, check_duration, check_grace, check_max_retries
@@ -14,16 +16,26 @@ from jobs_core._durations import Duration
 from jobs_core._enqueued import Enqueued, EnqueuedJobs
 from jobs_core._errors import (
     InvalidOptions,
+    InvalidSchedule,
     JobBusy,
     JobNotFound,
+    ScheduleNotFound,
     TopicAlreadyRegistered,
     UnreadableJob,
 )
 from jobs_core._events import JobsObserver, LoggingObserver, ObserverGroup
 from jobs_core._ids import new_job_id
-from jobs_core._maintenance import LeaseRescuer, MaintenanceService
+from jobs_core._maintenance import LeaseRescuer, MaintenanceService, ScheduleFirer
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
 from jobs_core._payload import canonical
+from jobs_core._schedules import (
+    NEVER,
+    Misfire,
+    Schedule,
+    check_schedule_name,
+    check_timing,
+    next_slot,
+)
 from jobs_core._topics import TopicInfo, check_concurrency, check_max_running
 from jobs_core._validation import (
     check_page,
@@ -35,7 +47,7 @@ from jobs_core._validation import (
 )
 from jobs_core._worker import Handler, Worker
 from jobs_core.clock import Clock, SystemClock
-from jobs_core.ports import JobStore
+from jobs_core.ports import JobStore, ScheduleStore
 
 H = TypeVar("H", bound=Handler)
 
@@ -89,8 +101,22 @@ class Jobs:
             observer=self._observers,
             wake=self._worker.wake,
         )
+        #: Schedules declared with `@periodic`, stored (reconciled) by `start()`.
+        self._declared: dict[str, _Declared] = {}
+        self._firer: ScheduleFirer | None = None
+        if isinstance(store, ScheduleStore):
+            self._firer = ScheduleFirer(
+                store,
+                clock=self.clock,
+                config=self.config,
+                observer=self._observers,
+                max_retries=self._topic_max_retries,
+                wake=self._wake_for,
+            )
         #: Periodic duties, started and stopped with the worker.
-        self._services: tuple[MaintenanceService, ...] = (self._rescuer,)
+        self._services: tuple[MaintenanceService, ...] = (
+            (self._rescuer,) if self._firer is None else (self._rescuer, self._firer)
+        )
 
     def __repr__(self) -> str:
         return f"Jobs({self.store!r}, topics={sorted(self._handlers)})"
@@ -358,6 +384,162 @@ class Jobs:
         if topic in self._handlers:
             self._worker.wake()
 
+    # -- schedules ----------------------------------------------------------------
+
+    async def schedule(
+        self,
+        name: str,
+        *,
+        topic: str,
+        payload: object = None,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str = "UTC",
+        misfire: Misfire = "latest",
+        priority: int = 0,
+        max_retries: int | None = None,
+    ) -> Schedule:
+        """Create or update the stored schedule `name`: a job of `topic` with `payload`
+        at each slot of `cron` (in `timezone`; needs `jobs-core[cron]`) or of `every`
+        (counted from the Unix epoch). Every running worker's maintenance fires due
+        slots, each exactly once across processes; `misfire` says what happens to slots
+        missed while nothing ran (`latest`, `all`, `skip`). An update keeps the
+        schedule's pause state and, when the timing is unchanged, its next slot; a new
+        timing starts from the next slot after now. Returns the schedule as stored."""
+        store = self._schedule_store()
+        check_schedule_name(name)
+        check_topic(topic)
+        check_timing(cron, every, timezone, misfire)
+        now = self.clock.now()
+        candidate = Schedule(
+            name=name,
+            topic=topic,
+            payload=canonical(payload, self.config.max_payload_size),
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            misfire=misfire,
+            priority=check_priority(priority),
+            max_retries=None if max_retries is None else check_max_retries(max_retries),
+            next_fire_at=now,
+            created=now,
+            updated=now,
+        )
+        first = next_slot(candidate, now)
+        if first >= NEVER:
+            raise InvalidSchedule(f"cron {cron!r} never fires after {now.isoformat()}")
+        return await store.save_schedule(attrs.evolve(candidate, next_fire_at=first))
+
+    async def unschedule(self, name: str) -> None:
+        """Delete the stored schedule (jobs it created stay); `ScheduleNotFound` if none."""
+        if not await self._schedule_store().delete_schedule(check_schedule_name(name)):
+            raise ScheduleNotFound(name)
+
+    async def schedules(self) -> Sequence[Schedule]:
+        """Every stored schedule, by name, with its next slot and last fired job."""
+        return list(await self._schedule_store().list_schedules())
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The stored schedule `name`, or `ScheduleNotFound`."""
+        return await self._schedule_store().get_schedule(check_schedule_name(name))
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Stop firing the schedule (stored: every process); `resume_schedule` undoes it."""
+        store = self._schedule_store()
+        return await store.set_schedule_paused(
+            check_schedule_name(name), True, now=self.clock.now()
+        )
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fire the schedule again from its next slot after now (slots that passed while
+        it was paused do not fire). A schedule that was not paused is left as it is."""
+        store = self._schedule_store()
+        stored = await store.get_schedule(check_schedule_name(name))
+        if not stored.paused:
+            return stored
+        now = self.clock.now()
+        return await store.set_schedule_paused(
+            name, False, now=now, next_fire_at=next_slot(stored, now)
+        )
+
+    def periodic(
+        self,
+        timing: str | timedelta,
+        *,
+        topic: str | None = None,
+        name: str | None = None,
+        payload: object = None,
+        timezone: str = "UTC",
+        misfire: Misfire = "latest",
+        priority: int = 0,
+        max_retries: int | None = None,
+        timeout: timedelta | None = None,
+        concurrency: int | None = None,
+    ) -> Callable[[H], H]:
+        """Decorator: register the function as the handler of `topic` (default: its
+        name) and declare a schedule `name` (default: the topic) firing it at each slot
+        of `timing`, a cron expression or a `timedelta` (`every`). `start()` stores the
+        declared schedules (created, or updated keeping their next slot when the
+        timing is unchanged). A schedule no longer declared stays stored until
+        `unschedule` removes it: deploying an older release must not delete it."""
+        cron, every = (timing, None) if isinstance(timing, str) else (None, timing)
+
+        def decorate(fn: H) -> H:
+            chosen = topic if topic is not None else getattr(fn, "__name__", "")
+            key = name if name is not None else chosen
+            check_schedule_name(key)
+            if key in self._declared:
+                raise InvalidSchedule(f"schedule {key!r} is declared twice")
+            check_topic(chosen)
+            check_timing(cron, every, timezone, misfire)
+            self.register(
+                chosen, fn, timeout=timeout, max_retries=max_retries, concurrency=concurrency
+            )
+            self._declared[key] = _Declared(
+                topic=chosen,
+                payload=canonical(payload, self.config.max_payload_size),
+                cron=cron,
+                every=every,
+                timezone=timezone,
+                misfire=misfire,
+                priority=check_priority(priority),
+                max_retries=max_retries,
+            )
+            return fn
+
+        return decorate
+
+    async def reconcile_schedules(self) -> Sequence[Schedule]:
+        """Store every schedule declared with `@periodic` (what `start()` does first)."""
+        stored = []
+        for key, spec in self._declared.items():
+            stored.append(
+                await self.schedule(
+                    key,
+                    topic=spec.topic,
+                    payload=spec.payload,
+                    cron=spec.cron,
+                    every=spec.every,
+                    timezone=spec.timezone,
+                    misfire=spec.misfire,
+                    priority=spec.priority,
+                    max_retries=spec.max_retries,
+                )
+            )
+        return stored
+
+    def _schedule_store(self) -> ScheduleStore:
+        if not isinstance(self.store, ScheduleStore):
+            raise InvalidOptions(f"store {self.store!r} does not keep schedules")
+        return self.store
+
+    def _topic_max_retries(self, topic: str) -> int:
+        return self._max_retries.get(topic, self.config.max_retries)
+
+    def _wake_for(self, topic: str) -> None:
+        if topic in self._handlers:
+            self._worker.wake()
+
     # -- manage -------------------------------------------------------------------
 
     async def requeue(self, job_id: str) -> Job:
@@ -479,7 +661,8 @@ class Jobs:
 
     async def start(self) -> None:
         """Run the maintenance services and the worker in the background; returns once
-        the worker is running."""
+        the worker is running. Schedules declared with `@periodic` are stored first."""
+        await self.reconcile_schedules()
         for service in self._services:
             await service.start()
         await self._worker.start()
@@ -496,10 +679,13 @@ class Jobs:
             await services
 
     async def run_once(self) -> int:
-        """Rescue expired leases, claim one batch, run it to the end; how many jobs ran.
+        """Rescue expired leases, fire due schedules, claim one batch, run it to the
+        end; how many jobs ran.
 
         Store errors propagate (the background loops report and retry them instead)."""
         await self._rescuer.run_once(self.clock.now())
+        if self._firer is not None:
+            await self._firer.run_once(self.clock.now())
         return await self._worker.run_once()
 
     @property
@@ -518,6 +704,20 @@ class Jobs:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+@attrs.frozen(kw_only=True)
+class _Declared:
+    """A schedule declared with `@periodic`, checked, waiting for `start()` to store it."""
+
+    topic: str
+    payload: object
+    cron: str | None
+    every: timedelta | None
+    timezone: str
+    misfire: Misfire
+    priority: int
+    max_retries: int | None
 
 
 def _with_logging(observers: Sequence[JobsObserver]) -> list[JobsObserver]:

@@ -16,10 +16,19 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from jobs_core._model import Job, JobPage, JobQuery, JobStatus, JobUpdate
+from jobs_core._schedules import Schedule
 from jobs_core._topics import TopicInfo
 from jobs_core.clock import Clock
 
-__all__ = ["Clock", "JobStore", "MigratableStore", "NumberedStep", "SchemaVersion", "check_steps"]
+__all__ = [
+    "Clock",
+    "JobStore",
+    "MigratableStore",
+    "NumberedStep",
+    "ScheduleStore",
+    "SchemaVersion",
+    "check_steps",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -220,4 +229,64 @@ class JobStore(Protocol):
 
     async def close(self) -> None:
         """Release connections. The store is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Persistence of schedules (`jobs_core.Schedule`), beside a store's jobs.
+
+    The core decides what a schedule is and which slots are due; the store keeps the
+    rows and makes firing exactly-once: `fire_schedule` moves `next_fire_at` forward by
+    compare-and-set and inserts the slot jobs in the same transaction, so of several
+    processes firing the same slot one wins and the others change nothing.
+    """
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        """Create the schedule, or update the stored one of that name (one atomic
+        statement), and return it as stored. An update writes the definition and
+        `updated`; it keeps `created`, `paused`, `last_fired_at`, `last_job_id`, and
+        `next_fire_at` too unless the timing changed (`jobs_core.timing_key` differs),
+        when `next_fire_at` becomes the given one."""
+        ...
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule of that name; `ScheduleNotFound` if none."""
+        ...
+
+    async def list_schedules(self) -> Sequence[Schedule]:
+        """Every schedule, by name."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule (its jobs stay); False if there was none."""
+        ...
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: datetime, next_fire_at: datetime | None = None
+    ) -> Schedule:
+        """Store the pause flag (and `updated = now`; `next_fire_at` too when given: a
+        resumed schedule starts from the next slot); the schedule as stored, or
+        `ScheduleNotFound`."""
+        ...
+
+    async def due_schedules(self, *, now: datetime, limit: int) -> Sequence[Schedule]:
+        """Up to `limit` unpaused schedules with `next_fire_at <= now`, earliest first:
+        the firer's one query per tick (cheap when there is no schedule at all)."""
+        ...
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        jobs: Sequence[Job],
+    ) -> bool:
+        """In one transaction: if the schedule is unpaused and its `next_fire_at` is
+        still `expected_next_fire_at`, set it to `next_fire_at`, insert `jobs` (new
+        `pending` jobs, one per slot, in slot order) and, if there are any, set
+        `last_fired_at` to the last one's `run_at` and `last_job_id` to its id; True.
+        Otherwise (another process fired it first, it was paused, changed or deleted)
+        write nothing and return False. Wakes watchers when jobs were inserted."""
         ...

@@ -21,6 +21,7 @@ from jobs_http._auth import Authenticate, any_of, token_checker
 from jobs_http._bulk import bulk_router
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
 from jobs_http._metrics import JobsMetrics, metrics_router
+from jobs_http._schedules import schedules_router
 from jobs_http._ui import ui_routes
 
 logger = logging.getLogger("jobs_http")
@@ -95,6 +96,7 @@ def create_app(
             topics_router(jobs, check),
             bulk_router(jobs, check),
             *([metrics_router(jobs, metrics, scrape)] if metrics is not None else []),
+            schedules_router(jobs, check),
             _root,
             *(ui_routes() if ui else []),
         ],

@@ -34,6 +34,7 @@ from jobs_core import (
     TopicInfo,
 )
 from jobs_http._environment import defaults_from_environment
+from jobs_http._schedules import ScheduleOut, SchedulesOut
 from jobs_http._wire import (
     InvalidBody,
     JobOut,
@@ -51,7 +52,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
 #: Commands that only read: they open the store without creating its file or table,
 #: so a mistyped `--db` fails ("no jobs table at ...") instead of showing an empty queue.
-READ_ONLY_COMMANDS = frozenset({"stats", "list", "get", "topics"})
+READ_ONLY_COMMANDS = frozenset({"stats", "list", "get", "topics", "schedules"})
 
 #: Exit codes of `jobs migrate` (2 is argparse's: a bad command line).
 MIGRATE_OK = 0
@@ -250,6 +251,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         parents=[out_parent],
         help="the settings commands run with here (defaults and JOBS_* variables), no secrets",
     )
+    commands.add_parser(
+        "schedules",
+        parents=[db_parent, out_parent],
+        help="each stored schedule: its timing, next fire time and last fired job",
+    )
 
     migrate = commands.add_parser(
         "migrate",
@@ -359,9 +365,29 @@ async def _bulk(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
         _print_table(("metric", "value"), rows, out)
 
 
+def _print_schedules(schedules: Sequence[ScheduleOut], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        _print_json(SchedulesOut(items=list(schedules)), out)
+        return
+    rows = [
+        (
+            s.name,
+            s.topic,
+            s.timing if s.cron is None or s.timezone == "UTC" else f"{s.timing} ({s.timezone})",
+            "paused" if s.paused else "",
+            _cell(s.next_fire_at),
+            _cell(s.last_fired_at),
+            _cell(s.last_job_id),
+        )
+        for s in schedules
+    ]
+    header = ("name", "topic", "timing", "paused", "next_fire_at", "last_fired_at", "last_job")
+    _print_table(header, rows, out, empty="no schedules")
+
+
 async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
-    """Run one of enqueue/list/stats/get/requeue/cancel/delete/topics/pause/resume/limit
-    against `jobs`' store and print it."""
+    """Run one of enqueue/list/stats/get/requeue/cancel/delete/topics/pause/resume/limit/
+    schedules against `jobs`' store and print it."""
     command: str = args.command
     if command == "enqueue":
         try:
@@ -415,6 +441,9 @@ async def run_admin(jobs: Jobs, args: argparse.Namespace, out: TextIO) -> None:
         await _bulk(jobs, args, out)
     elif command == "topics":
         _print_topics([TopicOut.from_info(i) for i in await jobs.list_topics()], args.json, out)
+    elif command == "schedules":
+        schedules = [ScheduleOut.from_schedule(s) for s in await jobs.schedules()]
+        _print_schedules(schedules, args.json, out)
     elif command in {"pause", "resume", "limit"}:
         if command == "pause":
             await jobs.pause(args.topic)

@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
 from jobs_core import (
+    CronUnavailable,
     IllegalTransition,
     InvalidInput,
     InvalidPayload,
@@ -25,6 +26,7 @@ from jobs_core import (
     JobNotFound,
     JobsError,
     PayloadTooLarge,
+    ScheduleNotFound,
     StoreUnavailable,
     UniqueKeyTaken,
     UnreadableJob,
@@ -39,6 +41,10 @@ STATUS_OF: tuple[tuple[type[JobsError], int], ...] = (
     (InvalidInput, 400),
     (JobNotFound, 404),
     (UniqueKeyTaken, 409),  # a requeue over a held unique key (an IllegalTransition too)
+    (ScheduleNotFound, 404),
+    # The server lacks the cron parser: the request cannot be served as asked (its
+    # message says to install `jobs-core[cron]`; every= schedules still work).
+    (CronUnavailable, 400),
     (IllegalTransition, 409),
     (JobBusy, 409),
     (StoreUnavailable, 503),

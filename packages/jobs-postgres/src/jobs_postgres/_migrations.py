@@ -211,6 +211,37 @@ async def _v8(conn: AsyncConnection, schema: Schema) -> None:
     )
 
 
+#: The name of step 9, which adds the schedules table (tests find the step by it).
+SCHEDULES_STEP_NAME: Final = "schedules table (definition, next_fire_at, last firing)"
+
+
+async def _schedules(conn: AsyncConnection, schema: Schema) -> None:
+    """The table `<table>_schedules` of stored schedules (`jobs_core.Schedule`): a new,
+    empty table, so no job row is touched. The definition is a JSON object
+    (`jobs_core.schedule_definition`) in TEXT, read back exactly as written; `timing`
+    apart, so an update can keep `next_fire_at` when it is unchanged. The firer's one
+    query per tick walks the partial index of unpaused schedules by next slot."""
+    t = schema.name + "_schedules"
+    await _run(
+        conn,
+        [
+            f"CREATE TABLE {schema.sql(t)} ("
+            "name TEXT NOT NULL PRIMARY KEY,"
+            " topic TEXT NOT NULL,"
+            " timing TEXT NOT NULL,"
+            " definition TEXT NOT NULL,"
+            " paused BOOLEAN NOT NULL DEFAULT false,"
+            " next_fire_at TIMESTAMP WITH TIME ZONE NOT NULL,"
+            " last_fired_at TIMESTAMP WITH TIME ZONE,"
+            " last_job_id TEXT,"
+            " created TIMESTAMP WITH TIME ZONE NOT NULL,"
+            " updated TIMESTAMP WITH TIME ZONE NOT NULL)",
+            f"CREATE INDEX {quote(t + '_due_idx')} ON {schema.sql(t)} (next_fire_at)"
+            " WHERE NOT paused",
+        ],
+    )
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "v1 layout", _v1),
@@ -221,6 +252,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "column priority, claim index by priority", _v6),
     Migration(7, "topics table (paused, max_running)", _v7),
     Migration(8, "column unique_key, partial unique index of active keys", _v8),
+    Migration(9, SCHEDULES_STEP_NAME, _schedules),
 )
 
 

@@ -137,6 +137,26 @@ class Schema:
             sa.Column("max_running", sa.Integer, nullable=True),
             sa.CheckConstraint("max_running >= 0", name=f"{table}_topics_max_running_check"),
         )
+        #: Stored schedules (`jobs_core.Schedule`), made by the schedules migration step.
+        self.schedules = sa.Table(
+            f"{table}_schedules",
+            self.metadata,
+            sa.Column("name", sa.Text, primary_key=True),
+            sa.Column("topic", sa.Text, nullable=False),
+            sa.Column("timing", sa.Text, nullable=False),
+            sa.Column("definition", sa.Text, nullable=False),
+            sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+            sa.Column("next_fire_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("last_fired_at", sa.DateTime(timezone=True), nullable=True),
+            sa.Column("last_job_id", sa.Text, nullable=True),
+            sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+        )
+        sa.Index(
+            f"{table}_schedules_due_idx",
+            self.schedules.c.next_fire_at,
+            postgresql_where=sa.not_(self.schedules.c.paused),
+        )
         #: One row per applied migration step (the same shape in every store).
         self.versions = sa.Table(
             f"{table}_schema_version",

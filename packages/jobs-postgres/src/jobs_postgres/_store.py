@@ -30,6 +30,8 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    Schedule,
+    ScheduleNotFound,
     SchemaBehind,
     SchemaMissing,
     SchemaTooNew,
@@ -47,6 +49,7 @@ from jobs_core import (
     rows_within_budget,
     topic_infos,
 )
+from jobs_postgres import _schedules as schedules
 from jobs_postgres._errors import translated
 from jobs_postgres._listen import listen_forever
 from jobs_postgres._migrations import installed_version, latest_version, migrate
@@ -713,6 +716,115 @@ class PostgresStore:
         with translated("deleting finished jobs"):
             tag = await pool.run(delete, RETRY_POLICY["delete_finished"])
         return int(tag.rsplit(" ", 1)[-1])  # "DELETE <count>"
+
+    # -- schedules (`jobs_core.ScheduleStore`) ------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        """Create or update the schedule (one upsert); the row as stored."""
+        engine = await self._ensure_ready()
+        statement = schedules.upsert(self._schema.schedules, schedule)
+        with translated("saving a schedule"):
+            async with engine.begin() as conn:
+                row = (await conn.execute(statement)).mappings().one()
+        return schedules.from_row(row)
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule, or `ScheduleNotFound`."""
+        s = self._schema.schedules
+
+        async def read(conn: AsyncConnection) -> Any:
+            return (await conn.execute(sa.select(s).where(s.c.name == name))).mappings().first()
+
+        found = await self._read("reading a schedule", read)
+        if found is None:
+            raise ScheduleNotFound(name)
+        return schedules.from_row(found)
+
+    async def list_schedules(self) -> Sequence[Schedule]:
+        """Every schedule, by name."""
+        s = self._schema.schedules
+
+        async def read(conn: AsyncConnection) -> Sequence[Any]:
+            return (await conn.execute(sa.select(s).order_by(s.c.name))).mappings().all()
+
+        return [schedules.from_row(row) for row in await self._read("listing schedules", read)]
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule; whether there was one."""
+        engine = await self._ensure_ready()
+        s = self._schema.schedules
+        with translated("deleting a schedule"):
+            async with engine.begin() as conn:
+                result = await conn.execute(
+                    sa.delete(s).where(s.c.name == name).returning(s.c.name)
+                )
+                return result.first() is not None
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: datetime, next_fire_at: datetime | None = None
+    ) -> Schedule:
+        """Store the pause flag (and the next slot, when given)."""
+        engine = await self._ensure_ready()
+        s = self._schema.schedules
+        changes: dict[str, Any] = {"paused": bool(paused), "updated": now}
+        if next_fire_at is not None:
+            changes["next_fire_at"] = next_fire_at
+        statement = sa.update(s).where(s.c.name == name).values(changes).returning(*s.c)
+        with translated("pausing a schedule"):
+            async with engine.begin() as conn:
+                row = (await conn.execute(statement)).mappings().first()
+        if row is None:
+            raise ScheduleNotFound(name)
+        return schedules.from_row(row)
+
+    async def due_schedules(self, *, now: datetime, limit: int) -> Sequence[Schedule]:
+        """Unpaused schedules whose next slot came (one query on the partial index)."""
+        s = self._schema.schedules
+        query = (
+            sa.select(s)
+            .where(sa.not_(s.c.paused), s.c.next_fire_at <= now)
+            .order_by(s.c.next_fire_at, s.c.name)
+            .limit(max(limit, 0))
+        )
+
+        async def read(conn: AsyncConnection) -> Sequence[Any]:
+            return (await conn.execute(query)).mappings().all()
+
+        return [schedules.from_row(row) for row in await self._read("finding due schedules", read)]
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        jobs: Sequence[Job],
+    ) -> bool:
+        """One transaction: compare-and-set `next_fire_at` (a racing firer's UPDATE waits
+        for this row lock, then finds the new value and changes nothing), then insert the
+        slot jobs and NOTIFY on commit."""
+        engine = await self._ensure_ready()
+        s = self._schema.schedules
+        changes: dict[str, Any] = {"next_fire_at": next_fire_at}
+        if jobs:
+            changes |= {"last_fired_at": jobs[-1].run_at, "last_job_id": jobs[-1].id}
+        guarded = (
+            sa.update(s)
+            .where(
+                s.c.name == name,
+                s.c.next_fire_at == expected_next_fire_at,
+                sa.not_(s.c.paused),
+            )
+            .values(changes)
+            .returning(s.c.name)
+        )
+        with translated("firing a schedule"):
+            async with engine.begin() as conn:
+                if (await conn.execute(guarded)).first() is None:
+                    return False
+                if jobs:
+                    await self._insert(conn, jobs)
+        return True
 
     # -- reads ------------------------------------------------------------------------
 

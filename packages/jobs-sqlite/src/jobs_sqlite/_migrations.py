@@ -110,6 +110,33 @@ def _v3(connection: Connection) -> None:
     rebuild_table(connection, "jobs", V3_JOBS, select={"cancel_requested": "NULL"})
 
 
+#: The name of step 9, which adds the schedules table (tests find the step by it).
+SCHEDULES_STEP_NAME: Final = (
+    "schedules table: jobs_schedules (name, topic, timing, definition, paused, next_fire_at,"
+    " last_fired_at, last_job_id, created, updated)"
+)
+#: `jobs_schedules`: one row per stored schedule (`jobs_core.Schedule`); the definition
+#: as a JSON object (`jobs_core.schedule_definition`), the timing apart (an update keeps
+#: `next_fire_at` when it is unchanged), times as the store's fixed-width UTC text.
+#: Frozen.
+SCHEDULES_LAYOUT: Final = (
+    "CREATE TABLE jobs_schedules ("
+    "name TEXT NOT NULL PRIMARY KEY,"
+    " topic TEXT NOT NULL,"
+    " timing TEXT NOT NULL,"
+    " definition TEXT NOT NULL,"
+    " paused INTEGER NOT NULL DEFAULT 0"
+    " CONSTRAINT jobs_schedules_paused_flag CHECK (paused IN (0, 1)),"
+    " next_fire_at TEXT NOT NULL,"
+    " last_fired_at TEXT,"
+    " last_job_id TEXT,"
+    " created TEXT NOT NULL,"
+    " updated TEXT NOT NULL)",
+    # The firer's one query per tick: unpaused schedules whose slot came.
+    "CREATE INDEX jobs_schedules_due_idx ON jobs_schedules (paused, next_fire_at)",
+)
+
+
 #: Every step, in order. The last one's number is the version this release writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "release 1 layout: jobs, its claim and created indexes", _run_all(*V1_LAYOUT)),
@@ -181,6 +208,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')",
         ),
     ),
+    # A new table: no job row is touched.
+    Migration(9, SCHEDULES_STEP_NAME, _run_all(*SCHEDULES_LAYOUT)),
 )
 
 

@@ -108,6 +108,24 @@ topics_table = Table(
     CheckConstraint("max_running >= 0", name="jobs_topics_max_running_range"),
 )
 
+#: Stored schedules (`jobs_core.Schedule`), written by `_migrations.SCHEDULES_LAYOUT`.
+schedules_table = Table(
+    "jobs_schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("timing", Text, nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("paused", Integer, nullable=False, server_default=text("0")),
+    Column("next_fire_at", Text, nullable=False),
+    Column("last_fired_at", Text, nullable=True),
+    Column("last_job_id", Text, nullable=True),
+    Column("created", Text, nullable=False),
+    Column("updated", Text, nullable=False),
+    CheckConstraint("paused IN (0, 1)", name="jobs_schedules_paused_flag"),
+    Index("jobs_schedules_due_idx", "paused", "next_fire_at"),
+)
+
 #: One row per applied migration step (the shape every jobs store uses).
 version_table = Table(
     VERSION_TABLE,

@@ -41,6 +41,8 @@ from jobs_core import (
     JobQuery,
     JobStatus,
     JobUpdate,
+    Schedule,
+    ScheduleNotFound,
     SchemaBehind,
     SchemaMissing,
     SchemaTooNew,
@@ -51,6 +53,7 @@ from jobs_core import (
     check_max_running,
 )
 from jobs_sqlite import _operations as ops
+from jobs_sqlite import _schedules as schedules
 from jobs_sqlite._engine import (
     DEFAULT_BUSY_TIMEOUT,
     create_engine,
@@ -344,6 +347,65 @@ class SQLiteStore:
         return await self._call(
             "deleting finished jobs", ops.delete_finished, wanted, before, limit
         )
+
+    # -- schedules (`jobs_core.ScheduleStore`) ------------------------------------
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        """Create or update the schedule (one upsert); the row as stored."""
+        return await self._call_hot("saving a schedule", 1, schedules.save, schedule)
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """The schedule, or `ScheduleNotFound`."""
+        found = await self._call_read("reading a schedule", schedules.get, name)
+        if found is None:
+            raise ScheduleNotFound(name)
+        return found
+
+    async def list_schedules(self) -> Sequence[Schedule]:
+        """Every schedule, by name."""
+        return await self._call_read("listing schedules", schedules.list_all)
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule; whether there was one."""
+        return await self._call_hot("deleting a schedule", 1, schedules.delete, name)
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: datetime, next_fire_at: datetime | None = None
+    ) -> Schedule:
+        """Store the pause flag (and the next slot, when given)."""
+        stored = await self._call_hot(
+            "pausing a schedule", 1, schedules.set_paused, name, paused, now, next_fire_at
+        )
+        if stored is None:
+            raise ScheduleNotFound(name)
+        return stored
+
+    async def due_schedules(self, *, now: datetime, limit: int) -> Sequence[Schedule]:
+        """Unpaused schedules whose next slot came, on the read thread (one query)."""
+        return await self._call_read("finding due schedules", schedules.due, now, limit)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        *,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        jobs: Sequence[Job],
+    ) -> bool:
+        """Compare-and-set the next slot and insert the slot jobs, one transaction."""
+        fired: bool = await self._call_hot(
+            "firing a schedule",
+            len(jobs) + 1,
+            schedules.fire,
+            self._texts,
+            name,
+            expected_next_fire_at,
+            next_fire_at,
+            list(jobs),
+        )
+        if fired and jobs:
+            self._notify()
+        return fired
 
     async def watch(self, on_new_work: Callable[[], None]) -> None:
         """Report this store's own inserts and re-queues until cancelled.

@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import attrs
 import pytest
@@ -40,9 +40,12 @@ from hypothesis.stateful import (
 )
 
 from jobs_core import _transitions as transitions
-from jobs_core._errors import InvalidOptions
+from jobs_core._config import JobsConfig
+from jobs_core._errors import InvalidOptions, ScheduleNotFound
+from jobs_core._events import BaseObserver
 from jobs_core._history import MAX_ERRORS
 from jobs_core._ids import new_job_id
+from jobs_core._maintenance import ScheduleFirer
 from jobs_core._model import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -54,11 +57,28 @@ from jobs_core._model import (
     JobUpdate,
     JSONValue,
 )
+from jobs_core._schedules import (
+    MAX_SLOTS_PER_FIRE,
+    MISFIRE_GRACE,
+    Misfire,
+    Schedule,
+    next_slot,
+    slot_jobs,
+)
 from jobs_core._topics import TopicPolicy, claim_allowances, pick_within_allowances
 from jobs_core._transitions import FINAL_STATUSES
-from jobs_core.ports import JobStore
+from jobs_core._validation import MAX_PAGE_SIZE
+from jobs_core.ports import JobStore, ScheduleStore
 
-__all__ = ["LEASE", "JobStoreContract", "make_job", "make_state_machine"]
+__all__ = [
+    "LEASE",
+    "JobStoreContract",
+    "ScheduleStoreContract",
+    "make_job",
+    "make_schedule",
+    "make_schedule_machine",
+    "make_state_machine",
+]
 
 #: Lease used by the kit's claims.
 LEASE = timedelta(seconds=30)
@@ -1596,3 +1616,365 @@ def make_state_machine(
         max_examples=100, stateful_step_count=40, deadline=None
     )
     return StoreMachine
+
+
+# -- schedules ---------------------------------------------------------------------
+
+
+def make_schedule(
+    name: str = "nightly",
+    *,
+    topic: str = "t",
+    every: timedelta | None = timedelta(seconds=1),
+    cron: str | None = None,
+    timezone: str = "UTC",
+    misfire: Misfire = "latest",
+    next_fire_at: datetime | None = None,
+    payload: Any = None,
+    now: datetime = _T0,
+) -> Schedule:
+    """A schedule as `Jobs.schedule` would build it (first slot after `now` by default)."""
+    schedule = Schedule(
+        name=name,
+        topic=topic,
+        payload={"report": "daily"} if payload is None else payload,
+        cron=cron,
+        every=None if cron is not None else every,
+        timezone=timezone,
+        misfire=misfire,
+        next_fire_at=now,
+        created=now,
+        updated=now,
+    )
+    first = next_slot(schedule, now) if next_fire_at is None else next_fire_at
+    return attrs.evolve(schedule, next_fire_at=first)
+
+
+async def _fire_all(store: ScheduleStore, now: datetime, firers: int = 1) -> None:
+    """What `firers` processes' schedule firers do in one tick at `now`, each reading
+    the due schedules before any of them fires: they race for the same slots."""
+    config = JobsConfig()
+    barrier = asyncio.Barrier(firers)
+    runs = [
+        ScheduleFirer(
+            cast(ScheduleStore, _ReadTogether(store, barrier)),
+            clock=_FixedClock(now),
+            config=config,
+            observer=BaseObserver(),
+            max_retries=lambda _topic: 3,
+        ).run_once(now)
+        for _ in range(firers)
+    ]
+    await asyncio.gather(*runs)
+
+
+class _ReadTogether:
+    """A store whose `due_schedules` answers once every firer sharing `barrier` has read."""
+
+    def __init__(self, store: ScheduleStore, barrier: asyncio.Barrier) -> None:
+        self._store = store
+        self._barrier = barrier
+
+    async def due_schedules(self, *, now: datetime, limit: int) -> Any:
+        due = await self._store.due_schedules(now=now, limit=limit)
+        await self._barrier.wait()
+        return due
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _FixedClock:
+    """A clock that stands still (the kit passes `now` explicitly)."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, delay: timedelta) -> None:
+        await asyncio.sleep(0)
+
+
+async def _slots_of(store: Any, topic: str = "t") -> list[datetime]:
+    """The `run_at` (the slot) of every stored job of `topic`, ascending."""
+    found: list[datetime] = []
+    while True:
+        page = await store.list(
+            JobQuery(topic=topic, limit=MAX_PAGE_SIZE, offset=len(found), payloads=False)
+        )
+        found += (job.run_at for job in page.items)
+        if not page.items or len(found) >= page.total:
+            return sorted(found)
+
+
+class ScheduleStoreContract:
+    """Example tests of the `ScheduleStore` port (a store that also is a `JobStore`).
+    Subclass and provide a `store` fixture yielding a fresh, empty store."""
+
+    pytestmark: ClassVar = [pytest.mark.asyncio]
+
+    async def test_a_saved_schedule_reads_back_as_saved(self, store: Any) -> None:
+        every = make_schedule("b-every", every=timedelta(minutes=5), payload={"a": [1, "x"]})
+        cron = make_schedule("a-cron", cron="0 3 * * *", timezone="Europe/Paris")
+        assert await store.save_schedule(every) == every
+        assert await store.save_schedule(cron) == cron
+        assert await store.get_schedule("b-every") == every
+        assert await store.get_schedule("a-cron") == cron
+        assert [s.name for s in await store.list_schedules()] == ["a-cron", "b-every"]
+
+    async def test_unknown_schedules_are_not_found(self, store: Any) -> None:
+        with pytest.raises(ScheduleNotFound):
+            await store.get_schedule("nope")
+        with pytest.raises(ScheduleNotFound):
+            await store.set_schedule_paused("nope", True, now=_T0)
+        assert await store.delete_schedule("nope") is False
+        assert await store.list_schedules() == []
+        assert await store.due_schedules(now=_T0 + timedelta(days=1), limit=10) == []
+
+    async def test_an_update_keeps_the_next_slot_unless_the_timing_changed(
+        self, store: Any
+    ) -> None:
+        """Same timing: `next_fire_at`, `created`, the pause and the last firing stay;
+        the definition and `updated` change. A new timing takes the given next slot."""
+        first = make_schedule(every=timedelta(seconds=10))
+        await store.save_schedule(first)
+        await store.set_schedule_paused(first.name, True, now=_T0)
+        later = _T0 + timedelta(minutes=1)
+        same = make_schedule(every=timedelta(seconds=10), payload={"v": 2}, now=later)
+        stored = await store.save_schedule(same)
+        assert stored.next_fire_at == first.next_fire_at
+        assert (stored.created, stored.updated, stored.paused) == (_T0, later, True)
+        assert stored.payload == {"v": 2}
+        assert await store.get_schedule(first.name) == stored
+        changed = make_schedule(every=timedelta(seconds=7), now=later)
+        again = await store.save_schedule(changed)
+        assert again.next_fire_at == changed.next_fire_at != first.next_fire_at
+        assert again.every == timedelta(seconds=7)
+        assert again.paused is True
+
+    async def test_delete_removes_the_schedule_not_its_jobs(self, store: Any) -> None:
+        schedule = make_schedule()
+        await store.save_schedule(schedule)
+        await _fire_all(store, schedule.next_fire_at)
+        assert await store.delete_schedule(schedule.name) is True
+        assert await store.list_schedules() == []
+        assert len(await _slots_of(store)) == 1
+
+    async def test_due_schedules_are_the_unpaused_ones_whose_slot_came(self, store: Any) -> None:
+        early = make_schedule("early", next_fire_at=_T0 + timedelta(seconds=1))
+        late = make_schedule("late", next_fire_at=_T0 + timedelta(seconds=5))
+        held = make_schedule("held", next_fire_at=_T0)
+        for schedule in (late, early, held):
+            await store.save_schedule(schedule)
+        await store.set_schedule_paused("held", True, now=_T0)
+        at = _T0 + timedelta(seconds=5)
+        assert [s.name for s in await store.due_schedules(now=at, limit=10)] == ["early", "late"]
+        assert [s.name for s in await store.due_schedules(now=at, limit=1)] == ["early"]
+        assert await store.due_schedules(now=_T0, limit=10) == []
+        resumed = await store.set_schedule_paused("held", False, now=at, next_fire_at=at)
+        assert (resumed.paused, resumed.next_fire_at, resumed.updated) == (False, at, at)
+        assert "held" in [s.name for s in await store.due_schedules(now=at, limit=10)]
+
+    async def test_fire_moves_the_next_slot_and_stores_the_jobs_in_one_step(
+        self, store: Any
+    ) -> None:
+        schedule = make_schedule()
+        await store.save_schedule(schedule)
+        slot = schedule.next_fire_at
+        jobs = slot_jobs(schedule, [slot], now=slot, max_retries=3)
+        following = slot + timedelta(seconds=1)
+        assert await store.fire_schedule(
+            schedule.name, expected_next_fire_at=slot, next_fire_at=following, jobs=jobs
+        )
+        stored = await store.get_schedule(schedule.name)
+        assert (stored.next_fire_at, stored.last_fired_at, stored.last_job_id) == (
+            following,
+            slot,
+            jobs[0].id,
+        )
+        assert await store.get(jobs[0].id) == jobs[0]
+        # A firer that read the old next slot loses and writes nothing.
+        late = slot_jobs(schedule, [slot], now=slot, max_retries=3)
+        assert not await store.fire_schedule(
+            schedule.name, expected_next_fire_at=slot, next_fire_at=following, jobs=late
+        )
+        assert await _slots_of(store) == [slot]
+
+    async def test_competing_fires_of_one_slot_store_it_once(self, store: Any) -> None:
+        schedule = make_schedule()
+        await store.save_schedule(schedule)
+        slot = schedule.next_fire_at
+        batches = [slot_jobs(schedule, [slot], now=slot, max_retries=3) for _ in range(5)]
+        won = await asyncio.gather(
+            *(
+                store.fire_schedule(
+                    schedule.name,
+                    expected_next_fire_at=slot,
+                    next_fire_at=slot + timedelta(seconds=1),
+                    jobs=jobs,
+                )
+                for jobs in batches
+            )
+        )
+        assert won.count(True) == 1
+        winner = batches[won.index(True)][0]
+        assert [j.id for j in (await store.list(JobQuery(limit=10))).items] == [winner.id]
+
+    async def test_a_paused_or_deleted_schedule_does_not_fire(self, store: Any) -> None:
+        schedule = make_schedule()
+        await store.save_schedule(schedule)
+        slot = schedule.next_fire_at
+        await store.set_schedule_paused(schedule.name, True, now=_T0)
+        jobs = slot_jobs(schedule, [slot], now=slot, max_retries=3)
+        assert not await store.fire_schedule(
+            schedule.name, expected_next_fire_at=slot, next_fire_at=slot, jobs=jobs
+        )
+        await _fire_all(store, slot + timedelta(minutes=1))
+        await store.delete_schedule(schedule.name)
+        assert not await store.fire_schedule(
+            schedule.name, expected_next_fire_at=slot, next_fire_at=slot, jobs=jobs
+        )
+        assert await _slots_of(store) == []
+
+    @pytest.mark.parametrize(("misfire", "fired"), [("latest", 1), ("all", 10), ("skip", 0)])
+    async def test_misfire_decides_the_slots_missed_while_nothing_ran(
+        self, store: Any, misfire: Misfire, fired: int
+    ) -> None:
+        """Ten one-minute slots passed unfired (each older than `MISFIRE_GRACE`)."""
+        schedule = make_schedule(every=timedelta(minutes=1), misfire=misfire)
+        await store.save_schedule(schedule)
+        first = schedule.next_fire_at
+        now = first + timedelta(minutes=9, seconds=45)
+        await _fire_all(store, now, firers=3)
+        slots = await _slots_of(store)
+        expected = [first + timedelta(minutes=i) for i in range(10)][10 - fired :]
+        assert slots == expected
+        stored = await store.get_schedule(schedule.name)
+        assert stored.next_fire_at == first + timedelta(minutes=10)
+        assert stored.last_fired_at == (expected[-1] if expected else None)
+
+    async def test_every_slot_fires_once_however_many_firers_race(self, store: Any) -> None:
+        """Three firers per tick, ticks at uneven times for a minute of 1 s slots: one
+        job per slot passed, none twice, none missing."""
+        schedule = make_schedule(every=timedelta(seconds=1), misfire="all")
+        await store.save_schedule(schedule)
+        start = schedule.next_fire_at
+        now = start
+        for step in [0.3, 0.9, 1.7, 0.1, 3.2, 0.0, 2.5, 1.0] * 6:
+            now += timedelta(seconds=step)
+            await _fire_all(store, now, firers=3)
+        passed = int((now - start).total_seconds()) + 1
+        assert await _slots_of(store) == [start + timedelta(seconds=i) for i in range(passed)]
+
+
+_SCHEDULE_STEPS = st.sampled_from([0.0, 0.3, 0.999, 1.0, 2.5, 7.0, 29.0, 31.0, 45.0]).map(
+    lambda s: timedelta(seconds=s)
+)
+
+
+def make_schedule_machine(
+    open_store: Callable[[], Any],
+    *,
+    budget: settings | None = None,
+) -> type[RuleBasedStateMachine]:
+    """A model-checking machine for the `ScheduleStore` port: one `every=1s` schedule
+    per misfire policy, a clock moved by random steps, firings by 1 to 4 racing firers,
+    pauses and resumes. After every step the jobs each schedule made are exactly the
+    model's slots: on-time slots each once, of the missed ones what `misfire` keeps,
+    none while paused, none twice. `open_store` is as for `make_state_machine`."""
+
+    every = timedelta(seconds=1)
+    names = ("latest", "all", "skip")
+
+    class ScheduleMachine(RuleBasedStateMachine):
+        open: ClassVar = staticmethod(open_store)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.runner = asyncio.Runner()
+            self.store: Any = self.run(self._open())
+            self.now = _T0 + timedelta(milliseconds=250)
+            self.next: dict[str, datetime] = {}
+            self.paused: dict[str, bool] = {}
+            self.slots: dict[str, list[datetime]] = {}
+
+        async def _open(self) -> Any:
+            made = self.open()
+            return await made if inspect.isawaitable(made) else made
+
+        def run(self, awaitable: Awaitable[Any]) -> Any:
+            async def call() -> Any:
+                return await awaitable
+
+            return self.runner.run(call())
+
+        def teardown(self) -> None:
+            try:
+                self.run(self.store.close())
+            finally:
+                self.runner.close()
+
+        @initialize()
+        def create(self) -> None:
+            for name in names:
+                misfire: Misfire = name  # type: ignore[assignment]
+                schedule = make_schedule(
+                    name, topic=name, every=every, misfire=misfire, now=self.now
+                )
+                self.run(self.store.save_schedule(schedule))
+                self.next[name], self.paused[name], self.slots[name] = (
+                    schedule.next_fire_at,
+                    False,
+                    [],
+                )
+
+        @rule(step=_SCHEDULE_STEPS)
+        def advance_clock(self, step: timedelta) -> None:
+            self.now += step
+
+        @rule(firers=st.integers(1, 4))
+        def fire(self, firers: int) -> None:
+            self.run(_fire_all(self.store, self.now, firers))
+            for name in names:
+                if self.paused[name] or self.next[name] > self.now:
+                    continue
+                passed = []
+                slot = self.next[name]
+                while slot <= self.now:
+                    passed.append(slot)
+                    slot += every
+                on_time = [s for s in passed if self.now - s <= MISFIRE_GRACE]
+                missed = [s for s in passed if self.now - s > MISFIRE_GRACE]
+                kept = {"all": missed, "latest": missed[-1:], "skip": []}[name]
+                self.slots[name] += (kept + on_time)[-MAX_SLOTS_PER_FIRE:]
+                self.next[name] = slot
+
+        @rule(name=st.sampled_from(names), paused=st.booleans())
+        def pause_or_resume(self, name: str, paused: bool) -> None:
+            if paused:
+                self.run(self.store.set_schedule_paused(name, True, now=self.now))
+            elif self.paused[name]:  # what `Jobs.resume_schedule` does
+                stored = self.run(self.store.get_schedule(name))
+                following = next_slot(stored, self.now)
+                self.run(
+                    self.store.set_schedule_paused(
+                        name, False, now=self.now, next_fire_at=following
+                    )
+                )
+                self.next[name] = following
+            self.paused[name] = paused
+
+        @invariant()
+        def each_slot_fired_once_as_misfire_says(self) -> None:
+            for name in names:
+                assert self.run(_slots_of(self.store, name)) == self.slots[name], name
+                stored = self.run(self.store.get_schedule(name))
+                assert stored.next_fire_at == self.next[name], name
+                assert stored.paused is self.paused[name], name
+
+    ScheduleMachine.TestCase.settings = budget or settings(
+        max_examples=50, stateful_step_count=30, deadline=None
+    )
+    return ScheduleMachine
