@@ -19,6 +19,7 @@ from jobs_http._api import PAGE_BYTES, api_router, topics_router
 from jobs_http._asgi import JobsApp
 from jobs_http._auth import Authenticate, token_checker
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
+from jobs_http._health import HEALTH_PATH, health_router
 from jobs_http._ui import ui_routes
 
 logger = logging.getLogger("jobs_http")
@@ -29,6 +30,8 @@ BODY_ENVELOPE = 64 * 1024
 OPENAPI_PATH = "/schema"
 #: Paths served without credentials; every other route needs the superuser token.
 PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH + "/")
+#: Single public paths: the redirect, the UI and schema roots, the health check.
+PUBLIC_PATHS = frozenset({"/", "/_", OPENAPI_PATH, HEALTH_PATH})
 
 
 @get("/", include_in_schema=False)
@@ -84,6 +87,7 @@ def create_app(
         route_handlers=[
             api_router(jobs, check, page_bytes=page_bytes),
             topics_router(jobs, check),
+            health_router(jobs),
             _root,
             *(ui_routes() if ui else []),
         ],
@@ -123,10 +127,11 @@ def create_app(
 
 
 def public_paths(app: Litestar) -> list[str]:
-    """Route paths that need no credentials (the UI, the schema, the `/` redirect)."""
+    """Route paths that need no credentials (the UI, the schema, the `/` redirect, the
+    health check)."""
     return [route.path for route in app.routes if is_public(route.path)]
 
 
 def is_public(path: str) -> bool:
     """Whether `path` is on the explicit public allow-list."""
-    return path in {"/", "/_", OPENAPI_PATH} or path.startswith(PUBLIC_PREFIXES)
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
