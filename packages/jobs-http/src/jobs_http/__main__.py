@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs_core import Jobs, JobsError, SchemaTooNew, open_store
+from jobs_core import Jobs, JobsConfig, JobsError, SchemaTooNew, open_store
 from jobs_http._cli import (
     DATA_DIR,
+    DB_ENV_VAR,
     MIGRATE_FAILED,
     MIGRATE_TOO_NEW,
     READ_ONLY_COMMANDS,
@@ -33,7 +35,9 @@ from jobs_http._cli import (
 )
 from jobs_http._limits import ConnectionLimits
 from jobs_http._serve import serve
+from jobs_http._supervisor import Supervisor
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
+from jobs_http._worker_command import UnknownTopics, check_topics, child_command, work
 
 
 class AppLoadError(Exception):
@@ -60,13 +64,25 @@ def load_app(spec: str) -> object:
     return target
 
 
-def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True) -> Jobs:
+def build_jobs(
+    db_url: str,
+    app_spec: str | None,
+    *,
+    create_schema: bool = True,
+    config: JobsConfig | None = None,
+) -> Jobs:
     """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`.
 
     With `create_schema=False` (read-only commands) nothing is created: no folder, no
-    file, no table; the store raises `SchemaMissing` instead."""
+    file, no table; the store raises `SchemaMissing` instead. `config` is the built
+    `Jobs`' (an app's own `Jobs` keeps its own: then it is an error)."""
     target = load_app(app_spec) if app_spec else None
     if isinstance(target, Jobs):
+        if config is not None:
+            raise AppLoadError(
+                f"--app {app_spec} is a Jobs instance with its own config; --concurrency"
+                " needs a setup(jobs) function (or set worker_pool_size in that config)"
+            )
         return target
     if target is not None and not callable(target):
         raise AppLoadError(
@@ -75,26 +91,33 @@ def build_jobs(db_url: str, app_spec: str | None, *, create_schema: bool = True)
         )
     if create_schema:
         prepare_sqlite_file(db_url)  # ./jobs_data (0700) and jobs.db (0600) by default
-    jobs = Jobs(open_store(db_url, create_schema=create_schema))
+    jobs = Jobs(open_store(db_url, create_schema=create_schema), config=config)
     if target is not None:
         target(jobs)
     return jobs
+
+
+_LOG = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Several worker processes may share one terminal or log: each line says whose it is.
+_WORKER_LOG = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobs` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command == "serve" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if args.command in {"serve", "worker"} else logging.WARNING,
+        format=_WORKER_LOG if args.command == "worker" else _LOG,
     )
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "migrate":
             return _migrate(args)
         return _admin(args)
-    except (AppLoadError, TokenError, OSError) as exc:
+    except (AppLoadError, TokenError, UnknownTopics, OSError) as exc:
         return fail(str(exc))
     except JobsError as exc:
         return fail(str(exc))
@@ -112,8 +135,33 @@ def _serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         **({"max_connections": args.max_connections} if args.max_connections else {}),
     )
-    run(serve(jobs, host=args.host, port=args.port, token=token, limits=limits))
+    run(
+        serve(
+            jobs,
+            host=args.host,
+            port=args.port,
+            token=token,
+            limits=limits,
+            run_worker=not args.no_worker,
+        )
+    )
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """`jobs worker`: work here until SIGTERM/SIGINT, or supervise `--processes` workers."""
+    config = None if args.concurrency is None else JobsConfig(worker_pool_size=args.concurrency)
+    jobs = build_jobs(args.db, args.app, config=config)  # also checks the app for children
+    check_topics(jobs, args.topics)
+    if args.processes is None:
+        run(work(jobs, args.topics))
+        return 0
+    run(jobs.store.close())
+    supervisor = Supervisor(
+        child_command(args), args.processes, env={**os.environ, DB_ENV_VAR: args.db}
+    )
+    code: int = run(supervisor.run())
+    return code
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -116,12 +116,14 @@ async def serve(
     token: SuperuserToken,
     limits: ConnectionLimits | None = None,
     out: TextIO = sys.stdout,
+    run_worker: bool = True,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then stop the worker and close the store."""
+    """Serve until SIGINT/SIGTERM, then stop the worker and close the store.
+    `run_worker=False` serves the API and the UI only (`jobs serve --no-worker`)."""
     limits = limits if limits is not None else ConnectionLimits()
     try:
         listener = bind_listener(host, port)  # before the lifespan starts the worker
-        app = create_app(jobs, token=token.value)
+        app = create_app(jobs, token=token.value, run_worker=run_worker)
         config = uvicorn.Config(
             app,
             host=host,
