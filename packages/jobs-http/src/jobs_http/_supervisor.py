@@ -6,7 +6,9 @@ doubles with each quick death in a row (so a crash loop costs a little CPU, not 
 it) and resets once a child has run for `STABLE_RUN`. At SIGTERM or SIGINT the
 supervisor sends that signal on to every child and waits for each: the children stop
 gracefully (stop claiming, wait `shutdown_grace`, hand the rest back as `pending`).
-The exit code is 0 when every child exited 0.
+The exit code is 0 when every child stopped cleanly: it exited 0, or the signal ended
+it before it began to work (`Jobs.run()` sets its handlers before its first claim, so
+such a child held no job).
 
 A supervisor killed with SIGKILL cannot tell its children; they keep working until they
 are signalled themselves.
@@ -82,8 +84,8 @@ class Supervisor:
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
-        failed = [code for code in self._codes if code != 0]
-        return 0 if not failed else 1
+        clean = {0, -self._signal, *([130] if self._signal is signal.SIGINT else [])}
+        return 0 if all(code in clean for code in self._codes) else 1
 
     async def _keep(self, slot: int) -> None:
         """Keep one child running in `slot` until the supervisor stops."""
