@@ -75,3 +75,18 @@ async def test_a_child_ended_by_the_signal_itself_stopped_cleanly(tmp_path: Path
     await _until(ready.exists)
     supervisor.stop()
     assert await asyncio.wait_for(running, timeout=30) == 0
+
+
+async def test_a_child_that_cannot_be_started_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_supervisor, "RESTART_DELAY", 0.01)
+    supervisor = Supervisor([str(tmp_path / "no-such-program")], 1)
+    running = asyncio.create_task(supervisor.run())
+
+    def failures() -> int:
+        return sum("could not be started" in r.getMessage() for r in caplog.records)
+
+    await _until(lambda: failures() >= 2)
+    supervisor.stop()
+    assert await asyncio.wait_for(running, timeout=30) == 0

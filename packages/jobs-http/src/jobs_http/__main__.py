@@ -74,8 +74,8 @@ def build_jobs(
     """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`.
 
     With `create_schema=False` (read-only commands) nothing is created: no folder, no
-    file, no table; the store raises `SchemaMissing` instead. `config` is the built
-    `Jobs`' (an app's own `Jobs` keeps its own: then it is an error)."""
+    file, no table; the store raises `SchemaMissing` instead. `config` configures the
+    `Jobs` built here; an app's own `Jobs` keeps its own, so with one it is refused."""
     target = load_app(app_spec) if app_spec else None
     if isinstance(target, Jobs):
         if config is not None:

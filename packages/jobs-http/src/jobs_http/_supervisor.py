@@ -84,6 +84,8 @@ class Supervisor:
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
+            for child in self._children.values():  # only if this ended by an error
+                _send(child, signal.SIGTERM)
         clean = {0, -self._signal, *([130] if self._signal is signal.SIGINT else [])}
         return 0 if all(code in clean for code in self._codes) else 1
 
@@ -92,7 +94,13 @@ class Supervisor:
         quick_deaths = 0
         while not self._stopping.is_set():
             began = time.monotonic()
-            child = await asyncio.create_subprocess_exec(*self._command, env=self._env)
+            try:
+                child = await asyncio.create_subprocess_exec(*self._command, env=self._env)
+            except OSError as exc:  # no such interpreter, no processes left: try later
+                quick_deaths += 1
+                logger.error("worker process %d could not be started: %s", slot, exc)
+                await self._pause(restart_delay(quick_deaths))
+                continue
             self._children[slot] = child
             logger.info("worker process %d started (pid %d)", slot, child.pid)
             if self._stopping.is_set():  # the signal came while it was being started
@@ -112,8 +120,12 @@ class Supervisor:
                 code,
                 delay,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait `delay` seconds, or less if the supervisor stops meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
 
 def _send(child: asyncio.subprocess.Process, sig: signal.Signals) -> None:
