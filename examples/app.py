@@ -4,6 +4,9 @@ Serve it (API, admin UI and workers in one process, on ./jobs_data/jobs.db):
 
     uv run jobs serve --app examples.app:setup
 
+(or the API alone with `jobs serve --no-worker`, beside workers of their own:
+`uv run jobs worker --app examples.app:setup --processes 2`),
+
 then queue work with the printed token (also in jobs_data/superuser_token):
 
     curl -s -X POST http://127.0.0.1:8090/api/jobs/enqueue \\

@@ -111,7 +111,15 @@ async def test_bearer_scheme_is_case_insensitive(anon: Client) -> None:
 async def test_route_census(app: Litestar, anon: Client) -> None:
     """Every route not on the explicit public allow-list answers 401 without credentials."""
     public = set(public_paths(app))
-    assert public <= {"/", "/_", "/_/", "/_/static/{name:str}", "/schema", *_schema_paths(app)}
+    assert public <= {
+        "/",
+        "/_",
+        "/_/",
+        "/_/static/{name:str}",
+        "/schema",
+        "/api/health",
+        *_schema_paths(app),
+    }
     checked = 0
     for route in app.routes:
         if is_public(route.path):
@@ -136,6 +144,7 @@ def _schema_paths(app: Litestar) -> set[str]:
 async def test_public_allow_list_is_reachable_without_credentials(anon: Client) -> None:
     assert (await anon.get("/schema/openapi.json")).status_code == 200
     assert (await anon.get("/_/")).status_code == 200
+    assert (await anon.get("/api/health")).status_code == 200
 
 
 def test_token_comparison_is_constant_time() -> None:

@@ -15,6 +15,7 @@ GET_ROUTES = [
     "/schema/openapi.json",
     "/api/jobs",
     "/api/jobs/stats",
+    "/api/health",
 ]
 
 

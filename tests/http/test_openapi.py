@@ -40,7 +40,10 @@ OPERATIONS = {
     ("/api/schedules/{name}", "delete"): {"204", "400", "401", "404", "500", "503"},
     ("/api/schedules/{name}/pause", "post"): {"200", "400", "401", "404", "500", "503"},
     ("/api/schedules/{name}/resume", "post"): {"200", "400", "401", "404", "500", "503"},
+    ("/api/health", "get"): {"200", "503"},
 }
+#: Operations served without a token (every other one needs the superuser's).
+PUBLIC_OPERATIONS = {("/api/health", "get")}
 
 
 @pytest.fixture
@@ -61,6 +64,9 @@ def test_every_endpoint_and_status_is_documented(schema: dict[str, Any]) -> None
     for (path, method), statuses in OPERATIONS.items():
         op = schema["paths"][path][method]
         assert set(op["responses"]) == statuses, (path, method)
+        if (path, method) in PUBLIC_OPERATIONS:
+            assert op.get("security", []) == []
+            continue
         assert op["security"] == [{"superuser": []}]
         for status, response in op["responses"].items():
             if status.startswith(("4", "5")):
@@ -183,3 +189,14 @@ async def test_schema_is_plain_json_at_both_paths(anon: Client, schema: dict[str
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/")
     assert response.json() == schema
+
+
+def test_health_is_documented_as_its_own_shape(schema: dict[str, Any]) -> None:
+    op = schema["paths"]["/api/health"]["get"]
+    for status in ("200", "503"):
+        ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/HealthOut"
+    health = schema["components"]["schemas"]["HealthOut"]
+    assert health["required"] == ["status"]
+    assert set(health["properties"]) == {"status"}
+    assert set(health["properties"]["status"]["enum"]) == {"ok", "unavailable"}

@@ -24,6 +24,7 @@ from jobs_core._errors import (
     UnreadableJob,
 )
 from jobs_core._events import JobsObserver, LoggingObserver, ObserverGroup
+from jobs_core._foreground import on_stop_signals
 from jobs_core._ids import new_job_id
 from jobs_core._maintenance import LeaseRescuer, MaintenanceService, ScheduleFirer
 from jobs_core._model import EnqueueOptions, Job, JobPage, JobQuery, JobStats, JobStatus
@@ -659,13 +660,51 @@ class Jobs:
 
     # -- run ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, topics: Iterable[str] | None = None) -> None:
         """Run the maintenance services and the worker in the background; returns once
-        the worker is running. Schedules declared with `@periodic` are stored first."""
+        the worker is running. Schedules declared with `@periodic` are stored first.
+
+        `topics` restricts the worker to some registered topics (say, one process for
+        the slow ones, another for the rest); by default it claims every registered
+        topic. A topic without a handler raises `InvalidOptions`."""
+        only = None if topics is None else self._check_topics(topics)
         await self.reconcile_schedules()
         for service in self._services:
             await service.start()
-        await self._worker.start()
+        await self._worker.start(only)
+
+    def _check_topics(self, topics: Iterable[str]) -> frozenset[str]:
+        if isinstance(topics, str):  # "a,b" would be taken letter by letter
+            raise InvalidOptions(f"topics must be a collection of topics, got {topics!r}")
+        chosen = frozenset(topics)
+        if not chosen:
+            raise InvalidOptions("topics must name at least one registered topic")
+        unknown = sorted(chosen - self._handlers.keys())
+        if unknown:
+            raise InvalidOptions(
+                f"no handler is registered for topics {unknown}"
+                f" (registered: {sorted(self._handlers)})"
+            )
+        return chosen
+
+    async def run(self, *, topics: Iterable[str] | None = None) -> None:
+        """Work in the foreground until SIGTERM or SIGINT, then stop gracefully and return.
+
+        For a worker process: `start(topics=topics)`, then at the first signal `stop()`
+        (stop claiming, wait up to `shutdown_grace` for running jobs, hand the rest back
+        as `pending`). The signal handlers are set on the running loop for the duration
+        and the previous ones put back after; further signals while stopping change
+        nothing. Must be awaited in the main thread (only it receives signals; elsewhere
+        raises `RuntimeError`): elsewhere, call `start()` and `stop()` yourself. The
+        store stays open (`aclose()` or `async with jobs:` closes it)."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        with on_stop_signals(loop, stopping.set):
+            await self.start(topics=topics)
+            try:
+                await stopping.wait()
+            finally:
+                await self.stop()
 
     async def stop(self, grace: Duration | None = None) -> None:
         """Stop the services and claiming; wait up to `grace` (default `shutdown_grace`)

@@ -88,6 +88,8 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        #: The topics `start(topics=)` restricted claims to; None: every registered one.
+        self._only: frozenset[str] | None = None
 
     @property
     def running(self) -> bool:
@@ -118,10 +120,12 @@ class Worker:
             return
         loop.call_soon_threadsafe(self._wake.set)
 
-    async def start(self) -> None:
-        """Start claiming in the background; returns once the loop runs."""
+    async def start(self, topics: frozenset[str] | None = None) -> None:
+        """Start claiming in the background (only `topics`, if given); returns once the
+        loop runs."""
         if self.running:
             return
+        self._only = topics
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._wake = asyncio.Event()
@@ -154,6 +158,7 @@ class Worker:
         self._deadlines.close()
         await self._writer.close()
         self._main = self._watch = None
+        self._only = None
 
     async def run_once(self) -> int:
         """Claim one batch and run it to the end; how many jobs ran."""
@@ -265,7 +270,12 @@ class Worker:
 
     async def _claim(self, limit: int) -> Sequence[Job]:
         caps = self._caps()
-        topics = [topic for topic in self._handlers if caps.get(topic, 1) > 0]
+        only = self._only
+        topics = [
+            topic
+            for topic in self._handlers
+            if caps.get(topic, 1) > 0 and (only is None or topic in only)
+        ]
         if not topics or limit <= 0:
             return ()
         now, lease = self._clock.now(), self._config.lease

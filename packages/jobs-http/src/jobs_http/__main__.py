@@ -22,6 +22,7 @@ from pathlib import Path
 from jobs_core import Jobs, JobsConfig, JobsError, JobsObserver, SchemaTooNew, open_store
 from jobs_http._cli import (
     DATA_DIR,
+    DB_ENV_VAR,
     MIGRATE_FAILED,
     MIGRATE_TOO_NEW,
     READ_ONLY_COMMANDS,
@@ -37,7 +38,9 @@ from jobs_http._limits import ConnectionLimits
 from jobs_http._metrics import JobsMetrics
 from jobs_http._serve import serve
 from jobs_http._settings import effective_settings, print_settings
+from jobs_http._supervisor import Supervisor
 from jobs_http._token import TOKEN_FILE_NAME, TokenError, resolve_token
+from jobs_http._worker_command import UnknownTopics, check_topics, child_command, work
 
 
 class AppLoadError(Exception):
@@ -70,13 +73,20 @@ def build_jobs(
     *,
     create_schema: bool = True,
     observers: Sequence[JobsObserver] = (),
+    config: JobsConfig | None = None,
 ) -> Jobs:
     """The `Jobs` of this process: `--app`'s own, or one over `--db` set up by `--app`.
 
     With `create_schema=False` (read-only commands) nothing is created: no folder, no
-    file, no table; the store raises `SchemaMissing` instead."""
+    file, no table; the store raises `SchemaMissing` instead. `config` configures the
+    `Jobs` built here; an app's own `Jobs` keeps its own, so with one it is refused."""
     target = load_app(app_spec) if app_spec else None
     if isinstance(target, Jobs):
+        if config is not None:
+            raise AppLoadError(
+                f"--app {app_spec} is a Jobs instance with its own config; --concurrency"
+                " needs a setup(jobs) function (or set worker_pool_size in that config)"
+            )
         return target
     if target is not None and not callable(target):
         raise AppLoadError(
@@ -85,10 +95,10 @@ def build_jobs(
         )
     if create_schema:
         prepare_sqlite_file(db_url)  # ./jobs_data (0700) and jobs.db (0600) by default
-    # JOBS_* variables set the worker's settings (`JobsConfig.from_env`).
+    # JOBS_* variables set the worker's settings (`JobsConfig.from_env`) unless given.
     jobs = Jobs(
         open_store(db_url, create_schema=create_schema),
-        config=JobsConfig.from_env(),
+        config=config if config is not None else JobsConfig.from_env(),
         observers=observers,
     )
     if target is not None:
@@ -96,24 +106,31 @@ def build_jobs(
     return jobs
 
 
+_LOG = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Several worker processes may share one terminal or log: each line says whose it is.
+_WORKER_LOG = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobs` console script; returns the exit code."""
     parser = build_parser()
     args = resolve_environment(parser.parse_args(argv), parser)
     logging.basicConfig(
-        level=logging.INFO if args.command == "serve" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if args.command in {"serve", "worker"} else logging.WARNING,
+        format=_WORKER_LOG if args.command == "worker" else _LOG,
     )
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "migrate":
             return _migrate(args)
         if args.command == "config":
             print_settings(effective_settings(parser, os.environ), sys.stdout, as_json=args.json)
             return 0
         return _admin(args)
-    except (AppLoadError, TokenError, OSError) as exc:
+    except (AppLoadError, TokenError, UnknownTopics, OSError) as exc:
         return fail(str(exc))
     except JobsError as exc:
         return fail(str(exc))
@@ -141,9 +158,28 @@ def _serve(args: argparse.Namespace) -> int:
             limits=limits,
             metrics=metrics,
             metrics_token=args.metrics_token,
+            run_worker=not args.no_worker,
         )
     )
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """`jobs worker`: work here until SIGTERM/SIGINT, or supervise `--processes` workers."""
+    config = (
+        None if args.concurrency is None else JobsConfig.from_env(worker_pool_size=args.concurrency)
+    )
+    jobs = build_jobs(args.db, args.app, config=config)  # also checks the app for children
+    check_topics(jobs, args.topics)
+    if args.processes is None:
+        run(work(jobs, args.topics))
+        return 0
+    run(jobs.store.close())
+    supervisor = Supervisor(
+        child_command(args), args.processes, env={**os.environ, DB_ENV_VAR: args.db}
+    )
+    code: int = run(supervisor.run())
+    return code
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from jobs_http._asgi import JobsApp
 from jobs_http._auth import Authenticate, any_of, token_checker
 from jobs_http._bulk import bulk_router
 from jobs_http._exceptions import EXCEPTION_HANDLERS, error_response
+from jobs_http._health import HEALTH_PATH, health_router
 from jobs_http._metrics import JobsMetrics, metrics_router
 from jobs_http._schedules import schedules_router
 from jobs_http._ui import ui_routes
@@ -32,6 +33,8 @@ BODY_ENVELOPE = 64 * 1024
 OPENAPI_PATH = "/schema"
 #: Paths served without credentials; every other route needs the superuser token.
 PUBLIC_PREFIXES = ("/_/", OPENAPI_PATH + "/")
+#: Single public paths: the redirect, the UI and schema roots, the health check.
+PUBLIC_PATHS = frozenset({"/", "/_", OPENAPI_PATH, HEALTH_PATH})
 
 
 @get("/", include_in_schema=False)
@@ -97,6 +100,7 @@ def create_app(
             bulk_router(jobs, check),
             *([metrics_router(jobs, metrics, scrape)] if metrics is not None else []),
             schedules_router(jobs, check),
+            health_router(jobs),
             _root,
             *(ui_routes() if ui else []),
         ],
@@ -136,10 +140,11 @@ def create_app(
 
 
 def public_paths(app: Litestar) -> list[str]:
-    """Route paths that need no credentials (the UI, the schema, the `/` redirect)."""
+    """Route paths that need no credentials (the UI, the schema, the `/` redirect, the
+    health check)."""
     return [route.path for route in app.routes if is_public(route.path)]
 
 
 def is_public(path: str) -> bool:
     """Whether `path` is on the explicit public allow-list."""
-    return path in {"/", "/_", OPENAPI_PATH} or path.startswith(PUBLIC_PREFIXES)
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)

@@ -45,8 +45,12 @@ from jobs_http._wire import (
     loads_strict,
     parse_rfc3339,
 )
+from jobs_http._worker_command import add_worker_parser
 
 DATA_DIR = Path("jobs_data")
+#: The variable `--db` reads (see `_environment`); `jobs worker --processes` hands its
+#: children the store URL in it, out of sight of `ps`.
+DB_ENV_VAR = "JOBS_DB"
 DEFAULT_DB = "sqlite:///jobs_data/jobs.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -130,6 +134,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="close a connection idle this long after a response (default 5)",
     )
     serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the API and the admin UI only; run workers with `jobs worker`",
+    )
+    serve.add_argument(
         "--header-timeout",
         type=_seconds,
         default=10.0,
@@ -156,6 +165,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="open connections at most; beyond, the longest-idle one is closed"
         " (default 1000, or a third of the open-file limit if lower)",
     )
+
+    add_worker_parser(commands, db_parent)
 
     enqueue = commands.add_parser("enqueue", parents=[db_parent, out_parent], help="queue a job")
     enqueue.add_argument("topic")

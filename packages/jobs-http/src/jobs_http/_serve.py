@@ -119,13 +119,21 @@ async def serve(
     out: TextIO = sys.stdout,
     metrics: JobsMetrics | None = None,
     metrics_token: str | None = None,
+    run_worker: bool = True,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then stop the worker and close the store. With
-    `metrics` (an observer of `jobs`), `/metrics` serves them (see `create_app`)."""
+    `metrics` (an observer of `jobs`), `/metrics` serves them (see `create_app`);
+    `run_worker=False` serves the API and the UI only (`jobs serve --no-worker`)."""
     limits = limits if limits is not None else ConnectionLimits()
     try:
         listener = bind_listener(host, port)  # before the lifespan starts the worker
-        app = create_app(jobs, token=token.value, metrics=metrics, metrics_token=metrics_token)
+        app = create_app(
+            jobs,
+            token=token.value,
+            run_worker=run_worker,
+            metrics=metrics,
+            metrics_token=metrics_token,
+        )
         config = uvicorn.Config(
             app,
             host=host,
