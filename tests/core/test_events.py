@@ -324,7 +324,8 @@ class Raising:
         self.calls += 1
         raise RuntimeError(f"{self.name} is broken")
 
-    claimed = started = finished = refused = rescued = store_error = store_recovered = _boom
+    enqueued = claimed = started = finished = refused = rescued = _boom
+    store_error = store_recovered = _boom
 
 
 async def test_a_raising_observer_is_logged_once_and_breaks_nothing(
@@ -496,3 +497,35 @@ async def test_a_handlers_text_cannot_forge_log_lines_or_drive_the_terminal(
     assert trace[0] == "Traceback (most recent call last):"
     assert "\x1b" not in final
     assert trace[-2:] == ["ValueError: boom", "INFO job 1 completed\\x1b[2J"]
+
+
+class _Enqueues(BaseObserver):
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        self.seen.append([job.id for job in jobs])
+
+
+async def test_enqueued_reports_the_new_jobs_of_every_enqueue_and_not_duplicates(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    watcher = _Enqueues()
+    jobs = Jobs(store, clock=clock, observers=[watcher])
+    one = await jobs.enqueue("t", None)
+    at = await jobs.enqueue_at("t", None, clock.now())
+    batch = await jobs.enqueue_many("t", [1, 2])
+    once = EnqueueOptions(unique_key="k")
+    first = await jobs.submit("t", None, once)
+    again = await jobs.submit("t", None, once)
+    keyed = await jobs.enqueue_many("t", [1, 2], EnqueueOptions(unique_key="other"))
+    assert not again.new
+    assert watcher.seen == [
+        [one.id],
+        [at.id],
+        [job.id for job in batch],
+        [first.job.id],
+        [keyed[0].id],
+    ]
+    assert await jobs.enqueue_many("t", [], once) == []
+    assert len(watcher.seen) == 5  # an empty batch or all-duplicate one reports nothing

@@ -80,6 +80,7 @@ async def test_runs_are_counted_by_topic_and_outcome_with_their_times(
     while await jobs.run_once():
         pass
     got = await scrape(client)
+    assert got["jobs_enqueued_total", (("topic", "ok"),)] == 1
     assert got["jobs_finished_total", (("outcome", "completed"), ("topic", "ok"))] == 1
     assert got["jobs_finished_total", (("outcome", "retried"), ("topic", "boom"))] == 1
     assert got["jobs_finished_total", (("outcome", "failed"), ("topic", "boom"))] == 1

@@ -85,6 +85,7 @@ from jobs_core._schedules import (
     schedule_definition,
     schedule_from_definition,
     slot_jobs,
+    slot_key,
     timing_key,
 )
 from jobs_core._service import Jobs
@@ -265,5 +266,6 @@ __all__ = [
     "schedule_definition",
     "schedule_from_definition",
     "slot_jobs",
+    "slot_key",
     "timing_key",
 ]

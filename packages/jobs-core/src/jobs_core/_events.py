@@ -48,6 +48,10 @@ class JobsObserver(Protocol):
     work elsewhere; every call runs on the event loop, inline.
     """
 
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        """An enqueue through this `Jobs` stored these new jobs (never called with none;
+        a unique key's duplicates are not among them)."""
+
     def claimed(self, jobs: Sequence[Job]) -> None:
         """A claim returned these jobs (never called with none)."""
 
@@ -84,6 +88,9 @@ class BaseObserver:
 
     (The core skips the methods you did not override, so they cost nothing.)
     """
+
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        """Ignored."""
 
     def claimed(self, jobs: Sequence[Job]) -> None:
         """Ignored."""
@@ -273,6 +280,7 @@ class ObserverGroup:
     def __init__(self, observers: Sequence[JobsObserver]) -> None:
         self.observers = tuple(observers)
         self._quiet: set[int] = set()  # ids of observers that raised (logged already)
+        self._enqueued = self._handling("enqueued")
         self._claimed = self._handling("claimed")
         self._started = self._handling("started")
         self._finished = self._handling("finished")
@@ -302,6 +310,13 @@ class ObserverGroup:
             exc,
             exc_info=exc,
         )
+
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        for observer, method in self._enqueued:
+            try:
+                method(jobs)
+            except Exception as exc:  # noqa: BLE001 - an observer never breaks enqueue
+                self._raised(observer, "enqueued", exc)
 
     def claimed(self, jobs: Sequence[Job]) -> None:
         for observer, method in self._claimed:

@@ -23,6 +23,7 @@ slots); older missed slots beyond that are dropped.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ import attrs
 from jobs_core import _transitions as transitions
 from jobs_core._errors import CronUnavailable, InvalidSchedule
 from jobs_core._ids import new_job_id
-from jobs_core._model import Job, JSONValue
+from jobs_core._model import MAX_UNIQUE_KEY_LENGTH, Job, JSONValue
 
 __all__ = [
     "MAX_SCHEDULE_NAME",
@@ -50,6 +51,7 @@ __all__ = [
     "schedule_definition",
     "schedule_from_definition",
     "slot_jobs",
+    "slot_key",
     "timing_key",
 ]
 
@@ -253,7 +255,8 @@ def slot_jobs(
 ) -> list[Job]:
     """The jobs firing `slots` of `schedule` creates, one per slot, due at its slot (so
     `run_at` tells which slot a job is for). `max_retries` applies when the schedule has
-    none of its own. The one place slot jobs are built."""
+    none of its own. Each holds its slot's `slot_key`, so even a slot fired twice would
+    store one job while the first is active. The one place slot jobs are built."""
     retries = schedule.max_retries if schedule.max_retries is not None else max_retries
     return [
         transitions.new_job(
@@ -263,10 +266,21 @@ def slot_jobs(
             run_at=slot,
             max_retries=retries,
             priority=schedule.priority,
+            unique_key=slot_key(schedule.name, slot),
             now=now,
         )
         for slot in slots
     ]
+
+
+def slot_key(name: str, slot: datetime) -> str:
+    """The unique key of schedule `name`'s job for `slot`: `schedule:<name>@<slot, UTC
+    RFC 3339>`, or, for a name too long for a key, its SHA-256 in the name's place."""
+    when = slot.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    key = f"schedule:{name}@{when}"
+    if len(key) <= MAX_UNIQUE_KEY_LENGTH:
+        return key
+    return f"schedule:sha256:{hashlib.sha256(name.encode()).hexdigest()}@{when}"
 
 
 def schedule_definition(schedule: Schedule) -> dict[str, Any]:

@@ -253,7 +253,7 @@ class Jobs:
         job = self.prepare(topic, payload, options)
         if job.unique_key is None:  # the plain path, as cheap as before unique keys
             await self.store.insert([job])
-            self._wake_if_due([job])
+            self._enqueued([job])
             return job
         return (await self._insert_keyed(job)).job
 
@@ -269,7 +269,7 @@ class Jobs:
         job = self.prepare(topic, payload, options)
         if job.unique_key is None:
             await self.store.insert([job])
-            self._wake_if_due([job])
+            self._enqueued([job])
             return Enqueued(job, True)
         return await self._insert_keyed(job)
 
@@ -278,7 +278,7 @@ class Jobs:
         (stored,) = await self.store.insert([job])
         new = stored.id == job.id
         if new:  # a duplicate changed nothing: no worker to wake
-            self._wake_if_due([stored])
+            self._enqueued([stored])
         return Enqueued(stored, new)
 
     async def enqueue_many(
@@ -294,13 +294,19 @@ class Jobs:
             return EnqueuedJobs()
         if jobs[0].unique_key is None:
             await self.store.insert(jobs)
-            self._wake_if_due(jobs)
+            self._enqueued(jobs)
             return EnqueuedJobs(jobs)
         stored = list(await self.store.insert(jobs))
         new = [after.id == before.id for before, after in zip(jobs, stored, strict=True)]
         answer = EnqueuedJobs(stored, new)
-        self._wake_if_due(answer.added)
+        if answer.added:
+            self._enqueued(answer.added)
         return answer
+
+    def _enqueued(self, jobs: Sequence[Job]) -> None:
+        """New jobs were stored: tell the observers, wake the worker if one is due."""
+        self._observers.enqueued(jobs)
+        self._wake_if_due(jobs)
 
     def _wake_if_due(self, jobs: Sequence[Job]) -> None:
         now = self.clock.now()

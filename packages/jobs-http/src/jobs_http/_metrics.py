@@ -78,8 +78,7 @@ class JobsMetrics(BaseObserver):
             registry=r,
         )
 
-    def enqueued_jobs(self, jobs: Sequence[Job]) -> None:
-        """Count jobs stored by an enqueue (duplicates of a unique key excluded)."""
+    def enqueued(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self.enqueued_total.labels(job.topic).inc()
 

@@ -66,7 +66,7 @@ from jobs_postgres._rows import (
     unread_column,
     update_arrays,
 )
-from jobs_postgres._schema import LEASED, Schema
+from jobs_postgres._schema import HELD_KEY, LEASED, Schema
 from jobs_postgres._statements import NOTIFY_TOPIC_BYTES, statements
 from jobs_postgres._statements import delete_finished as delete_finished_sql
 from jobs_postgres._url import StoreURL, check_name, parse_url
@@ -426,8 +426,17 @@ class PostgresStore:
         with translated("inserting jobs in the caller's transaction"):
             await self._insert(connection, jobs)
 
-    async def _insert(self, conn: AsyncConnection, jobs: Sequence[Job]) -> None:
-        await conn.execute(self._schema.jobs.insert(), [to_row(job) for job in jobs])
+    async def _insert(
+        self, conn: AsyncConnection, jobs: Sequence[Job], *, skip_held_keys: bool = False
+    ) -> None:
+        """INSERT in the caller's transaction; `skip_held_keys` stores nothing for a job
+        whose unique key an active job holds (a schedule's slot fired twice)."""
+        statement = pg.insert(self._schema.jobs)
+        if skip_held_keys:
+            statement = statement.on_conflict_do_nothing(
+                index_elements=["topic", "unique_key"], index_where=sa.text(HELD_KEY)
+            )
+        await conn.execute(statement, [to_row(job) for job in jobs])
         await self._notify(conn, {job.topic for job in jobs})
 
     async def _notify(self, conn: AsyncConnection, topics: set[str]) -> None:
@@ -823,7 +832,7 @@ class PostgresStore:
                 if (await conn.execute(guarded)).first() is None:
                     return False
                 if jobs:
-                    await self._insert(conn, jobs)
+                    await self._insert(conn, jobs, skip_held_keys=True)
         return True
 
     # -- reads ------------------------------------------------------------------------

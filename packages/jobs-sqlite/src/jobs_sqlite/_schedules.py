@@ -122,7 +122,9 @@ def fire(  # noqa: PLR0917 - the store thread passes the call's arguments in ord
         if session.change(_FIRE, params) != 1:
             return False
         if jobs:
-            session.change_many(sql.INSERT, [insert_values(job, texts.text) for job in jobs])
+            # A slot job's key is its slot's: a slot stored twice keeps the first job.
+            rows = [insert_values(job, texts.text) for job in jobs]
+            session.change_many(sql.INSERT_UNIQUE, rows)
     return True
 
 

@@ -1802,6 +1802,26 @@ class ScheduleStoreContract:
         )
         assert await _slots_of(store) == [slot]
 
+    async def test_a_slot_whose_key_is_held_is_not_stored_twice(self, store: Any) -> None:
+        """Belt and braces under the compare-and-set: a firing that carries a slot job
+        already stored and active (its `slot_key` held) still moves the schedule on and
+        stores the other slots, not a second job for that slot."""
+        schedule = make_schedule()
+        await store.save_schedule(schedule)
+        slot = schedule.next_fire_at
+        (held,) = slot_jobs(schedule, [slot], now=slot, max_retries=3)
+        await store.insert([held])
+        nxt = slot + timedelta(seconds=1)
+        jobs = slot_jobs(schedule, [slot, nxt], now=slot, max_retries=3)
+        assert await store.fire_schedule(
+            schedule.name,
+            expected_next_fire_at=slot,
+            next_fire_at=nxt + timedelta(seconds=1),
+            jobs=jobs,
+        )
+        assert sorted(await _slots_of(store)) == [slot, nxt]
+        assert await store.get(held.id) == held
+
     async def test_competing_fires_of_one_slot_store_it_once(self, store: Any) -> None:
         schedule = make_schedule()
         await store.save_schedule(schedule)
