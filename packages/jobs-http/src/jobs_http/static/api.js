@@ -59,6 +59,7 @@ async function call(token, method, path, query, body) {
 
 const jobPath = (id) => `/api/jobs/${encodeURIComponent(id)}`;
 const topicPath = (topic) => `/api/topics/${encodeURIComponent(topic)}`;
+const schedulePath = (name) => `/api/schedules/${encodeURIComponent(name)}`;
 
 export function api(token) {
   return {
@@ -72,6 +73,9 @@ export function api(token) {
     // `action` is requeue, cancel or delete; `selection` {topic, status, dry_run, ...}.
     bulk: (action, selection) => call(token, "POST", `/api/jobs/bulk/${action}`, {}, selection),
     topics: () => call(token, "GET", "/api/topics"),
+    schedules: () => call(token, "GET", "/api/schedules"),
+    pauseSchedule: (name) => call(token, "POST", `${schedulePath(name)}/pause`),
+    resumeSchedule: (name) => call(token, "POST", `${schedulePath(name)}/resume`),
     pause: (topic) => call(token, "POST", `${topicPath(topic)}/pause`),
     resume: (topic) => call(token, "POST", `${topicPath(topic)}/resume`),
     limit: (topic, maxRunning) =>

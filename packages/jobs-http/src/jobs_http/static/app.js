@@ -62,11 +62,13 @@ function render() {
   }
   show(byId("list-view"), !view.job);
   show(byId("topics-view"), !view.job);
+  show(byId("schedules-view"), !view.job);
   show(byId("detail-view"), Boolean(view.job));
   if (view.job) loadDetail(view.job);
   else {
     loadList();
     loadTopics();
+    loadSchedules();
   }
 }
 
@@ -269,6 +271,81 @@ async function changeLimit(topic, text) {
     notify(`Could not set the limit of ${truncate(topic, 60)}: ${err.message}`, true);
   }
   loadTopics();
+}
+
+// -- schedules ------------------------------------------------------------------
+
+let schedulesRequest = 0;
+
+async function loadSchedules() {
+  if (!client) return;
+  const request = ++schedulesRequest;
+  const state = byId("schedules-state");
+  try {
+    const answer = await client.schedules();
+    if (request !== schedulesRequest) return;
+    byId("schedules-body").replaceChildren(...answer.items.map(scheduleRow));
+    state.textContent = answer.items.length ? "" : "No schedules. Code declares them with @jobs.periodic, or PUT /api/schedules/{name}.";
+    state.classList.remove("error-text");
+    show(state, !answer.items.length);
+  } catch (err) {
+    if (request !== schedulesRequest || signedOutBy(err)) return;
+    state.textContent = `Could not load schedules: ${err.message}`;
+    state.classList.add("error-text");
+    show(state, true);
+  }
+}
+
+function jobLink(id) {
+  if (!id) return "–";
+  const link = el("a", { href: urlFor({ ...view, job: id }), class: "mono", title: id }, `…${id.slice(-8)}`);
+  link.addEventListener("click", (event) => {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    navigate({ job: id }, { push: true });
+  });
+  return link;
+}
+
+function scheduleRow(schedule) {
+  const timing = schedule.cron !== null && schedule.timezone !== "UTC"
+    ? `${schedule.timing} (${schedule.timezone})`
+    : schedule.timing;
+  const toggle = el(
+    "button",
+    { type: "button", class: schedule.paused ? "primary" : "" },
+    schedule.paused ? "Resume" : "Pause",
+  );
+  toggle.addEventListener("click", () => toggleSchedule(schedule.name, schedule.paused));
+  return el(
+    "tr",
+    { "data-schedule": schedule.name },
+    el("td", { class: "mono", "data-label": "Name" }, truncate(schedule.name, 60)),
+    el("td", { class: "mono", "data-label": "Topic" }, truncate(schedule.topic, 60)),
+    el("td", { class: "mono", "data-label": "Timing" }, truncate(timing, 80)),
+    el(
+      "td",
+      { "data-label": "State" },
+      el("span", { class: `badge ${schedule.paused ? "status-failed" : "status-completed"}` },
+        schedule.paused ? "paused" : "active"),
+    ),
+    timeCell(schedule.next_fire_at, "Next fire"),
+    timeCell(schedule.last_fired_at, "Last fired"),
+    el("td", { "data-label": "Last job" }, jobLink(schedule.last_job_id)),
+    el("td", {}, toggle),
+  );
+}
+
+async function toggleSchedule(name, paused) {
+  try {
+    if (paused) await client.resumeSchedule(name);
+    else await client.pauseSchedule(name);
+    notify(`${paused ? "Resumed" : "Paused"} schedule ${truncate(name, 60)}.`);
+  } catch (err) {
+    if (signedOutBy(err)) return;
+    notify(`Could not ${paused ? "resume" : "pause"} ${truncate(name, 60)}: ${err.message}`, true);
+  }
+  loadSchedules();
 }
 
 // -- the list -------------------------------------------------------------------
@@ -714,6 +791,7 @@ function wire() {
   byId("clear-filters").addEventListener("click", () => navigate({ topic: "", status: "", offset: 0 }));
   byId("refresh-list").addEventListener("click", () => {
     loadTopics();
+    loadSchedules();
     loadList();
     refreshStats();
   });
