@@ -324,8 +324,10 @@ class Raising:
         self.calls += 1
         raise RuntimeError(f"{self.name} is broken")
 
-    enqueued = claimed = started = finished = refused = rescued = _boom
-    store_error = store_recovered = _boom
+    claimed = started = finished = refused = rescued = store_error = store_recovered = _boom
+
+    def enqueued(self, jobs: Sequence[Job]) -> None:
+        """Not a worker event: this test is about the worker's (see the next test)."""
 
 
 async def test_a_raising_observer_is_logged_once_and_breaks_nothing(
@@ -529,3 +531,18 @@ async def test_enqueued_reports_the_new_jobs_of_every_enqueue_and_not_duplicates
     ]
     assert await jobs.enqueue_many("t", [], once) == []
     assert len(watcher.seen) == 5  # an empty batch or all-duplicate one reports nothing
+
+
+async def test_an_observer_raising_in_enqueued_breaks_no_enqueue(
+    store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(BaseObserver):
+        def enqueued(self, jobs: Sequence[Job]) -> None:
+            raise RuntimeError("broken")
+
+    jobs = Jobs(store, clock=clock, observers=[Broken()])
+    first = await jobs.enqueue("t", None)
+    second = await jobs.enqueue("t", None)
+    assert [job.id for job in (await jobs.list()).items] == [second.id, first.id]
+    logged = [r for r in caplog.records if "raised in enqueued" in r.getMessage()]
+    assert len(logged) == 1
