@@ -24,7 +24,7 @@ from jobs_core import BULK_MAX, BULK_MAX_LIMIT, BulkResult, Jobs, JobStatus
 from jobs_http._api import check_json
 from jobs_http._auth import Authenticate, superuser_guard
 from jobs_http._query import single_valued_query
-from jobs_http._wire import ErrorOut, InvalidBody, loads_strict, parse_rfc3339
+from jobs_http._wire import ErrorOut, InvalidBody, load_object, parse_rfc3339
 
 #: The body's fields; anything else is refused.
 FIELDS: Final = ("ids", "topic", "status", "before", "max", "dry_run")
@@ -47,16 +47,7 @@ class BulkOut:
 def parse_bulk(raw: bytes) -> tuple[dict[str, Any], bool]:
     """The keyword arguments of a `Jobs.bulk_*` call and `dry_run`, or `InvalidBody`;
     the rules of a selection (ids or a filter, the bounds of `max`) are the core's."""
-    body = loads_strict(raw)
-    if not isinstance(body, dict):
-        raise InvalidBody("body must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))[:20]
-    if unknown:
-        raise InvalidBody(
-            f"unknown field(s): {', '.join(name[:64] for name in unknown)};"
-            f" allowed: {', '.join(FIELDS)}",
-            {name[:64]: "unknown field" for name in unknown},
-        )
+    body = load_object(raw, FIELDS)
     options: dict[str, Any] = {}
     if body.get("ids") is not None:
         ids = body["ids"]

@@ -26,7 +26,7 @@ from jobs_core import Jobs, Schedule
 from jobs_core import Misfire as MisfireValue
 from jobs_http._auth import Authenticate, superuser_guard
 from jobs_http._query import single_valued_query
-from jobs_http._wire import ErrorOut, InvalidBody, loads_strict
+from jobs_http._wire import ErrorOut, InvalidBody, load_object
 
 #: The fields a `PUT` body may have (all but `topic` optional).
 SCHEDULE_FIELDS: Final = (
@@ -97,16 +97,7 @@ class SchedulesOut:
 def parse_schedule(raw: bytes) -> dict[str, Any]:
     """A `PUT` body as `Jobs.schedule` keywords (`every` seconds as a `timedelta`), or
     `InvalidBody` for what only the wire can get wrong; the core checks the rest."""
-    body = loads_strict(raw)
-    if not isinstance(body, dict):
-        raise InvalidBody("body must be a JSON object")
-    unknown = sorted(set(body) - set(SCHEDULE_FIELDS))[:20]
-    if unknown:
-        raise InvalidBody(
-            f"unknown field(s): {', '.join(name[:64] for name in unknown)};"
-            f" allowed: {', '.join(SCHEDULE_FIELDS)}",
-            {name[:64]: "unknown field" for name in unknown},
-        )
+    body = load_object(raw, SCHEDULE_FIELDS)
     if "topic" not in body:
         raise InvalidBody("invalid body: topic: is required", {"topic": "is required"})
     every = body.get("every")

@@ -23,7 +23,7 @@ import json
 import operator
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
 
@@ -378,15 +378,7 @@ class TopicsOut:
 
 def parse_limit(raw: bytes) -> int | None:
     """The `{"max_running": N | null}` body of a limit request, or `InvalidBody`."""
-    body = loads_strict(raw)
-    if not isinstance(body, dict):
-        raise InvalidBody(f"body must be a JSON object, got {_json_type(body)}")
-    unknown = sorted(set(body) - {"max_running"})[:_MAX_NAMED]
-    if unknown:
-        raise InvalidBody(
-            f"unknown field(s): {', '.join(name[:64] for name in unknown)}; allowed: max_running",
-            {name[:64]: "unknown field" for name in unknown},
-        )
+    body = load_object(raw, ("max_running",))
     if "max_running" not in body:
         raise InvalidBody("invalid body: max_running: is required", {"max_running": "is required"})
     value = body["max_running"]
@@ -511,18 +503,25 @@ def loads_strict(raw: bytes) -> Any:
         ) from None
 
 
-def parse_enqueue(raw: bytes) -> EnqueueIn:
-    """The enqueue request in `raw`, or `InvalidBody` naming every field that is wrong."""
+def load_object(raw: bytes, allowed: Sequence[str]) -> dict[str, Any]:
+    """The strict JSON object in `raw` (`loads_strict`) with no field outside `allowed`,
+    or `InvalidBody`: every body the API reads is such an object."""
     body = loads_strict(raw)
     if not isinstance(body, dict):
         raise InvalidBody(f"body must be a JSON object, got {_json_type(body)}")
-    unknown = sorted(set(body) - set(ENQUEUE_FIELDS))[:_MAX_NAMED]  # bounded error size
+    unknown = sorted(set(body) - set(allowed))[:_MAX_NAMED]  # bounded error size
     if unknown:
         raise InvalidBody(
             f"unknown field(s): {', '.join(name[:64] for name in unknown)};"
-            f" allowed: {', '.join(ENQUEUE_FIELDS)}",
+            f" allowed: {', '.join(allowed)}",
             {name[:64]: "unknown field" for name in unknown},
         )
+    return body
+
+
+def parse_enqueue(raw: bytes) -> EnqueueIn:
+    """The enqueue request in `raw`, or `InvalidBody` naming every field that is wrong."""
+    body = load_object(raw, ENQUEUE_FIELDS)
     values: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for field in ENQUEUE_BODY:
