@@ -1087,6 +1087,35 @@ _PAYLOADS = st.recursive(
 ).filter(lambda p: "\\u0000" not in json.dumps(p))  # the core refuses NUL; so must tests
 
 
+class _StoreOnItsOwnLoop(RuleBasedStateMachine):
+    """The base of the kit's state machines: each example opens a store with the class's
+    `open` (a plain or an `async def` function), inside the machine's own event loop,
+    runs every step there (`run`), and closes the store at its end. No rules of its own."""
+
+    open: ClassVar[Any]  # staticmethod(open_store), set by each factory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner = asyncio.Runner()
+        self.store: Any = self.run(self._open())
+
+    async def _open(self) -> Any:
+        made = self.open()
+        return await made if inspect.isawaitable(made) else made
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        async def call() -> Any:
+            return await awaitable
+
+        return self.runner.run(call())
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.store.close())
+        finally:
+            self.runner.close()
+
+
 def make_state_machine(
     open_store: Callable[[], Awaitable[JobStore] | JobStore],
     *,
@@ -1099,35 +1128,16 @@ def make_state_machine(
     example; the store is closed at its end. Use `.TestCase` as a pytest test class.
     """
 
-    class StoreMachine(RuleBasedStateMachine):
+    class StoreMachine(_StoreOnItsOwnLoop):
         job_ids = Bundle("job_ids")
         open: ClassVar = staticmethod(open_store)
 
         def __init__(self) -> None:
             super().__init__()
-            self.runner = asyncio.Runner()
-            self.store: JobStore = self.run(self._open())
             self.now = _T0
             self.model: dict[str, Job] = {}
             self.old_tokens: list[str] = []
             self.policies: dict[str, TopicPolicy] = {}
-
-        async def _open(self) -> JobStore:
-            made = self.open()
-            store: JobStore = await made if inspect.isawaitable(made) else made
-            return store
-
-        def run(self, awaitable: Awaitable[Any]) -> Any:
-            async def call() -> Any:
-                return await awaitable
-
-            return self.runner.run(call())
-
-        def teardown(self) -> None:
-            try:
-                self.run(self.store.close())
-            finally:
-                self.runner.close()
 
         # -- rules -----------------------------------------------------------------
 
@@ -1908,33 +1918,15 @@ def make_schedule_machine(
     every = timedelta(seconds=1)
     names = ("latest", "all", "skip")
 
-    class ScheduleMachine(RuleBasedStateMachine):
+    class ScheduleMachine(_StoreOnItsOwnLoop):
         open: ClassVar = staticmethod(open_store)
 
         def __init__(self) -> None:
             super().__init__()
-            self.runner = asyncio.Runner()
-            self.store: Any = self.run(self._open())
             self.now = _T0 + timedelta(milliseconds=250)
             self.next: dict[str, datetime] = {}
             self.paused: dict[str, bool] = {}
             self.slots: dict[str, list[datetime]] = {}
-
-        async def _open(self) -> Any:
-            made = self.open()
-            return await made if inspect.isawaitable(made) else made
-
-        def run(self, awaitable: Awaitable[Any]) -> Any:
-            async def call() -> Any:
-                return await awaitable
-
-            return self.runner.run(call())
-
-        def teardown(self) -> None:
-            try:
-                self.run(self.store.close())
-            finally:
-                self.runner.close()
 
         @initialize()
         def create(self) -> None:
